@@ -1,0 +1,91 @@
+//! Eve's envelopes (seed 004): `_items` / `_meta` / `_links` for collections and
+//! `{"_status": "ERR", "_error": {...}}` for errors. Every collection response is built here.
+
+use serde_json::{Value, json};
+
+/// Default page size (Eve's `PAGINATION_DEFAULT`).
+pub const DEFAULT_MAX_RESULTS: usize = 25;
+/// Largest page a client may ask for (Eve's `PAGINATION_LIMIT`).
+pub const MAX_RESULTS_LIMIT: usize = 1000;
+
+/// One page of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based page number.
+    pub page: usize,
+    /// Items per page.
+    pub max_results: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            max_results: DEFAULT_MAX_RESULTS,
+        }
+    }
+}
+
+fn href(resource: &str, page: usize, max_results: usize) -> Value {
+    let mut query = format!("{resource}?page={page}");
+    if max_results != DEFAULT_MAX_RESULTS {
+        query = format!("{query}&max_results={max_results}");
+    }
+    json!({"href": query, "title": resource})
+}
+
+/// The collection envelope of `items` (all of them; this function cuts the page).
+pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
+    let total = items.len();
+    let start = (page.page - 1).saturating_mul(page.max_results).min(total);
+    let end = start.saturating_add(page.max_results).min(total);
+    let last_page = total.div_ceil(page.max_results).max(1);
+    let mut links = serde_json::Map::new();
+    links.insert("parent".into(), json!({"href": "/", "title": "home"}));
+    links.insert("self".into(), json!({"href": resource, "title": resource}));
+    if page.page < last_page {
+        links.insert("next".into(), href(resource, page.page + 1, page.max_results));
+        links.insert("last".into(), href(resource, last_page, page.max_results));
+    }
+    if page.page > 1 {
+        links.insert("prev".into(), href(resource, page.page - 1, page.max_results));
+    }
+    json!({
+        "_items": items[start..end].to_vec(),
+        "_meta": {"page": page.page, "max_results": page.max_results, "total": total},
+        "_links": links,
+    })
+}
+
+/// Eve's error body.
+pub fn error(code: u16, message: &str) -> Value {
+    json!({"_status": "ERR", "_error": {"code": code, "message": message}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_cuts_pages_and_links_neighbours() {
+        let items: Vec<Value> = (0..30).map(|i| json!({"n": i})).collect();
+        let first = collection("services", items.clone(), Page::default());
+        assert_eq!(first["_items"].as_array().unwrap().len(), 25);
+        assert_eq!(first["_meta"], json!({"page": 1, "max_results": 25, "total": 30}));
+        assert_eq!(first["_links"]["next"]["href"], "services?page=2");
+        assert_eq!(first["_links"]["last"]["href"], "services?page=2");
+        assert!(first["_links"].get("prev").is_none());
+        let second = collection("services", items, Page { page: 2, max_results: 25 });
+        assert_eq!(second["_items"].as_array().unwrap().len(), 5);
+        assert_eq!(second["_items"][0]["n"], 25);
+        assert_eq!(second["_links"]["prev"]["href"], "services?page=1");
+        assert!(second["_links"].get("next").is_none());
+    }
+
+    #[test]
+    fn pages_past_the_end_are_empty_not_errors() {
+        let page = collection("tasks", vec![json!(1)], Page { page: 9, max_results: 10 });
+        assert_eq!(page["_items"], json!([]));
+        assert_eq!(page["_meta"]["total"], 1);
+    }
+}

@@ -1,0 +1,80 @@
+//! The operator's configuration: flags, `OPSPLANE_*` environment variables, subcommands.
+//! README.md "Configuration" documents the same table.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// opsplane operator: MonitoredService and NodeTask controllers plus the REST API.
+#[derive(Debug, Parser)]
+#[command(name = "opsplane-operator", version, about)]
+pub struct Cli {
+    /// What to run; without a subcommand, the in-cluster operator.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of the in-cluster operator (the default mode).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Modes besides the in-cluster default.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every CustomResourceDefinition as YAML (or write one file per CRD with --out-dir).
+    Crds {
+        /// Write `<name>.yaml` files into these directories instead of printing.
+        #[arg(long = "out-dir")]
+        out_dirs: Vec<PathBuf>,
+    },
+    /// Run without Kubernetes: checks of the MonitoredServices in --config, and the API.
+    Standalone(StandaloneArgs),
+}
+
+/// Settings shared by every serving mode.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address of the REST API, health and metrics.
+    #[arg(long, env = "OPSPLANE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve GET requests without a token. Writes always need the token.
+    #[arg(long, env = "OPSPLANE_PUBLIC_READS", default_value_t = false)]
+    pub public_reads: bool,
+    /// Log filter, e.g. `info` or `opsplane_operator=debug,kube=warn`.
+    #[arg(long, env = "OPSPLANE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// In-cluster operator settings.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// Common serving settings.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Name of the coordination.k8s.io Lease used for leader election.
+    #[arg(long, env = "OPSPLANE_LEASE_NAME", default_value = "opsplane-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease; defaults to POD_NAMESPACE, then `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Identity in the election; defaults to POD_NAME, then the host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal; a crashed leader is replaced after this.
+    #[arg(long, env = "OPSPLANE_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration_seconds: u64,
+}
+
+/// Standalone settings.
+#[derive(Debug, Args, Clone)]
+pub struct StandaloneArgs {
+    /// Common serving settings.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// YAML file of MonitoredService manifests (documents separated by `---`).
+    #[arg(long, env = "OPSPLANE_CONFIG")]
+    pub config: PathBuf,
+    /// Directory for local state (the generated API token when OPSPLANE_TOKEN is unset).
+    #[arg(long, env = "OPSPLANE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}

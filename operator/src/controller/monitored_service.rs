@@ -1,0 +1,361 @@
+//! MonitoredService controller: check each service on its interval and keep its status truthful.
+//!
+//! `reconcile` resolves the instances (the url, or the ready and not-ready endpoints of the
+//! referenced Service's EndpointSlices), checks them concurrently, writes status through the
+//! status subresource, and requeues after `checkInterval`. [`decide_status`] is the pure part:
+//! from the previous status and the results, what status should be.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use opsplane_resources::duration::parse_duration;
+use opsplane_resources::{InstanceStatus, MonitoredService, MonitoredServiceSpec, MonitoredServiceStatus};
+use serde_json::json;
+
+use super::{Context, Error};
+use crate::check::{self, InstanceResult, Probe, Target};
+
+/// Field manager name of the status writes.
+pub const FIELD_MANAGER: &str = "opsplane-operator";
+
+/// Check interval and timeout of a spec; the CRD guarantees they parse, the fallbacks cover
+/// objects stored before a schema change.
+pub fn timing(spec: &MonitoredServiceSpec) -> (Duration, Duration) {
+    let interval = parse_duration(&spec.check_interval).unwrap_or(Duration::from_secs(30));
+    let timeout = parse_duration(&spec.timeout)
+        .unwrap_or(Duration::from_secs(5))
+        .min(interval);
+    (interval.max(Duration::from_secs(1)), timeout)
+}
+
+fn condition(
+    kind: &str,
+    up: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    let status = if up { "True" } else { "False" };
+    // lastTransitionTime moves only when the status flips.
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: kind.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// What status should be after a round of checks. Pure: no I/O, no clock.
+pub fn decide_status(
+    previous: Option<&MonitoredServiceStatus>,
+    generation: Option<i64>,
+    results: &[InstanceResult],
+    now: Timestamp,
+) -> MonitoredServiceStatus {
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let healthy: Vec<&InstanceResult> = results.iter().filter(|r| r.healthy).collect();
+    let failing: Vec<&InstanceResult> = results.iter().filter(|r| !r.healthy).collect();
+    let describe = |rs: &[&InstanceResult]| {
+        rs.iter()
+            .map(|r| format!("{} ({})", r.address, r.error.as_deref().unwrap_or("failed")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (available, reason, message) = if results.is_empty() {
+        (
+            false,
+            "NoInstances",
+            "no instances to check: the Service has no endpoints".to_string(),
+        )
+    } else if failing.is_empty() {
+        (
+            true,
+            "ChecksPassing",
+            format!("{} of {} instances pass their checks", healthy.len(), results.len()),
+        )
+    } else if healthy.is_empty() {
+        (
+            false,
+            "AllInstancesFailing",
+            format!("every instance fails its check: {}", describe(&failing)),
+        )
+    } else {
+        (
+            true,
+            "SomeInstancesFailing",
+            format!(
+                "{} of {} instances pass their checks",
+                healthy.len(),
+                results.len()
+            ),
+        )
+    };
+    let degraded = !healthy.is_empty() && !failing.is_empty();
+    let (degraded_reason, degraded_message) = if degraded {
+        (
+            "InstancesFailing",
+            format!(
+                "{} of {} instances fail: {}",
+                failing.len(),
+                results.len(),
+                describe(&failing)
+            ),
+        )
+    } else {
+        ("NotDegraded", "no instance is failing while others pass".to_string())
+    };
+    let latency_ms = healthy
+        .iter()
+        .map(|r| r.latency.as_millis() as u64)
+        .max()
+        .or_else(|| results.iter().map(|r| r.latency.as_millis() as u64).max());
+    let last_error = failing
+        .first()
+        .map(|r| format!("{}: {}", r.address, r.error.as_deref().unwrap_or("failed")))
+        .unwrap_or_default();
+    let stamp = now.to_string();
+    MonitoredServiceStatus {
+        observed_generation: generation,
+        last_check: Some(stamp.clone()),
+        latency_ms,
+        last_error,
+        conditions: vec![
+            condition("Available", available, reason, message, generation, previous_conditions, now),
+            condition(
+                "Degraded",
+                degraded,
+                degraded_reason,
+                degraded_message,
+                generation,
+                previous_conditions,
+                now,
+            ),
+        ],
+        instances: results
+            .iter()
+            .map(|r| InstanceStatus {
+                address: r.address.clone(),
+                ready: r.ready,
+                healthy: r.healthy,
+                latency_ms: Some(r.latency.as_millis() as u64),
+                last_check: Some(stamp.clone()),
+                error: r.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The instances behind a serviceRef, from the Service's EndpointSlices: every address of every
+/// endpoint, ready or not, on the referenced port.
+pub fn endpoint_targets(spec: &MonitoredServiceSpec, slices: &[EndpointSlice]) -> Vec<Target> {
+    let Some(service_ref) = &spec.service_ref else {
+        return Vec::new();
+    };
+    let path = service_ref.path.clone().unwrap_or_else(|| "/".to_string());
+    let tcp = spec.tcp.is_some();
+    let mut targets = Vec::new();
+    for slice in slices {
+        let port = slice.ports.iter().flatten().find(|p| match &service_ref.port {
+            IntOrString::Int(n) => p.port == Some(*n),
+            IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
+        });
+        let Some(port) = port.and_then(|p| p.port) else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            for ip in &endpoint.addresses {
+                let host = if ip.contains(':') { format!("[{ip}]") } else { ip.clone() };
+                let address = format!("{host}:{port}");
+                let probe = if tcp {
+                    Probe::Tcp {
+                        address: address.clone(),
+                    }
+                } else {
+                    Probe::Http {
+                        url: format!("http://{address}{path}"),
+                        http: spec.http.clone().unwrap_or_default(),
+                    }
+                };
+                targets.push(Target {
+                    address,
+                    ready,
+                    probe,
+                });
+            }
+        }
+    }
+    targets.sort_by(|a, b| a.address.cmp(&b.address));
+    targets.dedup_by(|a, b| a.address == b.address);
+    targets
+}
+
+/// Checks every target concurrently and records the outcome in the metrics.
+pub async fn check_all(
+    name: &str,
+    targets: &[Target],
+    timeout: Duration,
+    ctx: &Context,
+) -> Vec<InstanceResult> {
+    let results = join_all(targets.iter().map(|t| check::run(t, timeout, &ctx.clients))).await;
+    for r in &results {
+        ctx.metrics.observe_check(name, r);
+    }
+    results
+}
+
+/// Reconciles one MonitoredService: check, write status, come back after the interval.
+pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer("MonitoredService");
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let (interval, timeout) = timing(&obj.spec);
+    let targets = match check::url_target(&obj.spec) {
+        Some(target) => vec![target],
+        None => {
+            let service_name = obj.spec.service_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+            let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &namespace);
+            let selector = format!("kubernetes.io/service-name={service_name}");
+            let list = slices.list(&ListParams::default().labels(&selector)).await?;
+            endpoint_targets(&obj.spec, &list.items)
+        }
+    };
+    let key = format!("{namespace}/{name}");
+    let results = check_all(&key, &targets, timeout, &ctx).await;
+    let status = decide_status(obj.status.as_ref(), obj.metadata.generation, &results, Timestamp::now());
+    let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "opsplane.io/v1alpha1",
+        "kind": "MonitoredService",
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    tracing::debug!(service = %key, available = results.iter().any(|r| r.healthy), "checked");
+    Ok(Action::requeue(interval))
+}
+
+/// On error: log, count, retry soon (bounded by the check interval).
+pub fn error_policy(obj: Arc<MonitoredService>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error("MonitoredService");
+    tracing::warn!(service = %obj.name_any(), %error, "reconcile failed");
+    let (interval, _) = timing(&obj.spec);
+    Action::requeue(interval.min(Duration::from_secs(10)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+
+    fn result(address: &str, healthy: bool, ms: u64) -> InstanceResult {
+        InstanceResult {
+            address: address.into(),
+            ready: true,
+            healthy,
+            latency: Duration::from_millis(ms),
+            status: Some(if healthy { 200 } else { 503 }),
+            error: (!healthy).then(|| "HTTP 503, expected 2xx".to_string()),
+        }
+    }
+
+    fn cond<'a>(s: &'a MonitoredServiceStatus, kind: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn all_healthy_is_available_and_not_degraded() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let s = decide_status(None, Some(3), &[result("a:1", true, 5), result("b:1", true, 9)], now);
+        assert_eq!(cond(&s, "Available").status, "True");
+        assert_eq!(cond(&s, "Degraded").status, "False");
+        assert_eq!(s.latency_ms, Some(9));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.last_error, "");
+        assert_eq!(s.last_check.as_deref(), Some("2027-01-15T08:00:00Z"));
+    }
+
+    #[test]
+    fn one_failing_instance_degrades_and_is_named() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let s = decide_status(None, Some(1), &[result("a:1", true, 5), result("b:1", false, 9)], now);
+        assert_eq!(cond(&s, "Available").status, "True");
+        let degraded = cond(&s, "Degraded");
+        assert_eq!(degraded.status, "True");
+        assert!(degraded.message.contains("b:1"), "{}", degraded.message);
+        assert!(s.last_error.starts_with("b:1"));
+    }
+
+    #[test]
+    fn no_healthy_instance_is_unavailable_and_transition_time_is_kept_while_unchanged() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let t1 = Timestamp::from_second(1_800_000_030).unwrap();
+        let down = decide_status(None, Some(1), &[result("a:1", false, 5)], t0);
+        assert_eq!(cond(&down, "Available").status, "False");
+        assert_eq!(cond(&down, "Available").reason, "AllInstancesFailing");
+        let still_down = decide_status(Some(&down), Some(1), &[result("a:1", false, 5)], t1);
+        assert_eq!(cond(&still_down, "Available").last_transition_time, Time(t0));
+        let up = decide_status(Some(&still_down), Some(1), &[result("a:1", true, 5)], t1);
+        assert_eq!(cond(&up, "Available").last_transition_time, Time(t1));
+        let none = decide_status(Some(&up), Some(1), &[], t1);
+        assert_eq!(cond(&none, "Available").reason, "NoInstances");
+    }
+
+    #[test]
+    fn endpoint_targets_follow_the_named_port_and_keep_readiness() {
+        let spec: MonitoredServiceSpec = serde_json::from_value(serde_json::json!({
+            "serviceRef": {"name": "web", "port": "http", "path": "/health"}
+        }))
+        .unwrap();
+        let slice = EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![
+                Endpoint {
+                    addresses: vec!["10.0.0.7".into()],
+                    conditions: Some(EndpointConditions { ready: Some(true), ..Default::default() }),
+                    ..Default::default()
+                },
+                Endpoint {
+                    addresses: vec!["10.0.0.8".into()],
+                    conditions: Some(EndpointConditions { ready: Some(false), ..Default::default() }),
+                    ..Default::default()
+                },
+            ]),
+            ports: Some(vec![
+                EndpointPort { name: Some("metrics".into()), port: Some(9090), ..Default::default() },
+                EndpointPort { name: Some("http".into()), port: Some(8000), ..Default::default() },
+            ]),
+            ..Default::default()
+        };
+        let targets = endpoint_targets(&spec, &[slice]);
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].address, "10.0.0.7:8000");
+        assert!(targets[0].ready);
+        assert!(!targets[1].ready);
+        match &targets[0].probe {
+            Probe::Http { url, .. } => assert_eq!(url, "http://10.0.0.7:8000/health"),
+            other => panic!("expected an HTTP probe, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! `opsplane-operator`: the in-cluster operator (controllers + REST API), the standalone mode,
+//! and the `crds` generator.
+
+mod api;
+mod check;
+mod config;
+mod controller;
+mod leader;
+mod metrics;
+mod standalone;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::RwLock;
+
+use crate::api::{AppState, Catalog};
+use crate::config::{Cli, ClusterArgs, Command, ServeArgs, StandaloneArgs};
+use crate::controller::Context;
+use crate::leader::{Elector, LeaseConfig};
+use crate::metrics::Metrics;
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crds { out_dirs }) => write_crds(&out_dirs),
+        Some(Command::Standalone(args)) => {
+            init_logging(&args.serve.log);
+            run_standalone(args).await
+        }
+        None => {
+            init_logging(&cli.cluster.serve.log);
+            run_cluster(cli.cluster).await
+        }
+    }
+}
+
+fn write_crds(out_dirs: &[PathBuf]) -> anyhow::Result<()> {
+    if out_dirs.is_empty() {
+        print!("{}", opsplane_resources::crd::all_yaml()?);
+        return Ok(());
+    }
+    for dir in out_dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, text) in opsplane_resources::crd::files()? {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}
+
+fn token_from_env() -> Option<String> {
+    std::env::var("OPSPLANE_TOKEN").ok().filter(|t| !t.trim().is_empty())
+}
+
+/// The standalone token: OPSPLANE_TOKEN, else one kept in `<data_dir>/token` (created 0600).
+fn standalone_token(data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(token) = token_from_env() {
+        return Ok(token);
+    }
+    let path = data_dir.join("token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            tracing::info!(path = %path.display(), "API token read from file (OPSPLANE_TOKEN is unset)");
+            return Ok(existing);
+        }
+    }
+    use rand::Rng;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    tracing::info!(path = %path.display(), "generated an API token (OPSPLANE_TOKEN is unset)");
+    Ok(token)
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("opsplane");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/state/opsplane");
+    }
+    PathBuf::from(".opsplane")
+}
+
+async fn serve(serve: &ServeArgs, state: AppState) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(serve.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", serve.listen))?;
+    tracing::info!(address = %serve.listen, "serving the API");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("API server failed")
+}
+
+async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let services = match standalone::load(&args.config) {
+        Ok(services) => services,
+        Err(e) => {
+            eprintln!("opsplane-operator: invalid config: {e}");
+            std::process::exit(2);
+        }
+    };
+    tracing::info!(config = %args.config.display(), services = services.len(), "standalone mode");
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let token = standalone_token(&data_dir)?;
+    let metrics = Metrics::new()?;
+    metrics.leader.set(1);
+    let services = Arc::new(RwLock::new(services));
+    let checks = tokio::spawn(standalone::run_checks(
+        services.clone(),
+        check::Clients::new()?,
+        metrics.clone(),
+    ));
+    let state = AppState {
+        catalog: Catalog::Local(services),
+        metrics,
+        token: token.into(),
+        public_reads: args.serve.public_reads,
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let result = serve(&args.serve, state).await;
+    checks.abort();
+    result
+}
+
+async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let token = token_from_env().context(
+        "OPSPLANE_TOKEN is not set: the API needs a token for writes (the Helm chart sets it from a Secret)",
+    )?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let metrics = Metrics::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace.clone().unwrap_or_else(|| "default".to_string()),
+        name: args.lease_name.clone(),
+        identity,
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        clients: check::Clients::new()?,
+        metrics: metrics.clone(),
+    });
+    let state = AppState {
+        catalog: Catalog::Cluster(client.clone()),
+        metrics: metrics.clone(),
+        token: token.into(),
+        public_reads: args.serve.public_reads,
+        ready: ready.clone(),
+    };
+    let probe_client = client.clone();
+    let ready_flag = ready.clone();
+    tokio::spawn(async move {
+        loop {
+            if probe_client.apiserver_version().await.is_ok() {
+                ready_flag.store(true, Ordering::Relaxed);
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let election = tokio::spawn(lead(Elector::new(client, lease), ctx, stopped));
+    let result = serve(&args.serve, state).await;
+    // Graceful stop: hand the Lease over before exiting.
+    let _ = stop.send(true);
+    let _ = election.await;
+    result
+}
+
+/// Campaigns for the Lease until `stop` fires; runs the controllers while leading. On stop,
+/// stops the controllers and releases the Lease so the next candidate takes over at once.
+async fn lead(mut elector: Elector, ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let config = elector.config().clone();
+    tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.namespace, config.name), "campaigning for leadership");
+    let mut controllers: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_renewal: Option<Instant> = None;
+    loop {
+        let held = match elector.try_acquire_or_renew().await {
+            Ok(held) => {
+                if held {
+                    last_renewal = Some(Instant::now());
+                }
+                held
+            }
+            Err(error) => {
+                tracing::warn!(%error, "leader election: cannot reach the Lease");
+                // Keep leading only while the last renewal is fresh enough that nobody else can
+                // have taken over yet.
+                last_renewal.is_some_and(|t| t.elapsed() < config.lease_duration * 2 / 3)
+            }
+        };
+        match (held, controllers.is_some()) {
+            (true, false) => {
+                tracing::info!(identity = %config.identity, "became leader; starting controllers");
+                ctx.metrics.leader.set(1);
+                controllers = Some(tokio::spawn(controller::run(ctx.clone())));
+            }
+            (false, true) => {
+                tracing::warn!(identity = %config.identity, "lost leadership; stopping controllers");
+                ctx.metrics.leader.set(0);
+                if let Some(running) = controllers.take() {
+                    running.abort();
+                }
+                last_renewal = None;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(config.renew_every) => {}
+        }
+    }
+    if let Some(running) = controllers.take() {
+        running.abort();
+        ctx.metrics.leader.set(0);
+        match tokio::time::timeout(Duration::from_secs(3), elector.release()).await {
+            Ok(Ok(())) => tracing::info!("released the leader Lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "could not release the leader Lease"),
+            Err(_) => tracing::warn!("timed out releasing the leader Lease"),
+        }
+    }
+}

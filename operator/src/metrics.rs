@@ -1,0 +1,118 @@
+//! The operator's own Prometheus metrics, served at `/metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::check::InstanceResult;
+
+/// Every metric the operator exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    check_duration: HistogramVec,
+    check_up: IntGaugeVec,
+    check_errors: IntCounterVec,
+    reconcile_total: IntCounterVec,
+    reconcile_errors: IntCounterVec,
+    reconcile_duration: HistogramVec,
+    /// 1 while this process holds the leader Lease (always 1 in standalone mode).
+    pub leader: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "opsplane_check_duration_seconds",
+                "Duration of one service check of one instance",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["service"],
+        )?;
+        let check_up = IntGaugeVec::new(
+            Opts::new("opsplane_check_up", "1 when the last check of the instance passed"),
+            &["service", "instance"],
+        )?;
+        let check_errors = IntCounterVec::new(
+            Opts::new("opsplane_check_errors_total", "Failed checks by reason"),
+            &["service", "reason"],
+        )?;
+        let reconcile_total = IntCounterVec::new(
+            Opts::new("opsplane_reconcile_total", "Reconciles by resource kind"),
+            &["kind"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new("opsplane_reconcile_errors_total", "Failed reconciles by resource kind"),
+            &["kind"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new("opsplane_reconcile_duration_seconds", "Duration of one reconcile"),
+            &["kind"],
+        )?;
+        let leader = IntGauge::new(
+            "opsplane_leader",
+            "1 while this process runs the controllers (holds the leader Lease)",
+        )?;
+        registry.register(Box::new(check_duration.clone()))?;
+        registry.register(Box::new(check_up.clone()))?;
+        registry.register(Box::new(check_errors.clone()))?;
+        registry.register(Box::new(reconcile_total.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self {
+            registry,
+            check_duration,
+            check_up,
+            check_errors,
+            reconcile_total,
+            reconcile_errors,
+            reconcile_duration,
+            leader,
+        })
+    }
+
+    /// Records one check result.
+    pub fn observe_check(&self, service: &str, result: &InstanceResult) {
+        self.check_duration
+            .with_label_values(&[service])
+            .observe(result.latency.as_secs_f64());
+        self.check_up
+            .with_label_values(&[service, &result.address])
+            .set(i64::from(result.healthy));
+        if !result.healthy {
+            let reason = match (&result.status, &result.error) {
+                (Some(_), _) => "unexpected_response",
+                (None, Some(e)) if e.contains("timed out") => "timeout",
+                _ => "unreachable",
+            };
+            self.check_errors.with_label_values(&[service, reason]).inc();
+        }
+    }
+
+    /// Counts a reconcile and times it until the returned guard drops.
+    pub fn reconcile_timer(&self, kind: &str) -> HistogramTimer {
+        self.reconcile_total.with_label_values(&[kind]).inc();
+        self.reconcile_duration.with_label_values(&[kind]).start_timer()
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_error(&self, kind: &str) {
+        self.reconcile_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if encoder.encode(&self.registry.gather(), &mut buffer).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

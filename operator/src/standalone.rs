@@ -1,0 +1,288 @@
+//! Standalone mode: no Kubernetes. MonitoredService manifests come from a local YAML file (the
+//! same manifests as in a cluster, several documents separated by `---`), are validated as the
+//! CRD schema would validate them, and are checked on their interval; the API serves them with
+//! their statuses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use opsplane_resources::{MonitoredService, validate};
+use tokio::sync::RwLock;
+
+use crate::check::{self, Clients};
+use crate::controller::monitored_service::{decide_status, timing};
+use crate::metrics::Metrics;
+
+/// A config file problem, located at file, line and field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A document is not a valid MonitoredService.
+    #[error("{file}:{line}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Dotted path of the field (`spec.checkInterval`), or `document`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One `---`-separated document of the file, with the line it starts on (1-based).
+struct Document<'a> {
+    text: &'a str,
+    first_line: usize,
+}
+
+fn documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            docs.push(Document {
+                text: &text[start_byte..offset],
+                first_line: start_line,
+            });
+            start_byte = offset + line.len();
+            start_line = index + 2;
+        }
+        offset += line.len();
+    }
+    docs.push(Document {
+        text: &text[start_byte..],
+        first_line: start_line,
+    });
+    docs.into_iter()
+        .filter(|d| {
+            d.text
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+/// The line in `doc` where the deepest written key of `field` is (`spec.http.method` tries
+/// `method:`, then `http:`, then `spec:`), else the document's first line.
+fn line_of(doc: &Document<'_>, field: &str) -> usize {
+    for key in field.rsplit('.') {
+        let key = key.split('[').next().unwrap_or(key);
+        let found = doc.text.lines().position(|l| {
+            let l = l.trim_start().trim_start_matches("- ");
+            l.starts_with(&format!("{key}:"))
+        });
+        if let Some(index) = found {
+            return doc.first_line + index;
+        }
+    }
+    doc.first_line
+}
+
+/// Parses and validates the manifests of a standalone config file.
+pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigError> {
+    let invalid = |line: usize, field: &str, message: String| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        line,
+        field: field.to_string(),
+        message,
+    };
+    let mut services: Vec<MonitoredService> = Vec::new();
+    for doc in documents(text) {
+        let value: serde_yaml::Value = serde_yaml::from_str(doc.text).map_err(|e| {
+            let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
+            invalid(line, "document", format!("not valid YAML: {e}"))
+        })?;
+        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        if api_version != "opsplane.io/v1alpha1" || kind != "MonitoredService" {
+            return Err(invalid(
+                line_of(&doc, "kind"),
+                "kind",
+                format!(
+                    "expected apiVersion opsplane.io/v1alpha1 and kind MonitoredService, got {api_version:?} / {kind:?}"
+                ),
+            ));
+        }
+        let deserializer = serde_yaml::Deserializer::from_str(doc.text);
+        let mut service: MonitoredService = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let line = e
+                .inner()
+                .location()
+                .map_or_else(|| line_of(&doc, &field), |l| doc.first_line + l.line() - 1);
+            let message = e.inner().to_string();
+            // serde_yaml appends " at line L column C"; the line is already in front.
+            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            invalid(line, &field, message)
+        })?;
+        let Some(name) = service.metadata.name.clone().filter(|n| !n.is_empty()) else {
+            return Err(invalid(line_of(&doc, "metadata"), "metadata.name", "is required".into()));
+        };
+        if service.metadata.namespace.is_none() {
+            service.metadata.namespace = Some("default".to_string());
+        }
+        if service.spec.service_ref.is_some() {
+            return Err(invalid(
+                line_of(&doc, "serviceRef"),
+                "spec.serviceRef",
+                "needs a Kubernetes cluster to discover instances; in standalone mode use spec.url".into(),
+            ));
+        }
+        if let Err(errors) = validate::monitored_service_spec(&service.spec) {
+            let first = &errors[0];
+            return Err(invalid(line_of(&doc, &first.field), &first.field, first.message.clone()));
+        }
+        let namespace = service.namespace().unwrap_or_default();
+        if services
+            .iter()
+            .any(|s| s.name_any() == name && s.namespace().unwrap_or_default() == namespace)
+        {
+            return Err(invalid(
+                line_of(&doc, "metadata.name"),
+                "metadata.name",
+                format!("{namespace}/{name} is defined twice"),
+            ));
+        }
+        service.metadata.generation = Some(1);
+        service.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+        service.metadata.uid = Some(format!("standalone-{namespace}-{name}"));
+        services.push(service);
+    }
+    Ok(services)
+}
+
+/// Reads and parses a standalone config file.
+pub fn load(file: &Path) -> Result<Vec<MonitoredService>, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse(file, &text)
+}
+
+/// Checks every service on its own interval until the future is dropped; results land in
+/// `services` (as status) and in the metrics.
+pub async fn run_checks(services: Arc<RwLock<Vec<MonitoredService>>>, clients: Clients, metrics: Metrics) {
+    let snapshot = services.read().await.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, service) in snapshot.into_iter().enumerate() {
+        let services = services.clone();
+        let clients = clients.clone();
+        let metrics = metrics.clone();
+        tasks.spawn(async move {
+            let key = format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any());
+            let (interval, timeout) = timing(&service.spec);
+            let Some(target) = check::url_target(&service.spec) else {
+                return;
+            };
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let result = check::run(&target, timeout, &clients).await;
+                metrics.observe_check(&key, &result);
+                let mut guard = services.write().await;
+                if let Some(entry) = guard.get_mut(index) {
+                    let status = decide_status(
+                        entry.status.as_ref(),
+                        entry.metadata.generation,
+                        std::slice::from_ref(&result),
+                        Timestamp::now(),
+                    );
+                    entry.status = Some(status);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    // Nothing to check: stay alive, serving the API.
+    std::future::pending::<()>().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+# two services
+apiVersion: opsplane.io/v1alpha1
+kind: MonitoredService
+metadata: {name: web}
+spec:
+  url: http://127.0.0.1:8080/health
+  checkInterval: 10s
+---
+apiVersion: opsplane.io/v1alpha1
+kind: MonitoredService
+metadata: {name: db, namespace: prod}
+spec:
+  url: tcp://127.0.0.1:5432
+  tcp: {}
+";
+
+    fn error_of(text: &str) -> (usize, String, String) {
+        match parse(Path::new("svc.yaml"), text) {
+            Err(ConfigError::Invalid { line, field, message, .. }) => (line, field, message),
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_several_documents_with_defaults() {
+        let services = parse(Path::new("svc.yaml"), GOOD).unwrap();
+        assert_eq!(services.len(), 2);
+        assert_eq!(services[0].namespace().as_deref(), Some("default"));
+        assert_eq!(services[0].spec.timeout, "5s");
+        assert_eq!(services[1].namespace().as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_line_and_field() {
+        let text = GOOD.replace("checkInterval: 10s", "checkInterval: [10]");
+        let (line, field, message) = error_of(&text);
+        assert_eq!(line, 7);
+        assert_eq!(field, "spec.checkInterval");
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn a_rule_violation_names_line_and_field() {
+        let text = GOOD.replace("checkInterval: 10s", "checkInterval: 100ms");
+        let (line, field, message) = error_of(&text);
+        assert_eq!((line, field.as_str()), (7, "spec.checkInterval"));
+        assert!(message.contains("at least"), "{message}");
+
+        let text = GOOD.replace("url: tcp://", "url: http://");
+        let (line, field, _) = error_of(&text);
+        assert_eq!((line, field.as_str()), (13, "spec.url"));
+    }
+
+    #[test]
+    fn unknown_kind_duplicates_and_broken_yaml_are_refused() {
+        let (_, field, _) = error_of(&GOOD.replace("kind: MonitoredService\nmetadata: {name: db", "kind: Pod\nmetadata: {name: db"));
+        assert_eq!(field, "kind");
+        let (line, field, message) = error_of(&GOOD.replace("{name: db, namespace: prod}", "{name: web}"));
+        assert_eq!((line, field.as_str()), (11, "metadata.name"));
+        assert!(message.contains("twice"));
+        let (line, field, _) = error_of("apiVersion: opsplane.io/v1alpha1\nkind: a: b\n");
+        assert_eq!((line, field.as_str()), (2, "document"));
+        let (_, field, _) = error_of("apiVersion: opsplane.io/v1alpha1\nkind: MonitoredService\nmetadata: {}\nspec: {url: 'http://a/'}\n");
+        assert_eq!(field, "metadata.name");
+    }
+}

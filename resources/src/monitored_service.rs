@@ -1,0 +1,278 @@
+//! The `MonitoredService` custom resource: a service to check on an interval.
+//!
+//! Fields follow SPEC.md "Resource shapes". From seed 001 comes `check_interval` (here
+//! `checkInterval`) and the free-text service `type`; from seed 000 come `environment`, `baseUrl`
+//! and `route` (the ops API address is `baseUrl` + `route` unless `route` is an absolute URL).
+//! Validation lives in the CRD schema (patterns, ranges, CEL rules across fields) so that
+//! `kubectl apply` of a bad object is refused by the API server itself.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a [`MonitoredService`].
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "opsplane.io",
+    version = "v1alpha1",
+    kind = "MonitoredService",
+    namespaced,
+    shortname = "msvc",
+    category = "opsplane",
+    status = "MonitoredServiceStatus",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
+    printcolumn(
+        name = "Degraded",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Degraded\")].status"
+    ),
+    printcolumn(name = "Latency(ms)", type_ = "integer", json_path = ".status.latencyMs"),
+    printcolumn(name = "Last-Check", type_ = "date", json_path = ".status.lastCheck"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.serviceRef)")
+    .message("exactly one of spec.url or spec.serviceRef must be set")
+    .reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!(has(self.http) && has(self.tcp))")
+    .message("spec.http and spec.tcp are mutually exclusive: a service is checked by HTTP or by TCP connect"))]
+#[x_kube(validation = Rule::new("!(has(self.url) && self.url.startsWith('tcp://') && has(self.http))")
+    .message("spec.url is a tcp:// address, which cannot take spec.http; use an http(s):// url or tcp: {}")
+    .field_path(".url"))]
+#[x_kube(validation = Rule::new("!(has(self.url) && !self.url.startsWith('tcp://') && has(self.tcp))")
+    .message("spec.tcp needs spec.url of the form tcp://host:port")
+    .field_path(".url"))]
+#[x_kube(validation = Rule::new("duration(self.timeout) <= duration(self.checkInterval)")
+    .message("spec.timeout must not be longer than spec.checkInterval")
+    .field_path(".timeout"))]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoredServiceSpec {
+    /// Free text that groups services in the monitoring API (seed 001 service `type`), e.g. `geonode`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub service_type: Option<String>,
+
+    /// Environment the service belongs to (seed 000), e.g. `production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub environment: Option<String>,
+
+    /// How often to check (seed 001 `check_interval`): a duration such as `30s` or `1m`, at least `1s`.
+    #[serde(default = "default_check_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("checkInterval must be at least 1s"))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("checkInterval must be at most 24h"))]
+    pub check_interval: String,
+
+    /// How long one check may take before it counts as failed, e.g. `5s`.
+    #[serde(default = "default_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1ms')").message("timeout must be greater than zero"))]
+    pub timeout: String,
+
+    /// Absolute address to check: `http://`, `https://`, or `tcp://host:port` for a TCP connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(https?|tcp)://[^\s/?#]+[^\s]*$"), length(max = 2048))]
+    pub url: Option<String>,
+
+    /// A Kubernetes Service in the same namespace whose instances are found through its
+    /// EndpointSlices and checked one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ref: Option<ServiceRef>,
+
+    /// HTTP check settings (the default kind of check for http(s) targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+
+    /// TCP connect check instead of HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+
+    /// Base URL of the service's API (seed 000 `base_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
+    pub base_url: Option<String>,
+
+    /// Route of the service's ops API (seed 000 `route`): joined to `baseUrl`, unless it is an
+    /// absolute URL itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub route: Option<String>,
+}
+
+fn default_check_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_timeout() -> String {
+    "5s".to_string()
+}
+
+/// Reference to a Service whose endpoints are checked.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRef {
+    /// Name of the Service, in the MonitoredService's namespace.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Port of the Service, by name (e.g. `http`) or number.
+    pub port: IntOrString,
+    /// Path requested on each instance for HTTP checks, e.g. `/health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"), length(max = 2048))]
+    pub path: Option<String>,
+}
+
+/// HTTP methods a check may use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET (default).
+    #[default]
+    Get,
+    /// HEAD.
+    Head,
+    /// POST with an empty body.
+    Post,
+    /// OPTIONS.
+    Options,
+}
+
+/// How an HTTP check decides whether the service is up.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCheck {
+    /// Request method.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Status codes that count as up. Empty or omitted: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(range(min = 100, max = 599)))]
+    pub expected_status: Vec<u16>,
+    /// Text that must appear in the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub body_contains: Option<String>,
+    /// Skip TLS certificate verification (off by default).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// TCP connect check: up when a connection is accepted within the timeout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+pub struct TcpCheck {}
+
+/// Observed state of a [`MonitoredService`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoredServiceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the last check finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Latency of the last check in milliseconds (the slowest healthy instance for serviceRef).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Error of the last failed check; empty when the last check passed.
+    #[serde(default)]
+    pub last_error: String,
+    /// `Available` and `Degraded` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Per-instance results for services checked through serviceRef (or the one url).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// The last check result of one instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// `host:port` of the instance.
+    pub address: String,
+    /// Whether the endpoint is ready according to its EndpointSlice.
+    pub ready: bool,
+    /// Whether the last check passed.
+    pub healthy: bool,
+    /// Latency of the last check in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// When the last check finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Error of the last check, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MonitoredServiceSpec {
+    /// The seed 000 ops API address: `route` when it is an absolute URL, else `baseUrl` joined
+    /// with `route` by exactly one slash. `None` when neither says anything.
+    pub fn ops_api(&self) -> Option<String> {
+        let route = self.route.as_deref().unwrap_or("");
+        if route.starts_with("http://") || route.starts_with("https://") {
+            return Some(route.to_string());
+        }
+        let base = self.base_url.as_deref()?;
+        if route.is_empty() {
+            return Some(base.to_string());
+        }
+        Some(format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            route.trim_start_matches('/')
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(base_url: Option<&str>, route: Option<&str>) -> MonitoredServiceSpec {
+        MonitoredServiceSpec {
+            service_type: None,
+            environment: None,
+            check_interval: default_check_interval(),
+            timeout: default_timeout(),
+            url: Some("http://x/".into()),
+            service_ref: None,
+            http: None,
+            tcp: None,
+            base_url: base_url.map(Into::into),
+            route: route.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn ops_api_joins_base_url_and_route_with_one_slash() {
+        let s = spec(Some("https://geonode.example.org/api/"), Some("/ops"));
+        assert_eq!(s.ops_api().as_deref(), Some("https://geonode.example.org/api/ops"));
+        let s = spec(Some("https://geonode.example.org/api"), Some("ops"));
+        assert_eq!(s.ops_api().as_deref(), Some("https://geonode.example.org/api/ops"));
+    }
+
+    #[test]
+    fn ops_api_uses_an_absolute_route_as_is() {
+        let s = spec(Some("https://a.example/api"), Some("https://ops.example/x"));
+        assert_eq!(s.ops_api().as_deref(), Some("https://ops.example/x"));
+        assert_eq!(spec(None, None).ops_api(), None);
+        assert_eq!(spec(None, Some("ops")).ops_api(), None);
+    }
+
+    #[test]
+    fn spec_defaults_fill_interval_and_timeout() {
+        let s: MonitoredServiceSpec =
+            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:1/"})).unwrap();
+        assert_eq!(s.check_interval, "30s");
+        assert_eq!(s.timeout, "5s");
+    }
+}

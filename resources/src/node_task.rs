@@ -1,0 +1,365 @@
+//! The `NodeTask` custom resource: a control task run by the node-daemons of the targeted nodes.
+//!
+//! `handler`, `command` and `data` are exactly those of seed 002 §三 (CrontabHandler, OsHandler,
+//! ServiceHandler, TimerHandler) and §五 (FileHandler); the IP tasks of §二.12-15 (add_ip,
+//! update_ip, delete_ip, exchange_ip), which the seed exposes as separate endpoints, are reachable
+//! here under the handler name `NetworkHandler` with the same data fields. Which commands belong to
+//! which handler, and which data each command needs, is checked by CEL rules in the CRD schema.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a [`NodeTask`].
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "opsplane.io",
+    version = "v1alpha1",
+    kind = "NodeTask",
+    shortname = "ntask",
+    category = "opsplane",
+    status = "NodeTaskStatus",
+    printcolumn(name = "Handler", type_ = "string", json_path = ".spec.handler"),
+    printcolumn(name = "Command", type_ = "string", json_path = ".spec.command"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "DryRun", type_ = "boolean", json_path = ".spec.dryRun", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("(has(self.nodeNames) && size(self.nodeNames) > 0) || has(self.nodeSelector)")
+    .message("a NodeTask needs targets: set spec.nodeNames and/or spec.nodeSelector")
+    .reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.command in {'CrontabHandler': ['setup_shutdown', 'delete_shutdown', 'select_shutdown', 'modify_shutdown'], 'OsHandler': ['shutdown', 'reboot'], 'ServiceHandler': ['start', 'stop', 'restart', 'enable', 'disable'], 'TimerHandler': ['update', 'pause', 'resume'], 'FileHandler': ['delete_file'], 'NetworkHandler': ['add_ip', 'update_ip', 'delete_ip', 'exchange_ip']}[self.handler]")
+    .message("spec.command is not a command of spec.handler (CrontabHandler: setup_shutdown|delete_shutdown|select_shutdown|modify_shutdown; OsHandler: shutdown|reboot; ServiceHandler: start|stop|restart|enable|disable; TimerHandler: update|pause|resume; FileHandler: delete_file; NetworkHandler: add_ip|update_ip|delete_ip|exchange_ip)")
+    .field_path(".command"))]
+#[x_kube(validation = Rule::new("!(self.command in ['setup_shutdown', 'modify_shutdown']) || (has(self.data) && has(self.data.task_name) && has(self.data.exec_hour) && has(self.data.exec_minute) && has(self.data.exec_weekly))")
+    .message("setup_shutdown and modify_shutdown need spec.data.task_name, exec_hour, exec_minute and exec_weekly")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("!(self.command in ['delete_shutdown', 'select_shutdown']) || (has(self.data) && has(self.data.task_name))")
+    .message("delete_shutdown and select_shutdown need spec.data.task_name")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("self.handler != 'ServiceHandler' || (has(self.data) && has(self.data.service) && size(self.data.service) > 0)")
+    .message("ServiceHandler commands need spec.data.service: a list of one or more systemd units")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("!(self.handler == 'TimerHandler' && self.command == 'update') || (has(self.data) && has(self.data.addr) && has(self.data.node_uuid))")
+    .message("TimerHandler update needs spec.data.addr and spec.data.node_uuid")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("self.command != 'delete_file' || (has(self.data) && has(self.data.file_name))")
+    .message("delete_file needs spec.data.file_name, an absolute path")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("!(self.command in ['add_ip', 'update_ip']) || (has(self.data) && has(self.data.name) && has(self.data.ip) && has(self.data.netmask))")
+    .message("add_ip and update_ip need spec.data.name (like eth0:0), ip and netmask")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("self.command != 'delete_ip' || (has(self.data) && has(self.data.name))")
+    .message("delete_ip needs spec.data.name (like eth0:0)")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[x_kube(validation = Rule::new("self.command != 'exchange_ip' || (has(self.data) && has(self.data.name1) && has(self.data.name2))")
+    .message("exchange_ip needs spec.data.name1 and spec.data.name2")
+    .reason(Reason::FieldValueRequired)
+    .field_path(".data"))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTaskSpec {
+    /// Names of the nodes to run on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
+    pub node_names: Vec<String>,
+
+    /// Label selector over Node objects; matching nodes are added to `nodeNames`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+
+    /// Seed 002 handler name.
+    pub handler: TaskHandler,
+
+    /// Seed 002 command name; must belong to the handler.
+    pub command: TaskCommand,
+
+    /// Seed 002 data object of the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<TaskData>,
+
+    /// How many nodes may run a disruptive command (shutdown, reboot, service stop/restart/disable,
+    /// IP changes) at once. Defaults to 1: one node at a time, the next after the previous succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_unavailable: Option<i32>,
+
+    /// Validate and plan only; nothing runs on the nodes.
+    #[serde(default)]
+    pub dry_run: bool,
+
+    /// Optional daily time window in which the task may start on a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<TimeWindow>,
+}
+
+/// Seed 002 handler names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TaskHandler {
+    /// Scheduled shutdowns (§三.1).
+    CrontabHandler,
+    /// Shutdown / reboot (§三.2).
+    OsHandler,
+    /// systemd unit control (§三.3).
+    ServiceHandler,
+    /// Report timer control (§三.4).
+    TimerHandler,
+    /// File deletion (§五).
+    FileHandler,
+    /// NIC address tasks (§二.12-15), a handler name opsplane adds for NodeTasks.
+    NetworkHandler,
+}
+
+/// Seed 002 command names, of every handler.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum TaskCommand {
+    SetupShutdown,
+    DeleteShutdown,
+    SelectShutdown,
+    ModifyShutdown,
+    Shutdown,
+    Reboot,
+    Start,
+    Stop,
+    Restart,
+    Enable,
+    Disable,
+    Update,
+    Pause,
+    Resume,
+    DeleteFile,
+    AddIp,
+    UpdateIp,
+    DeleteIp,
+    ExchangeIp,
+}
+
+impl TaskHandler {
+    /// The commands this handler takes (the same table the CRD's CEL rule holds).
+    pub fn commands(self) -> &'static [TaskCommand] {
+        use TaskCommand::*;
+        match self {
+            TaskHandler::CrontabHandler => {
+                &[SetupShutdown, DeleteShutdown, SelectShutdown, ModifyShutdown]
+            }
+            TaskHandler::OsHandler => &[Shutdown, Reboot],
+            TaskHandler::ServiceHandler => &[Start, Stop, Restart, Enable, Disable],
+            TaskHandler::TimerHandler => &[Update, Pause, Resume],
+            TaskHandler::FileHandler => &[DeleteFile],
+            TaskHandler::NetworkHandler => &[AddIp, UpdateIp, DeleteIp, ExchangeIp],
+        }
+    }
+}
+
+impl TaskCommand {
+    /// Commands that take a node, a service or an address away, or destroy data: they roll out
+    /// `maxUnavailable` nodes at a time and are refused by a node-daemon not configured to allow them.
+    pub fn is_disruptive(self) -> bool {
+        use TaskCommand::*;
+        matches!(
+            self,
+            Shutdown
+                | Reboot
+                | Stop
+                | Restart
+                | Disable
+                | DeleteFile
+                | AddIp
+                | UpdateIp
+                | DeleteIp
+                | ExchangeIp
+        )
+    }
+}
+
+/// Seed 002 `data` fields of every command; each command uses its own subset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+pub struct TaskData {
+    /// CrontabHandler: schedule name, letters and digits only, unique per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]{1,64}$"))]
+    pub task_name: Option<String>,
+    /// CrontabHandler: hour 0-23, as the seed's string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([01]?[0-9]|2[0-3])$"))]
+    pub exec_hour: Option<String>,
+    /// CrontabHandler: minute 0-59, as the seed's string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-5]?[0-9]$"))]
+    pub exec_minute: Option<String>,
+    /// CrontabHandler: comma-separated weekdays, 0 (or 7) = Sunday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-7](,[0-7]){0,7}$"))]
+    pub exec_weekly: Option<String>,
+    /// ServiceHandler: systemd units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9@._:\\-]+$")))]
+    pub service: Option<Vec<String>>,
+    /// TimerHandler update: report address, e.g. `http://10.0.0.1:8080/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
+    pub addr: Option<String>,
+    /// TimerHandler update: the node's UUID in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub node_uuid: Option<String>,
+    /// FileHandler delete_file: absolute path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"), length(max = 4096))]
+    pub file_name: Option<String>,
+    /// NetworkHandler: address configuration name, `eth0:0` style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}(:[0-9]{1,4})?$"))]
+    pub name: Option<String>,
+    /// NetworkHandler: IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("ip must be an IP address"))]
+    pub ip: Option<String>,
+    /// NetworkHandler: netmask, e.g. `255.255.255.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("netmask must be written as an address, like 255.255.255.0"))]
+    pub netmask: Option<String>,
+    /// NetworkHandler: gateway address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self == '' || isIP(self)").message("gateway must be an IP address"))]
+    pub gateway: Option<String>,
+    /// NetworkHandler: first DNS server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self == '' || isIP(self)").message("dns1 must be an IP address"))]
+    pub dns1: Option<String>,
+    /// NetworkHandler: second DNS server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self == '' || isIP(self)").message("dns2 must be an IP address"))]
+    pub dns2: Option<String>,
+    /// NetworkHandler exchange_ip: first configuration name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}(:[0-9]{1,4})?$"))]
+    pub name1: Option<String>,
+    /// NetworkHandler exchange_ip: second configuration name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}(:[0-9]{1,4})?$"))]
+    pub name2: Option<String>,
+}
+
+/// A daily window, in the node's local time, in which a task may start.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct TimeWindow {
+    /// Start, `HH:MM`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// End, `HH:MM`; before `start` means the window spans midnight.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub end: String,
+}
+
+/// Phase of a task, overall or on one node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TaskPhase {
+    /// Accepted, not started.
+    #[default]
+    Pending,
+    /// Running on at least one node.
+    Running,
+    /// Succeeded on every node.
+    Succeeded,
+    /// Failed on every node (or could not start).
+    Failed,
+    /// Succeeded on some nodes and failed on others.
+    PartiallyFailed,
+}
+
+/// Observed state of a [`NodeTask`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTaskStatus {
+    /// Overall phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TaskPhase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Per-node results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeResult>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The result of a task on one node, with seed 002's return code and message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResult {
+    /// Node name.
+    pub name: String,
+    /// Phase on this node.
+    pub phase: TaskPhase,
+    /// Seed 002 return code (0 success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// Seed 002 message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    /// When the node started the task (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the node finished the task (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_seed_002() {
+        let spec: NodeTaskSpec = serde_json::from_value(serde_json::json!({
+            "nodeNames": ["node-a"],
+            "handler": "CrontabHandler",
+            "command": "setup_shutdown",
+            "data": {"task_name": "shutdown3", "exec_minute": "55", "exec_hour": "3", "exec_weekly": "1,2"}
+        }))
+        .unwrap();
+        assert_eq!(spec.handler, TaskHandler::CrontabHandler);
+        assert_eq!(spec.command, TaskCommand::SetupShutdown);
+        let data = spec.data.unwrap();
+        assert_eq!(data.task_name.as_deref(), Some("shutdown3"));
+        assert_eq!(data.exec_weekly.as_deref(), Some("1,2"));
+        let back = serde_json::to_value(TaskCommand::ExchangeIp).unwrap();
+        assert_eq!(back, "exchange_ip");
+    }
+
+    #[test]
+    fn every_command_belongs_to_exactly_one_handler() {
+        use TaskHandler::*;
+        let handlers = [
+            CrontabHandler,
+            OsHandler,
+            ServiceHandler,
+            TimerHandler,
+            FileHandler,
+            NetworkHandler,
+        ];
+        let total: usize = handlers.iter().map(|h| h.commands().len()).sum();
+        assert_eq!(total, 19);
+        let mut all: Vec<_> = handlers.iter().flat_map(|h| h.commands()).collect();
+        all.sort_by_key(|c| format!("{c:?}"));
+        all.dedup();
+        assert_eq!(all.len(), 19);
+    }
+}

@@ -1,0 +1,200 @@
+//! Client-side validation of MonitoredService specs, mirroring the CRD schema's patterns and CEL
+//! rules, for standalone mode where no API server checks manifests. The e2e suite applies the
+//! same bad objects to a real API server, so both sides are held to the same cases.
+
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+use crate::MonitoredServiceSpec;
+
+/// A field that failed validation, named by its path (`spec.checkInterval`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field from the object's root.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn err(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+fn check_duration(
+    field: &str,
+    text: &str,
+    min: Duration,
+    max: Option<Duration>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Duration> {
+    match parse_duration(text) {
+        Err(e) => {
+            errors.push(err(field, e.to_string()));
+            None
+        }
+        Ok(d) if d < min => {
+            errors.push(err(field, format!("must be at least {}ms, got {text:?}", min.as_millis())));
+            None
+        }
+        Ok(d) if max.is_some_and(|m| d > m) => {
+            errors.push(err(field, format!("must be at most 24h, got {text:?}")));
+            None
+        }
+        Ok(d) => Some(d),
+    }
+}
+
+fn valid_url(url: &str, schemes: &[&str]) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    schemes.contains(&scheme)
+        && !rest.is_empty()
+        && !rest.starts_with(['/', '?', '#'])
+        && !url.chars().any(char::is_whitespace)
+}
+
+/// Checks a spec as the CRD schema would; returns every problem found, not only the first.
+pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let interval = check_duration(
+        "spec.checkInterval",
+        &spec.check_interval,
+        Duration::from_secs(1),
+        Some(Duration::from_secs(24 * 3600)),
+        &mut errors,
+    );
+    let timeout = check_duration(
+        "spec.timeout",
+        &spec.timeout,
+        Duration::from_millis(1),
+        None,
+        &mut errors,
+    );
+    if let (Some(i), Some(t)) = (interval, timeout)
+        && t > i
+    {
+        errors.push(err("spec.timeout", "must not be longer than spec.checkInterval"));
+    }
+    match (&spec.url, &spec.service_ref) {
+        (Some(_), Some(_)) | (None, None) => errors.push(err(
+            "spec",
+            "exactly one of spec.url or spec.serviceRef must be set",
+        )),
+        _ => {}
+    }
+    if let Some(url) = &spec.url {
+        if !valid_url(url, &["http", "https", "tcp"]) {
+            errors.push(err(
+                "spec.url",
+                format!("{url:?} is not an absolute http://, https:// or tcp:// address"),
+            ));
+        } else if url.starts_with("tcp://") && spec.http.is_some() {
+            errors.push(err(
+                "spec.url",
+                "is a tcp:// address, which cannot take spec.http; use an http(s):// url or tcp: {}",
+            ));
+        } else if !url.starts_with("tcp://") && spec.tcp.is_some() {
+            errors.push(err("spec.url", "spec.tcp needs spec.url of the form tcp://host:port"));
+        }
+    }
+    if spec.http.is_some() && spec.tcp.is_some() {
+        errors.push(err(
+            "spec",
+            "spec.http and spec.tcp are mutually exclusive: a service is checked by HTTP or by TCP connect",
+        ));
+    }
+    if let Some(http) = &spec.http
+        && let Some(bad) = http.expected_status.iter().find(|s| !(100..=599).contains(*s))
+    {
+        errors.push(err(
+            "spec.http.expectedStatus",
+            format!("{bad} is not an HTTP status code (100-599)"),
+        ));
+    }
+    if let Some(base) = &spec.base_url
+        && !valid_url(base, &["http", "https"])
+    {
+        errors.push(err("spec.baseUrl", format!("{base:?} is not an absolute http(s) URL")));
+    }
+    if let Some(r) = &spec.service_ref {
+        let name_ok = !r.name.is_empty()
+            && r.name.len() <= 63
+            && r.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !r.name.starts_with('-')
+            && !r.name.ends_with('-');
+        if !name_ok {
+            errors.push(err("spec.serviceRef.name", format!("{:?} is not a Service name", r.name)));
+        }
+        if let Some(p) = &r.path
+            && !p.starts_with('/')
+        {
+            errors.push(err("spec.serviceRef.path", "must start with /"));
+        }
+    }
+    for (field, value) in [("spec.type", &spec.service_type), ("spec.environment", &spec.environment)] {
+        if value.as_ref().is_some_and(|v| v.len() > 63) {
+            errors.push(err(field, "must be at most 63 characters"));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> MonitoredServiceSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn fields(v: serde_json::Value) -> Vec<String> {
+        match monitored_service_spec(&spec(v)) {
+            Ok(()) => vec![],
+            Err(e) => e.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn accepts_the_spec_example() {
+        assert_eq!(
+            fields(serde_json::json!({
+                "type": "geonode", "environment": "production", "checkInterval": "30s",
+                "timeout": "5s", "url": "https://geonode.example.org/health",
+                "http": {"method": "GET", "expectedStatus": [200], "bodyContains": "ok"},
+                "baseUrl": "https://geonode.example.org/api", "route": "ops"
+            })),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn names_the_field_of_each_mistake() {
+        let cases = [
+            (serde_json::json!({"url": "http://a/", "checkInterval": "500ms"}), "spec.checkInterval"),
+            (serde_json::json!({"url": "http://a/", "checkInterval": "often"}), "spec.checkInterval"),
+            (serde_json::json!({"url": "http://a/", "checkInterval": "2s", "timeout": "5s"}), "spec.timeout"),
+            (serde_json::json!({}), "spec"),
+            (serde_json::json!({"url": "http://a/", "serviceRef": {"name": "a", "port": 80}}), "spec"),
+            (serde_json::json!({"url": "ftp://a/"}), "spec.url"),
+            (serde_json::json!({"url": "tcp://a:1", "http": {}}), "spec.url"),
+            (serde_json::json!({"url": "http://a/", "tcp": {}}), "spec.url"),
+            (serde_json::json!({"url": "http://a/", "http": {"expectedStatus": [700]}}), "spec.http.expectedStatus"),
+            (serde_json::json!({"serviceRef": {"name": "Bad_Name", "port": "http"}}), "spec.serviceRef.name"),
+            (serde_json::json!({"url": "http://a/", "baseUrl": "not a url"}), "spec.baseUrl"),
+        ];
+        for (value, field) in cases {
+            let got = fields(value.clone());
+            assert!(got.iter().any(|f| f == field), "{value} should fail on {field}, got {got:?}");
+        }
+    }
+}
