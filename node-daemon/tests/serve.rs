@@ -1,0 +1,61 @@
+//! The node-daemon binary starts, serves /healthz and /metrics over real TCP, refuses a bad host
+//! root, and stops on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    (response[9..12].parse().unwrap(), response)
+}
+
+#[test]
+fn serves_health_and_metrics_then_stops_on_sigterm() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
+        .args(["--listen", &addr])
+        .env("NODE_NAME", "node-a")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "node-daemon did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = get(&addr, "/healthz");
+    assert_eq!(status, 200);
+    assert!(body.ends_with("ok"));
+    let (status, body) = get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("opsplane_node_daemon_info{node=\"node-a\""), "{body}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-daemon ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn refuses_a_host_root_that_is_not_a_directory() {
+    let output = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
+        .args(["--listen", "127.0.0.1:0", "--host-root", "/nonexistent/host"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--host-root /nonexistent/host is not a directory"));
+}

@@ -1,0 +1,244 @@
+//! Standalone mode over real TCP: the real binary, a real config file, a real HTTP service to
+//! check, and HTTP requests as a user's curl would make them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A tiny HTTP server answering every request with `status` and `body`, on a thread.
+fn http_service(status: &'static str, body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `(status, headers+body)` of a plain HTTP/1.1 GET.
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    (status, response)
+}
+
+fn body(response: &str) -> serde_json::Value {
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &std::path::Path, data_dir: &std::path::Path, listen: SocketAddr, token: Option<&str>) -> Operator {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
+    command
+        .args(["standalone", "--listen", &listen.to_string(), "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("OPSPLANE_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(token) = token {
+        command.env("OPSPLANE_TOKEN", token);
+    }
+    let child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "operator did not listen on {listen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Operator(child)
+}
+
+fn manifests(up: SocketAddr, down: SocketAddr) -> String {
+    format!(
+        "apiVersion: opsplane.io/v1alpha1
+kind: MonitoredService
+metadata: {{name: web, namespace: prod}}
+spec:
+  type: geonode
+  environment: production
+  checkInterval: 1s
+  timeout: 500ms
+  url: http://{up}/health
+  http: {{expectedStatus: [200], bodyContains: ok}}
+---
+apiVersion: opsplane.io/v1alpha1
+kind: MonitoredService
+metadata: {{name: broken}}
+spec:
+  checkInterval: 1s
+  timeout: 500ms
+  url: http://{down}/health
+"
+    )
+}
+
+fn condition<'a>(item: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    item["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+#[test]
+fn standalone_checks_services_and_serves_them_with_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = http_service("200 OK", "ok");
+    let down = http_service("503 Service Unavailable", "no");
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, manifests(up, down)).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+
+    assert_eq!(get(listen, "/healthz", None).0, 200);
+    assert_eq!(get(listen, "/readyz", None).0, 200);
+
+    // Both services get a status from a real check within a few intervals.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let items = loop {
+        let (status, response) = get(listen, "/api/v1/services", Some(TOKEN));
+        assert_eq!(status, 200, "{response}");
+        let json = body(&response);
+        let items = json["_items"].as_array().unwrap().clone();
+        if items.iter().all(|i| condition(i, "Available").is_some()) {
+            assert_eq!(json["_meta"]["total"], 2);
+            assert!(json["_links"]["self"]["href"].is_string());
+            break items;
+        }
+        assert!(Instant::now() < deadline, "no status after 15s: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Sorted by namespace, then name: default/broken, prod/web.
+    let broken = &items[0];
+    let web = &items[1];
+    assert_eq!(web["metadata"]["name"], "web");
+    assert_eq!(web["kind"], "MonitoredService");
+    assert_eq!(web["spec"]["type"], "geonode");
+    assert_eq!(condition(web, "Available").unwrap()["status"], "True");
+    assert_eq!(web["status"]["observedGeneration"], 1);
+    assert!(web["status"]["latencyMs"].is_u64());
+    assert!(web["status"]["lastCheck"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(web["status"]["instances"][0]["address"], up.to_string());
+
+    assert_eq!(broken["metadata"]["name"], "broken");
+    let available = condition(broken, "Available").unwrap();
+    assert_eq!(available["status"], "False");
+    assert_eq!(available["reason"], "AllInstancesFailing");
+    assert!(broken["status"]["lastError"].as_str().unwrap().contains("HTTP 503"));
+
+    let (_, metrics) = get(listen, "/metrics", None);
+    assert!(metrics.contains("opsplane_check_up{instance=\""), "{metrics}");
+    assert!(metrics.contains("opsplane_check_duration_seconds_bucket"));
+}
+
+#[test]
+fn api_reads_need_the_token_and_bad_paging_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = http_service("200 OK", "ok");
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, manifests(up, up)).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+
+    let (status, response) = get(listen, "/api/v1/services", None);
+    assert_eq!(status, 401);
+    assert!(response.to_lowercase().contains("www-authenticate: bearer"));
+    assert_eq!(body(&response)["_status"], "ERR");
+    assert_eq!(get(listen, "/api/v1/services", Some("wrong-token-0123456789")).0, 401);
+
+    let (status, response) = get(listen, "/api/v1/services?max_results=0", Some(TOKEN));
+    assert_eq!(status, 400);
+    assert!(body(&response)["_error"]["message"].as_str().unwrap().contains("max_results"));
+    let (status, response) = get(listen, "/api/v1/services?page=2&max_results=1", Some(TOKEN));
+    assert_eq!(status, 200);
+    let page = body(&response);
+    assert_eq!(page["_items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["_links"]["prev"]["href"], "services?page=1&max_results=1");
+    assert_eq!(get(listen, "/no/such/path", Some(TOKEN)).0, 404);
+}
+
+#[test]
+fn without_opsplane_token_a_token_is_generated_into_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = http_service("200 OK", "ok");
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, manifests(up, up)).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let data = dir.path().join("state");
+    let _operator = start(&config, &data, listen, None);
+    let token_file = data.join("token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    assert!(token.len() >= 32);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(get(listen, "/api/v1/services", Some(&token)).0, 200);
+    assert_eq!(get(listen, "/api/v1/services", None).0, 401);
+}
+
+#[test]
+fn a_bad_config_file_names_file_line_and_field_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    let text = manifests("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap())
+        .replace("checkInterval: 1s\n  timeout: 500ms\n  url: http://127.0.0.1:2", "checkInterval: 1s\n  timeout: 5s\n  url: http://127.0.0.1:2");
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
+        .args(["standalone", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:17: spec.timeout: must not be longer than spec.checkInterval", config.display());
+    assert!(stderr.contains(&expected), "stderr was: {stderr}");
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
+        .args(["standalone", "--listen", "127.0.0.1:0", "--config", "/nonexistent/opsplane.yaml"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/opsplane.yaml: cannot read"));
+}
+
+#[test]
+fn crds_subcommand_prints_both_crds() {
+    let output = Command::new(env!("CARGO_BIN_EXE_opsplane-operator")).arg("crds").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let names: Vec<String> = BufReader::new(text.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.starts_with("  name: "))
+        .collect();
+    assert_eq!(names, ["  name: monitoredservices.opsplane.io", "  name: nodetasks.opsplane.io"]);
+}
