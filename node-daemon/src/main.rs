@@ -31,7 +31,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Err(_) => String::new(),
     };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
 }
@@ -39,9 +42,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 fn registry(cli: &Cli) -> Result<Registry, prometheus::Error> {
     let registry = Registry::new();
     let info = IntGauge::with_opts(
-        Opts::new("opsplane_node_daemon_info", "Build and node of this node-daemon")
-            .const_label("version", env!("CARGO_PKG_VERSION"))
-            .const_label("node", cli.node_name.clone().unwrap_or_default()),
+        Opts::new(
+            "opsplane_node_daemon_info",
+            "Build and node of this node-daemon",
+        )
+        .const_label("version", env!("CARGO_PKG_VERSION"))
+        .const_label("node", cli.node_name.clone().unwrap_or_default()),
     )?;
     info.set(1);
     registry.register(Box::new(info))?;

@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 
 fn get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     (response[9..12].parse().unwrap(), response)
@@ -17,7 +23,11 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 #[test]
 fn serves_health_and_metrics_then_stops_on_sigterm() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
         .args(["--listen", &addr])
@@ -35,10 +45,19 @@ fn serves_health_and_metrics_then_stops_on_sigterm() {
     assert!(body.ends_with("ok"));
     let (status, body) = get(&addr, "/metrics");
     assert_eq!(status, 200);
-    assert!(body.contains("opsplane_node_daemon_info{node=\"node-a\""), "{body}");
+    assert!(
+        body.contains("opsplane_node_daemon_info{node=\"node-a\""),
+        "{body}"
+    );
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -53,9 +72,17 @@ fn serves_health_and_metrics_then_stops_on_sigterm() {
 #[test]
 fn refuses_a_host_root_that_is_not_a_directory() {
     let output = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
-        .args(["--listen", "127.0.0.1:0", "--host-root", "/nonexistent/host"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--host-root",
+            "/nonexistent/host",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--host-root /nonexistent/host is not a directory"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--host-root /nonexistent/host is not a directory")
+    );
 }

@@ -262,8 +262,15 @@ mod tests {
     #[tokio::test]
     async fn http_check_judges_status_and_body() {
         let clients = Clients::new().unwrap();
-        let ok = one_shot_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
-        let r = run(&http_target(ok, HttpCheck::default()), Duration::from_secs(2), &clients).await;
+        let ok =
+            one_shot_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        let r = run(
+            &http_target(ok, HttpCheck::default()),
+            Duration::from_secs(2),
+            &clients,
+        )
+        .await;
         assert!(r.healthy, "{r:?}");
         assert_eq!(r.status, Some(200));
 
@@ -271,19 +278,37 @@ mod tests {
             body_contains: Some("ready".into()),
             ..HttpCheck::default()
         };
-        let r = run(&http_target(ok, body_check), Duration::from_secs(2), &clients).await;
+        let r = run(
+            &http_target(ok, body_check),
+            Duration::from_secs(2),
+            &clients,
+        )
+        .await;
         assert!(!r.healthy);
         assert!(r.error.unwrap().contains("does not contain"));
 
-        let bad = one_shot_server("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-        let r = run(&http_target(bad, HttpCheck::default()), Duration::from_secs(2), &clients).await;
+        let bad = one_shot_server(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let r = run(
+            &http_target(bad, HttpCheck::default()),
+            Duration::from_secs(2),
+            &clients,
+        )
+        .await;
         assert!(!r.healthy);
         assert_eq!(r.status, Some(503));
         let expect_503 = HttpCheck {
             expected_status: vec![503],
             ..HttpCheck::default()
         };
-        let r = run(&http_target(bad, expect_503), Duration::from_secs(2), &clients).await;
+        let r = run(
+            &http_target(bad, expect_503),
+            Duration::from_secs(2),
+            &clients,
+        )
+        .await;
         assert!(r.healthy);
     }
 
@@ -291,16 +316,36 @@ mod tests {
     async fn unreachable_and_silent_targets_fail_within_the_timeout() {
         let clients = Clients::new().unwrap();
         // A port nobody listens on: bind, learn the port, close.
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let r = run(&http_target(closed, HttpCheck::default()), Duration::from_secs(2), &clients).await;
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = run(
+            &http_target(closed, HttpCheck::default()),
+            Duration::from_secs(2),
+            &clients,
+        )
+        .await;
         assert!(!r.healthy);
-        assert!(r.error.as_deref().unwrap_or("").contains("connection failed"), "{r:?}");
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap_or("")
+                .contains("connection failed"),
+            "{r:?}"
+        );
 
         // A server that accepts and never answers.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = silent.local_addr().unwrap();
         let started = Instant::now();
-        let r = run(&http_target(addr, HttpCheck::default()), Duration::from_millis(300), &clients).await;
+        let r = run(
+            &http_target(addr, HttpCheck::default()),
+            Duration::from_millis(300),
+            &clients,
+        )
+        .await;
         assert!(!r.healthy);
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(silent);
@@ -308,7 +353,9 @@ mod tests {
         let tcp = Target {
             address: closed.to_string(),
             ready: true,
-            probe: Probe::Tcp { address: closed.to_string() },
+            probe: Probe::Tcp {
+                address: closed.to_string(),
+            },
         };
         let r = run(&tcp, Duration::from_secs(1), &clients).await;
         assert!(!r.healthy);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 /// Settings of one candidate.
 #[derive(Debug, Clone)]
@@ -95,9 +95,10 @@ impl Elector {
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let we_hold = holder.as_deref() == Some(self.config.identity.as_str());
-        let changed = self.observed.as_ref().is_none_or(|o| {
-            o.holder != holder || o.renew_time != spec.renew_time
-        });
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|o| o.holder != holder || o.renew_time != spec.renew_time);
         if changed {
             self.observed = Some(Observed {
                 holder: holder.clone(),
@@ -117,7 +118,11 @@ impl Elector {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!we_hold);
-        let acquire = if we_hold { spec.acquire_time.clone() } else { None };
+        let acquire = if we_hold {
+            spec.acquire_time.clone()
+        } else {
+            None
+        };
         let mut next = current;
         next.spec = Some(self.our_spec(acquire, transitions));
         match self

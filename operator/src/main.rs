@@ -81,7 +81,9 @@ async fn shutdown_signal() {
 }
 
 fn token_from_env() -> Option<String> {
-    std::env::var("OPSPLANE_TOKEN").ok().filter(|t| !t.trim().is_empty())
+    std::env::var("OPSPLANE_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
 }
 
 /// The standalone token: OPSPLANE_TOKEN, else one kept in `<data_dir>/token` (created 0600).
@@ -105,7 +107,8 @@ fn standalone_token(data_dir: &Path) -> anyhow::Result<String> {
         .take(40)
         .map(char::from)
         .collect();
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -184,7 +187,10 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         format!("{}-{}", host.trim(), std::process::id())
     });
     let lease = LeaseConfig {
-        namespace: args.lease_namespace.clone().unwrap_or_else(|| "default".to_string()),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
         name: args.lease_name.clone(),
         identity,
         lease_duration: Duration::from_secs(args.lease_duration_seconds),
@@ -224,7 +230,11 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// Campaigns for the Lease until `stop` fires; runs the controllers while leading. On stop,
 /// stops the controllers and releases the Lease so the next candidate takes over at once.
-async fn lead(mut elector: Elector, ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn lead(
+    mut elector: Elector,
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let config = elector.config().clone();
     tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.namespace, config.name), "campaigning for leadership");
     let mut controllers: Option<tokio::task::JoinHandle<()>> = None;

@@ -30,11 +30,16 @@ impl Metrics {
                 "opsplane_check_duration_seconds",
                 "Duration of one service check of one instance",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["service"],
         )?;
         let check_up = IntGaugeVec::new(
-            Opts::new("opsplane_check_up", "1 when the last check of the instance passed"),
+            Opts::new(
+                "opsplane_check_up",
+                "1 when the last check of the instance passed",
+            ),
             &["service", "instance"],
         )?;
         let check_errors = IntCounterVec::new(
@@ -46,11 +51,17 @@ impl Metrics {
             &["kind"],
         )?;
         let reconcile_errors = IntCounterVec::new(
-            Opts::new("opsplane_reconcile_errors_total", "Failed reconciles by resource kind"),
+            Opts::new(
+                "opsplane_reconcile_errors_total",
+                "Failed reconciles by resource kind",
+            ),
             &["kind"],
         )?;
         let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new("opsplane_reconcile_duration_seconds", "Duration of one reconcile"),
+            HistogramOpts::new(
+                "opsplane_reconcile_duration_seconds",
+                "Duration of one reconcile",
+            ),
             &["kind"],
         )?;
         let leader = IntGauge::new(
@@ -90,14 +101,18 @@ impl Metrics {
                 (None, Some(e)) if e.contains("timed out") => "timeout",
                 _ => "unreachable",
             };
-            self.check_errors.with_label_values(&[service, reason]).inc();
+            self.check_errors
+                .with_label_values(&[service, reason])
+                .inc();
         }
     }
 
     /// Counts a reconcile and times it until the returned guard drops.
     pub fn reconcile_timer(&self, kind: &str) -> HistogramTimer {
         self.reconcile_total.with_label_values(&[kind]).inc();
-        self.reconcile_duration.with_label_values(&[kind]).start_timer()
+        self.reconcile_duration
+            .with_label_values(&[kind])
+            .start_timer()
     }
 
     /// Counts a failed reconcile.
@@ -110,7 +125,10 @@ impl Metrics {
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        if encoder.encode(&self.registry.gather(), &mut buffer).is_err() {
+        if encoder
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buffer).unwrap_or_default()

@@ -105,10 +105,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigErr
     let mut services: Vec<MonitoredService> = Vec::new();
     for doc in documents(text) {
         let value: serde_yaml::Value = serde_yaml::from_str(doc.text).map_err(|e| {
-            let line = e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
+            let line = e
+                .location()
+                .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
             invalid(line, "document", format!("not valid YAML: {e}"))
         })?;
-        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
         if api_version != "opsplane.io/v1alpha1" || kind != "MonitoredService" {
             return Err(invalid(
@@ -120,19 +125,28 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigErr
             ));
         }
         let deserializer = serde_yaml::Deserializer::from_str(doc.text);
-        let mut service: MonitoredService = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = e.path().to_string();
-            let line = e
-                .inner()
-                .location()
-                .map_or_else(|| line_of(&doc, &field), |l| doc.first_line + l.line() - 1);
-            let message = e.inner().to_string();
-            // serde_yaml appends " at line L column C"; the line is already in front.
-            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-            invalid(line, &field, message)
-        })?;
+        let mut service: MonitoredService = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let line = e
+                    .inner()
+                    .location()
+                    .map_or_else(|| line_of(&doc, &field), |l| doc.first_line + l.line() - 1);
+                let message = e.inner().to_string();
+                // serde_yaml appends " at line L column C"; the line is already in front.
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_string();
+                invalid(line, &field, message)
+            })?;
         let Some(name) = service.metadata.name.clone().filter(|n| !n.is_empty()) else {
-            return Err(invalid(line_of(&doc, "metadata"), "metadata.name", "is required".into()));
+            return Err(invalid(
+                line_of(&doc, "metadata"),
+                "metadata.name",
+                "is required".into(),
+            ));
         };
         if service.metadata.namespace.is_none() {
             service.metadata.namespace = Some("default".to_string());
@@ -141,12 +155,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigErr
             return Err(invalid(
                 line_of(&doc, "serviceRef"),
                 "spec.serviceRef",
-                "needs a Kubernetes cluster to discover instances; in standalone mode use spec.url".into(),
+                "needs a Kubernetes cluster to discover instances; in standalone mode use spec.url"
+                    .into(),
             ));
         }
         if let Err(errors) = validate::monitored_service_spec(&service.spec) {
             let first = &errors[0];
-            return Err(invalid(line_of(&doc, &first.field), &first.field, first.message.clone()));
+            return Err(invalid(
+                line_of(&doc, &first.field),
+                &first.field,
+                first.message.clone(),
+            ));
         }
         let namespace = service.namespace().unwrap_or_default();
         if services
@@ -178,7 +197,11 @@ pub fn load(file: &Path) -> Result<Vec<MonitoredService>, ConfigError> {
 
 /// Checks every service on its own interval until the future is dropped; results land in
 /// `services` (as status) and in the metrics.
-pub async fn run_checks(services: Arc<RwLock<Vec<MonitoredService>>>, clients: Clients, metrics: Metrics) {
+pub async fn run_checks(
+    services: Arc<RwLock<Vec<MonitoredService>>>,
+    clients: Clients,
+    metrics: Metrics,
+) {
     let snapshot = services.read().await.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, service) in snapshot.into_iter().enumerate() {
@@ -186,7 +209,11 @@ pub async fn run_checks(services: Arc<RwLock<Vec<MonitoredService>>>, clients: C
         let clients = clients.clone();
         let metrics = metrics.clone();
         tasks.spawn(async move {
-            let key = format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any());
+            let key = format!(
+                "{}/{}",
+                service.namespace().unwrap_or_default(),
+                service.name_any()
+            );
             let (interval, timeout) = timing(&service.spec);
             let Some(target) = check::url_target(&service.spec) else {
                 return;
@@ -238,7 +265,12 @@ spec:
 
     fn error_of(text: &str) -> (usize, String, String) {
         match parse(Path::new("svc.yaml"), text) {
-            Err(ConfigError::Invalid { line, field, message, .. }) => (line, field, message),
+            Err(ConfigError::Invalid {
+                line,
+                field,
+                message,
+                ..
+            }) => (line, field, message),
             other => panic!("expected an Invalid error, got {other:?}"),
         }
     }
@@ -275,14 +307,20 @@ spec:
 
     #[test]
     fn unknown_kind_duplicates_and_broken_yaml_are_refused() {
-        let (_, field, _) = error_of(&GOOD.replace("kind: MonitoredService\nmetadata: {name: db", "kind: Pod\nmetadata: {name: db"));
+        let (_, field, _) = error_of(&GOOD.replace(
+            "kind: MonitoredService\nmetadata: {name: db",
+            "kind: Pod\nmetadata: {name: db",
+        ));
         assert_eq!(field, "kind");
-        let (line, field, message) = error_of(&GOOD.replace("{name: db, namespace: prod}", "{name: web}"));
+        let (line, field, message) =
+            error_of(&GOOD.replace("{name: db, namespace: prod}", "{name: web}"));
         assert_eq!((line, field.as_str()), (11, "metadata.name"));
         assert!(message.contains("twice"));
         let (line, field, _) = error_of("apiVersion: opsplane.io/v1alpha1\nkind: a: b\n");
         assert_eq!((line, field.as_str()), (2, "document"));
-        let (_, field, _) = error_of("apiVersion: opsplane.io/v1alpha1\nkind: MonitoredService\nmetadata: {}\nspec: {url: 'http://a/'}\n");
+        let (_, field, _) = error_of(
+            "apiVersion: opsplane.io/v1alpha1\nkind: MonitoredService\nmetadata: {}\nspec: {url: 'http://a/'}\n",
+        );
         assert_eq!(field, "metadata.name");
     }
 }

@@ -27,15 +27,27 @@ fn http_service(status: &'static str, body: &'static str) -> SocketAddr {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `(status, headers+body)` of a plain HTTP/1.1 GET.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
@@ -56,7 +68,12 @@ impl Drop for Operator {
     }
 }
 
-fn start(config: &std::path::Path, data_dir: &std::path::Path, listen: SocketAddr, token: Option<&str>) -> Operator {
+fn start(
+    config: &std::path::Path,
+    data_dir: &std::path::Path,
+    listen: SocketAddr,
+    token: Option<&str>,
+) -> Operator {
     let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
     command
         .args(["standalone", "--listen", &listen.to_string(), "--config"])
@@ -72,7 +89,10 @@ fn start(config: &std::path::Path, data_dir: &std::path::Path, listen: SocketAdd
     let child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(listen).is_err() {
-        assert!(Instant::now() < deadline, "operator did not listen on {listen}");
+        assert!(
+            Instant::now() < deadline,
+            "operator did not listen on {listen}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Operator(child)
@@ -103,7 +123,10 @@ spec:
 }
 
 fn condition<'a>(item: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
-    item["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+    item["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }
 
 #[test]
@@ -150,10 +173,18 @@ fn standalone_checks_services_and_serves_them_with_status() {
     let available = condition(broken, "Available").unwrap();
     assert_eq!(available["status"], "False");
     assert_eq!(available["reason"], "AllInstancesFailing");
-    assert!(broken["status"]["lastError"].as_str().unwrap().contains("HTTP 503"));
+    assert!(
+        broken["status"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 503")
+    );
 
     let (_, metrics) = get(listen, "/metrics", None);
-    assert!(metrics.contains("opsplane_check_up{instance=\""), "{metrics}");
+    assert!(
+        metrics.contains("opsplane_check_up{instance=\""),
+        "{metrics}"
+    );
     assert!(metrics.contains("opsplane_check_duration_seconds_bucket"));
 }
 
@@ -170,16 +201,27 @@ fn api_reads_need_the_token_and_bad_paging_is_a_400() {
     assert_eq!(status, 401);
     assert!(response.to_lowercase().contains("www-authenticate: bearer"));
     assert_eq!(body(&response)["_status"], "ERR");
-    assert_eq!(get(listen, "/api/v1/services", Some("wrong-token-0123456789")).0, 401);
+    assert_eq!(
+        get(listen, "/api/v1/services", Some("wrong-token-0123456789")).0,
+        401
+    );
 
     let (status, response) = get(listen, "/api/v1/services?max_results=0", Some(TOKEN));
     assert_eq!(status, 400);
-    assert!(body(&response)["_error"]["message"].as_str().unwrap().contains("max_results"));
+    assert!(
+        body(&response)["_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_results")
+    );
     let (status, response) = get(listen, "/api/v1/services?page=2&max_results=1", Some(TOKEN));
     assert_eq!(status, 200);
     let page = body(&response);
     assert_eq!(page["_items"].as_array().unwrap().len(), 1);
-    assert_eq!(page["_links"]["prev"]["href"], "services?page=1&max_results=1");
+    assert_eq!(
+        page["_links"]["prev"]["href"],
+        "services?page=1&max_results=1"
+    );
     assert_eq!(get(listen, "/no/such/path", Some(TOKEN)).0, 404);
 }
 
@@ -193,7 +235,10 @@ fn without_opsplane_token_a_token_is_generated_into_the_data_dir() {
     let data = dir.path().join("state");
     let _operator = start(&config, &data, listen, None);
     let token_file = data.join("token");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(token.len() >= 32);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
@@ -206,8 +251,14 @@ fn without_opsplane_token_a_token_is_generated_into_the_data_dir() {
 fn a_bad_config_file_names_file_line_and_field_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.yaml");
-    let text = manifests("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap())
-        .replace("checkInterval: 1s\n  timeout: 500ms\n  url: http://127.0.0.1:2", "checkInterval: 1s\n  timeout: 5s\n  url: http://127.0.0.1:2");
+    let text = manifests(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    )
+    .replace(
+        "checkInterval: 1s\n  timeout: 500ms\n  url: http://127.0.0.1:2",
+        "checkInterval: 1s\n  timeout: 5s\n  url: http://127.0.0.1:2",
+    );
     std::fs::write(&config, text).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
         .args(["standalone", "--listen", "127.0.0.1:0", "--config"])
@@ -219,20 +270,35 @@ fn a_bad_config_file_names_file_line_and_field_and_exits_non_zero() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!("{}:17: spec.timeout: must not be longer than spec.checkInterval", config.display());
+    let expected = format!(
+        "{}:17: spec.timeout: must not be longer than spec.checkInterval",
+        config.display()
+    );
     assert!(stderr.contains(&expected), "stderr was: {stderr}");
 
     let missing = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
-        .args(["standalone", "--listen", "127.0.0.1:0", "--config", "/nonexistent/opsplane.yaml"])
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent/opsplane.yaml",
+        ])
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/opsplane.yaml: cannot read"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("/nonexistent/opsplane.yaml: cannot read")
+    );
 }
 
 #[test]
 fn crds_subcommand_prints_both_crds() {
-    let output = Command::new(env!("CARGO_BIN_EXE_opsplane-operator")).arg("crds").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
+        .arg("crds")
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     let names: Vec<String> = BufReader::new(text.as_bytes())
@@ -240,5 +306,11 @@ fn crds_subcommand_prints_both_crds() {
         .map_while(Result::ok)
         .filter(|l| l.starts_with("  name: "))
         .collect();
-    assert_eq!(names, ["  name: monitoredservices.opsplane.io", "  name: nodetasks.opsplane.io"]);
+    assert_eq!(
+        names,
+        [
+            "  name: monitoredservices.opsplane.io",
+            "  name: nodetasks.opsplane.io"
+        ]
+    );
 }

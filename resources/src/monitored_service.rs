@@ -33,9 +33,17 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Degraded\")].status"
     ),
-    printcolumn(name = "Latency(ms)", type_ = "integer", json_path = ".status.latencyMs"),
+    printcolumn(
+        name = "Latency(ms)",
+        type_ = "integer",
+        json_path = ".status.latencyMs"
+    ),
     printcolumn(name = "Last-Check", type_ = "date", json_path = ".status.lastCheck"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.serviceRef)")
     .message("exactly one of spec.url or spec.serviceRef must be set")
@@ -78,7 +86,10 @@ pub struct MonitoredServiceSpec {
 
     /// Absolute address to check: `http://`, `https://`, or `tcp://host:port` for a TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(https?|tcp)://[^\s/?#]+[^\s]*$"), length(max = 2048))]
+    #[schemars(
+        regex(pattern = r"^(https?|tcp)://[^\s/?#]+[^\s]*$"),
+        length(max = 2048)
+    )]
     pub url: Option<String>,
 
     /// A Kubernetes Service in the same namespace whose instances are found through its
@@ -119,7 +130,10 @@ fn default_timeout() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRef {
     /// Name of the Service, in the MonitoredService's namespace.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Port of the Service, by name (e.g. `http`) or number.
     pub port: IntOrString,
@@ -255,9 +269,15 @@ mod tests {
     #[test]
     fn ops_api_joins_base_url_and_route_with_one_slash() {
         let s = spec(Some("https://geonode.example.org/api/"), Some("/ops"));
-        assert_eq!(s.ops_api().as_deref(), Some("https://geonode.example.org/api/ops"));
+        assert_eq!(
+            s.ops_api().as_deref(),
+            Some("https://geonode.example.org/api/ops")
+        );
         let s = spec(Some("https://geonode.example.org/api"), Some("ops"));
-        assert_eq!(s.ops_api().as_deref(), Some("https://geonode.example.org/api/ops"));
+        assert_eq!(
+            s.ops_api().as_deref(),
+            Some("https://geonode.example.org/api/ops")
+        );
     }
 
     #[test]

@@ -23,8 +23,17 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Handler", type_ = "string", json_path = ".spec.handler"),
     printcolumn(name = "Command", type_ = "string", json_path = ".spec.command"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "DryRun", type_ = "boolean", json_path = ".spec.dryRun", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "DryRun",
+        type_ = "boolean",
+        json_path = ".spec.dryRun",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("(has(self.nodeNames) && size(self.nodeNames) > 0) || has(self.nodeSelector)")
     .message("a NodeTask needs targets: set spec.nodeNames and/or spec.nodeSelector")
@@ -68,7 +77,13 @@ use serde::{Deserialize, Serialize};
 pub struct NodeTaskSpec {
     /// Names of the nodes to run on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 5000), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
+    #[schemars(
+        length(max = 5000),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+        )
+    )]
     pub node_names: Vec<String>,
 
     /// Label selector over Node objects; matching nodes are added to `nodeNames`.
@@ -148,9 +163,12 @@ impl TaskHandler {
     pub fn commands(self) -> &'static [TaskCommand] {
         use TaskCommand::*;
         match self {
-            TaskHandler::CrontabHandler => {
-                &[SetupShutdown, DeleteShutdown, SelectShutdown, ModifyShutdown]
-            }
+            TaskHandler::CrontabHandler => &[
+                SetupShutdown,
+                DeleteShutdown,
+                SelectShutdown,
+                ModifyShutdown,
+            ],
             TaskHandler::OsHandler => &[Shutdown, Reboot],
             TaskHandler::ServiceHandler => &[Start, Stop, Restart, Enable, Disable],
             TaskHandler::TimerHandler => &[Update, Pause, Resume],
@@ -202,7 +220,10 @@ pub struct TaskData {
     pub exec_weekly: Option<String>,
     /// ServiceHandler: systemd units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9@._:\\-]+$")))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9@._:\\-]+$"))
+    )]
     pub service: Option<Vec<String>>,
     /// TimerHandler update: report address, e.g. `http://10.0.0.1:8080/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::duration::parse_duration;
 use crate::MonitoredServiceSpec;
+use crate::duration::parse_duration;
 
 /// A field that failed validation, named by its path (`spec.checkInterval`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,10 @@ fn check_duration(
             None
         }
         Ok(d) if d < min => {
-            errors.push(err(field, format!("must be at least {}ms, got {text:?}", min.as_millis())));
+            errors.push(err(
+                field,
+                format!("must be at least {}ms, got {text:?}", min.as_millis()),
+            ));
             None
         }
         Ok(d) if max.is_some_and(|m| d > m) => {
@@ -83,7 +86,10 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
     if let (Some(i), Some(t)) = (interval, timeout)
         && t > i
     {
-        errors.push(err("spec.timeout", "must not be longer than spec.checkInterval"));
+        errors.push(err(
+            "spec.timeout",
+            "must not be longer than spec.checkInterval",
+        ));
     }
     match (&spec.url, &spec.service_ref) {
         (Some(_), Some(_)) | (None, None) => errors.push(err(
@@ -104,7 +110,10 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
                 "is a tcp:// address, which cannot take spec.http; use an http(s):// url or tcp: {}",
             ));
         } else if !url.starts_with("tcp://") && spec.tcp.is_some() {
-            errors.push(err("spec.url", "spec.tcp needs spec.url of the form tcp://host:port"));
+            errors.push(err(
+                "spec.url",
+                "spec.tcp needs spec.url of the form tcp://host:port",
+            ));
         }
     }
     if spec.http.is_some() && spec.tcp.is_some() {
@@ -114,7 +123,10 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
         ));
     }
     if let Some(http) = &spec.http
-        && let Some(bad) = http.expected_status.iter().find(|s| !(100..=599).contains(*s))
+        && let Some(bad) = http
+            .expected_status
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
     {
         errors.push(err(
             "spec.http.expectedStatus",
@@ -124,16 +136,24 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
     if let Some(base) = &spec.base_url
         && !valid_url(base, &["http", "https"])
     {
-        errors.push(err("spec.baseUrl", format!("{base:?} is not an absolute http(s) URL")));
+        errors.push(err(
+            "spec.baseUrl",
+            format!("{base:?} is not an absolute http(s) URL"),
+        ));
     }
     if let Some(r) = &spec.service_ref {
         let name_ok = !r.name.is_empty()
             && r.name.len() <= 63
-            && r.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !r.name.starts_with('-')
             && !r.name.ends_with('-');
         if !name_ok {
-            errors.push(err("spec.serviceRef.name", format!("{:?} is not a Service name", r.name)));
+            errors.push(err(
+                "spec.serviceRef.name",
+                format!("{:?} is not a Service name", r.name),
+            ));
         }
         if let Some(p) = &r.path
             && !p.starts_with('/')
@@ -141,12 +161,19 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
             errors.push(err("spec.serviceRef.path", "must start with /"));
         }
     }
-    for (field, value) in [("spec.type", &spec.service_type), ("spec.environment", &spec.environment)] {
+    for (field, value) in [
+        ("spec.type", &spec.service_type),
+        ("spec.environment", &spec.environment),
+    ] {
         if value.as_ref().is_some_and(|v| v.len() > 63) {
             errors.push(err(field, "must be at most 63 characters"));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -180,21 +207,51 @@ mod tests {
     #[test]
     fn names_the_field_of_each_mistake() {
         let cases = [
-            (serde_json::json!({"url": "http://a/", "checkInterval": "500ms"}), "spec.checkInterval"),
-            (serde_json::json!({"url": "http://a/", "checkInterval": "often"}), "spec.checkInterval"),
-            (serde_json::json!({"url": "http://a/", "checkInterval": "2s", "timeout": "5s"}), "spec.timeout"),
+            (
+                serde_json::json!({"url": "http://a/", "checkInterval": "500ms"}),
+                "spec.checkInterval",
+            ),
+            (
+                serde_json::json!({"url": "http://a/", "checkInterval": "often"}),
+                "spec.checkInterval",
+            ),
+            (
+                serde_json::json!({"url": "http://a/", "checkInterval": "2s", "timeout": "5s"}),
+                "spec.timeout",
+            ),
             (serde_json::json!({}), "spec"),
-            (serde_json::json!({"url": "http://a/", "serviceRef": {"name": "a", "port": 80}}), "spec"),
+            (
+                serde_json::json!({"url": "http://a/", "serviceRef": {"name": "a", "port": 80}}),
+                "spec",
+            ),
             (serde_json::json!({"url": "ftp://a/"}), "spec.url"),
-            (serde_json::json!({"url": "tcp://a:1", "http": {}}), "spec.url"),
-            (serde_json::json!({"url": "http://a/", "tcp": {}}), "spec.url"),
-            (serde_json::json!({"url": "http://a/", "http": {"expectedStatus": [700]}}), "spec.http.expectedStatus"),
-            (serde_json::json!({"serviceRef": {"name": "Bad_Name", "port": "http"}}), "spec.serviceRef.name"),
-            (serde_json::json!({"url": "http://a/", "baseUrl": "not a url"}), "spec.baseUrl"),
+            (
+                serde_json::json!({"url": "tcp://a:1", "http": {}}),
+                "spec.url",
+            ),
+            (
+                serde_json::json!({"url": "http://a/", "tcp": {}}),
+                "spec.url",
+            ),
+            (
+                serde_json::json!({"url": "http://a/", "http": {"expectedStatus": [700]}}),
+                "spec.http.expectedStatus",
+            ),
+            (
+                serde_json::json!({"serviceRef": {"name": "Bad_Name", "port": "http"}}),
+                "spec.serviceRef.name",
+            ),
+            (
+                serde_json::json!({"url": "http://a/", "baseUrl": "not a url"}),
+                "spec.baseUrl",
+            ),
         ];
         for (value, field) in cases {
             let got = fields(value.clone());
-            assert!(got.iter().any(|f| f == field), "{value} should fail on {field}, got {got:?}");
+            assert!(
+                got.iter().any(|f| f == field),
+                "{value} should fail on {field}, got {got:?}"
+            );
         }
     }
 }

@@ -11,8 +11,9 @@ fn committed_crds_match_the_rust_types() {
     for dir in ["crds", "charts/opsplane/crds"] {
         for (name, rendered) in &files {
             let path = root.join(dir).join(name);
-            let committed = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{} is missing ({e}); regenerate the CRDs", path.display()));
+            let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("{} is missing ({e}); regenerate the CRDs", path.display())
+            });
             assert!(
                 committed == *rendered,
                 "{} differs from the Rust types; regenerate with `cargo run -p opsplane-operator -- crds --out-dir crds --out-dir charts/opsplane/crds`",
@@ -20,6 +21,10 @@ fn committed_crds_match_the_rust_types() {
             );
         }
         let on_disk = std::fs::read_dir(root.join(dir)).expect("crd dir").count();
-        assert_eq!(on_disk, files.len(), "{dir} holds files that no Rust type renders");
+        assert_eq!(
+            on_disk,
+            files.len(),
+            "{dir} holds files that no Rust type renders"
+        );
     }
 }

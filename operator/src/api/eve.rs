@@ -44,11 +44,17 @@ pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
     links.insert("parent".into(), json!({"href": "/", "title": "home"}));
     links.insert("self".into(), json!({"href": resource, "title": resource}));
     if page.page < last_page {
-        links.insert("next".into(), href(resource, page.page + 1, page.max_results));
+        links.insert(
+            "next".into(),
+            href(resource, page.page + 1, page.max_results),
+        );
         links.insert("last".into(), href(resource, last_page, page.max_results));
     }
     if page.page > 1 {
-        links.insert("prev".into(), href(resource, page.page - 1, page.max_results));
+        links.insert(
+            "prev".into(),
+            href(resource, page.page - 1, page.max_results),
+        );
     }
     json!({
         "_items": items[start..end].to_vec(),
@@ -71,11 +77,21 @@ mod tests {
         let items: Vec<Value> = (0..30).map(|i| json!({"n": i})).collect();
         let first = collection("services", items.clone(), Page::default());
         assert_eq!(first["_items"].as_array().unwrap().len(), 25);
-        assert_eq!(first["_meta"], json!({"page": 1, "max_results": 25, "total": 30}));
+        assert_eq!(
+            first["_meta"],
+            json!({"page": 1, "max_results": 25, "total": 30})
+        );
         assert_eq!(first["_links"]["next"]["href"], "services?page=2");
         assert_eq!(first["_links"]["last"]["href"], "services?page=2");
         assert!(first["_links"].get("prev").is_none());
-        let second = collection("services", items, Page { page: 2, max_results: 25 });
+        let second = collection(
+            "services",
+            items,
+            Page {
+                page: 2,
+                max_results: 25,
+            },
+        );
         assert_eq!(second["_items"].as_array().unwrap().len(), 5);
         assert_eq!(second["_items"][0]["n"], 25);
         assert_eq!(second["_links"]["prev"]["href"], "services?page=1");
@@ -84,7 +100,14 @@ mod tests {
 
     #[test]
     fn pages_past_the_end_are_empty_not_errors() {
-        let page = collection("tasks", vec![json!(1)], Page { page: 9, max_results: 10 });
+        let page = collection(
+            "tasks",
+            vec![json!(1)],
+            Page {
+                page: 9,
+                max_results: 10,
+            },
+        );
         assert_eq!(page["_items"], json!([]));
         assert_eq!(page["_meta"]["total"], 1);
     }

@@ -95,11 +95,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, Json(eve::error(status.as_u16(), &self.to_string()))).into_response();
+        let mut response =
+            (status, Json(eve::error(status.as_u16(), &self.to_string()))).into_response();
         if matches!(self, ApiError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"opsplane\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"opsplane\""),
+            );
         }
         response
     }
@@ -114,7 +116,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let is_read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let is_read = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     if is_read && state.public_reads {
         return next.run(request).await;
     }
@@ -125,7 +130,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
         _ => ApiError::Unauthorized.into_response(),
     }
 }
@@ -185,7 +192,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -201,6 +211,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(resources)
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(eve::error(404, "no such endpoint"))) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(eve::error(404, "no such endpoint")),
+            )
+        })
         .with_state(state)
 }

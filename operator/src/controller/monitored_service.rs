@@ -17,7 +17,9 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use opsplane_resources::duration::parse_duration;
-use opsplane_resources::{InstanceStatus, MonitoredService, MonitoredServiceSpec, MonitoredServiceStatus};
+use opsplane_resources::{
+    InstanceStatus, MonitoredService, MonitoredServiceSpec, MonitoredServiceStatus,
+};
 use serde_json::json;
 
 use super::{Context, Error};
@@ -88,7 +90,11 @@ pub fn decide_status(
         (
             true,
             "ChecksPassing",
-            format!("{} of {} instances pass their checks", healthy.len(), results.len()),
+            format!(
+                "{} of {} instances pass their checks",
+                healthy.len(),
+                results.len()
+            ),
         )
     } else if healthy.is_empty() {
         (
@@ -119,7 +125,10 @@ pub fn decide_status(
             ),
         )
     } else {
-        ("NotDegraded", "no instance is failing while others pass".to_string())
+        (
+            "NotDegraded",
+            "no instance is failing while others pass".to_string(),
+        )
     };
     let latency_ms = healthy
         .iter()
@@ -137,7 +146,15 @@ pub fn decide_status(
         latency_ms,
         last_error,
         conditions: vec![
-            condition("Available", available, reason, message, generation, previous_conditions, now),
+            condition(
+                "Available",
+                available,
+                reason,
+                message,
+                generation,
+                previous_conditions,
+                now,
+            ),
             condition(
                 "Degraded",
                 degraded,
@@ -172,10 +189,14 @@ pub fn endpoint_targets(spec: &MonitoredServiceSpec, slices: &[EndpointSlice]) -
     let tcp = spec.tcp.is_some();
     let mut targets = Vec::new();
     for slice in slices {
-        let port = slice.ports.iter().flatten().find(|p| match &service_ref.port {
-            IntOrString::Int(n) => p.port == Some(*n),
-            IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
-        });
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| match &service_ref.port {
+                IntOrString::Int(n) => p.port == Some(*n),
+                IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
+            });
         let Some(port) = port.and_then(|p| p.port) else {
             continue;
         };
@@ -186,7 +207,11 @@ pub fn endpoint_targets(spec: &MonitoredServiceSpec, slices: &[EndpointSlice]) -
                 .and_then(|c| c.ready)
                 .unwrap_or(true);
             for ip in &endpoint.addresses {
-                let host = if ip.contains(':') { format!("[{ip}]") } else { ip.clone() };
+                let host = if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip.clone()
+                };
                 let address = format!("{host}:{port}");
                 let probe = if tcp {
                     Probe::Tcp {
@@ -234,24 +259,40 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
     let targets = match check::url_target(&obj.spec) {
         Some(target) => vec![target],
         None => {
-            let service_name = obj.spec.service_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+            let service_name = obj
+                .spec
+                .service_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
             let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &namespace);
             let selector = format!("kubernetes.io/service-name={service_name}");
-            let list = slices.list(&ListParams::default().labels(&selector)).await?;
+            let list = slices
+                .list(&ListParams::default().labels(&selector))
+                .await?;
             endpoint_targets(&obj.spec, &list.items)
         }
     };
     let key = format!("{namespace}/{name}");
     let results = check_all(&key, &targets, timeout, &ctx).await;
-    let status = decide_status(obj.status.as_ref(), obj.metadata.generation, &results, Timestamp::now());
+    let status = decide_status(
+        obj.status.as_ref(),
+        obj.metadata.generation,
+        &results,
+        Timestamp::now(),
+    );
     let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({
         "apiVersion": "opsplane.io/v1alpha1",
         "kind": "MonitoredService",
         "status": status,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     tracing::debug!(service = %key, available = results.iter().any(|r| r.healthy), "checked");
     Ok(Action::requeue(interval))
 }
@@ -287,7 +328,12 @@ mod tests {
     #[test]
     fn all_healthy_is_available_and_not_degraded() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let s = decide_status(None, Some(3), &[result("a:1", true, 5), result("b:1", true, 9)], now);
+        let s = decide_status(
+            None,
+            Some(3),
+            &[result("a:1", true, 5), result("b:1", true, 9)],
+            now,
+        );
         assert_eq!(cond(&s, "Available").status, "True");
         assert_eq!(cond(&s, "Degraded").status, "False");
         assert_eq!(s.latency_ms, Some(9));
@@ -299,7 +345,12 @@ mod tests {
     #[test]
     fn one_failing_instance_degrades_and_is_named() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let s = decide_status(None, Some(1), &[result("a:1", true, 5), result("b:1", false, 9)], now);
+        let s = decide_status(
+            None,
+            Some(1),
+            &[result("a:1", true, 5), result("b:1", false, 9)],
+            now,
+        );
         assert_eq!(cond(&s, "Available").status, "True");
         let degraded = cond(&s, "Degraded");
         assert_eq!(degraded.status, "True");
@@ -315,7 +366,10 @@ mod tests {
         assert_eq!(cond(&down, "Available").status, "False");
         assert_eq!(cond(&down, "Available").reason, "AllInstancesFailing");
         let still_down = decide_status(Some(&down), Some(1), &[result("a:1", false, 5)], t1);
-        assert_eq!(cond(&still_down, "Available").last_transition_time, Time(t0));
+        assert_eq!(
+            cond(&still_down, "Available").last_transition_time,
+            Time(t0)
+        );
         let up = decide_status(Some(&still_down), Some(1), &[result("a:1", true, 5)], t1);
         assert_eq!(cond(&up, "Available").last_transition_time, Time(t1));
         let none = decide_status(Some(&up), Some(1), &[], t1);
@@ -333,18 +387,32 @@ mod tests {
             endpoints: Some(vec![
                 Endpoint {
                     addresses: vec!["10.0.0.7".into()],
-                    conditions: Some(EndpointConditions { ready: Some(true), ..Default::default() }),
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
                 Endpoint {
                     addresses: vec!["10.0.0.8".into()],
-                    conditions: Some(EndpointConditions { ready: Some(false), ..Default::default() }),
+                    conditions: Some(EndpointConditions {
+                        ready: Some(false),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
             ]),
             ports: Some(vec![
-                EndpointPort { name: Some("metrics".into()), port: Some(9090), ..Default::default() },
-                EndpointPort { name: Some("http".into()), port: Some(8000), ..Default::default() },
+                EndpointPort {
+                    name: Some("metrics".into()),
+                    port: Some(9090),
+                    ..Default::default()
+                },
+                EndpointPort {
+                    name: Some("http".into()),
+                    port: Some(8000),
+                    ..Default::default()
+                },
             ]),
             ..Default::default()
         };

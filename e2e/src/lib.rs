@@ -1,0 +1,267 @@
+//! Support for the end-to-end tests: a real kube-apiserver (the Go harness in `e2e/harness`,
+//! built by `scripts/build-e2e-tools.sh`), kube clients for it, the CRDs applied, and the
+//! opsplane binaries run as local processes against it.
+//!
+//! One harness serves every test of a test binary; it is started on first use and stops when
+//! the test process exits (its stdin is a pipe from this process: `--exit-on-stdin-eof`).
+//! Missing tools make the tests fail with the command that builds them; they never skip.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cache_bin(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("OPSPLANE_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/opsplane-cache"));
+        cache.join("bin").join(name)
+    });
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it with `bash scripts/build-e2e-tools.sh` (or set {env})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The helm binary built from its Go module.
+pub fn helm() -> anyhow::Result<PathBuf> {
+    cache_bin("helm", "OPSPLANE_HELM")
+}
+
+/// A binary of this workspace, from the same target directory as the running test.
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target directory")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found: run the tests with `cargo test --workspace` so that it is built",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running kube-apiserver.
+pub struct Cluster {
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// How long the harness took from start to READY.
+    pub start_time: Duration,
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static STARTING: Mutex<()> = Mutex::new(());
+
+impl Cluster {
+    /// The shared cluster of this test process, started on first use.
+    pub fn shared() -> &'static Cluster {
+        let _guard = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cluster) = CLUSTER.get() {
+            return cluster;
+        }
+        let cluster =
+            Cluster::start().unwrap_or_else(|e| panic!("cannot start kube-apiserver: {e:#}"));
+        CLUSTER.get_or_init(|| cluster)
+    }
+
+    fn start() -> anyhow::Result<Cluster> {
+        let harness = cache_bin("opsplane-e2e-harness", "OPSPLANE_E2E_HARNESS")?;
+        let dir = std::env::temp_dir().join(format!("opsplane-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let kubeconfig = dir.join("kubeconfig");
+        let started = Instant::now();
+        let mut child = Command::new(&harness)
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawning {}", harness.display()))?;
+        let stdout = child.stdout.take().context("harness stdout")?;
+        let stdin = child.stdin.take().context("harness stdin")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("READY ") => break line,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let status = child.wait()?;
+                    bail!("the harness exited before READY ({status})");
+                }
+            }
+        };
+        let info: serde_json::Value = serde_json::from_str(&ready["READY ".len()..])?;
+        let start_time = started.elapsed();
+        eprintln!(
+            "e2e: kube-apiserver ready at {} after {:.1}s (harness start time)",
+            info["server"].as_str().unwrap_or("?"),
+            start_time.as_secs_f64()
+        );
+        // Keep draining stdout so the harness never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Cluster {
+            kubeconfig,
+            server: info["server"].as_str().unwrap_or_default().to_string(),
+            start_time,
+            _child: child,
+            _stdin: stdin,
+        })
+    }
+
+    /// A kube client with the admin credential.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
+/// Applies every CRD of `crds/` (server-side apply) and waits until each is Established.
+pub async fn apply_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = repo_root().join("crds");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let name = crd.metadata.name.clone().context("CRD without name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("opsplane-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying {}", path.display()))?;
+        names.push(name);
+    }
+    for name in names {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("{name} not Established within 30s"))??;
+    }
+    Ok(())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    /// Its name in messages.
+    pub name: String,
+}
+
+impl Process {
+    /// Spawns `command`, its output going to the test's stderr prefixed by nothing.
+    pub fn spawn(name: &str, mut command: Command) -> anyhow::Result<Process> {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
+        Ok(Process {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    /// Sends a signal by number (9 = SIGKILL, 15 = SIGTERM).
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.name);
+        }
+        Ok(())
+    }
+
+    /// Waits for exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or fails after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

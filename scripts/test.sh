@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of opsplane on a fresh machine: builds what the tests need (the e2e harness
+# with a real kube-apiserver, helm) into a cache outside the clone, then the whole cargo suite
+# (unit, API-over-TCP, CRD, chart and e2e tests).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export OPSPLANE_CACHE=${OPSPLANE_CACHE:-/var/tmp/opsplane-cache}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OPSPLANE_CACHE/target}
+
+for tool in cargo go; do
+  command -v "$tool" >/dev/null || { echo "test.sh: $tool is required but not on PATH" >&2; exit 1; }
+done
+
+bash "$root/scripts/build-e2e-tools.sh"
+
+cd "$root"
+cargo test --workspace --locked --no-fail-fast "$@"
