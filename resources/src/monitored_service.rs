@@ -12,7 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Desired state of a [`MonitoredService`].
+/// Desired state of a MonitoredService: what to check, how often, and how to judge the answer.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "opsplane.io",
@@ -182,7 +182,7 @@ pub struct HttpCheck {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 pub struct TcpCheck {}
 
-/// Observed state of a [`MonitoredService`].
+/// Observed state of a MonitoredService, written by the operator after each round of checks.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitoredServiceStatus {

@@ -11,7 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Desired state of a [`NodeTask`].
+/// Desired state of a NodeTask: which nodes, which seed 002 handler and command, with which data.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "opsplane.io",
@@ -303,7 +303,7 @@ pub enum TaskPhase {
     PartiallyFailed,
 }
 
-/// Observed state of a [`NodeTask`].
+/// Observed state of a NodeTask: overall phase and the result on each node.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTaskStatus {
