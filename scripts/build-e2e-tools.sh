@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the tools the e2e tests need into ${OPSPLANE_CACHE:-/var/tmp/opsplane-cache}/bin:
+#   opsplane-e2e-harness  etcd + kube-apiserver test server (from e2e/harness)
+#   helm                  helm.sh/helm/v3/cmd/helm at HELM_VERSION, built from source
+# Each tool is rebuilt only when its stamp (next to the binary) changed or the
+# binary is missing, so a second run is a no-op.
+# Uses the default GOCACHE/GOMODCACHE (outside the repo) and the Go module proxy.
+set -euo pipefail
+
+HELM_VERSION="v3.22.0"
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "${script_dir}/.." && pwd)"
+harness_src="${repo_root}/e2e/harness"
+cache_dir="${OPSPLANE_CACHE:-/var/tmp/opsplane-cache}"
+bin_dir="${cache_dir}/bin"
+
+log() { printf '[build-e2e-tools] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+command -v go >/dev/null 2>&1 || die "'go' not found in PATH; install Go >= 1.26 (the harness needs it to build k8s.io/kubernetes)"
+[ -f "${harness_src}/go.mod" ] || die "harness sources not found at ${harness_src}"
+mkdir -p "${bin_dir}"
+
+# Serialize concurrent runs (e.g. parallel test setups) on the same cache dir.
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"${cache_dir}/.build-e2e-tools.lock"
+	flock 9
+fi
+
+# Prints a build duration in seconds.
+elapsed() { echo $(( $(date +%s) - $1 )); }
+
+# Stamp of the harness: the Go version plus sha256 of go.mod, go.sum and all .go files.
+harness_stamp() {
+	(
+		cd "${harness_src}"
+		go env GOVERSION
+		find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs sha256sum
+	) | sha256sum | cut -d' ' -f1
+}
+
+build_harness() {
+	local bin="${bin_dir}/opsplane-e2e-harness" stamp_file="${bin_dir}/opsplane-e2e-harness.stamp" stamp t0
+	stamp="$(harness_stamp)"
+	if [ -x "${bin}" ] && [ -f "${stamp_file}" ] && [ "$(cat "${stamp_file}")" = "${stamp}" ]; then
+		log "opsplane-e2e-harness: up to date (${bin})"
+		return
+	fi
+	log "opsplane-e2e-harness: building from ${harness_src} (k8s.io/kubernetes is large: a cold build takes minutes)"
+	t0=$(date +%s)
+	rm -f "${stamp_file}"
+	(cd "${harness_src}" && go build -trimpath -o "${bin}.tmp" .) || die "building opsplane-e2e-harness failed"
+	mv -f "${bin}.tmp" "${bin}"
+	printf '%s\n' "${stamp}" >"${stamp_file}"
+	log "opsplane-e2e-harness: built in $(elapsed "${t0}")s -> ${bin}"
+}
+
+build_helm() {
+	local bin="${bin_dir}/helm" stamp_file="${bin_dir}/helm.stamp" stamp t0 gobin
+	stamp="helm.sh/helm/v3/cmd/helm@${HELM_VERSION} $(go env GOVERSION)"
+	if [ -x "${bin}" ] && [ -f "${stamp_file}" ] && [ "$(cat "${stamp_file}")" = "${stamp}" ]; then
+		log "helm: up to date (${bin}, ${HELM_VERSION})"
+		return
+	fi
+	log "helm: building helm.sh/helm/v3/cmd/helm@${HELM_VERSION} from source"
+	t0=$(date +%s)
+	rm -f "${stamp_file}"
+	# Install into a scratch GOBIN first so a failed build never leaves a half-written binary.
+	rm -rf "${bin_dir}"/.helm-build.*
+	gobin="$(mktemp -d "${bin_dir}/.helm-build.XXXXXX")"
+	# Run outside the repo so no go.mod/go.work of the project interferes.
+	(cd "${gobin}" && GOBIN="${gobin}" GOFLAGS="${GOFLAGS:-} -trimpath" go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}") ||
+		die "building helm ${HELM_VERSION} failed"
+	mv -f "${gobin}/helm" "${bin}"
+	rm -rf "${gobin}"
+	printf '%s\n' "${stamp}" >"${stamp_file}"
+	log "helm: built in $(elapsed "${t0}")s -> ${bin}"
+}
+
+t_all=$(date +%s)
+build_harness
+build_helm
+log "done in $(elapsed "${t_all}")s; tools in ${bin_dir}"
