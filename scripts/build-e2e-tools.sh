@@ -36,8 +36,25 @@ harness_stamp() {
 	(
 		cd "${harness_src}"
 		go env GOVERSION
+		harness_ldflags
 		find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs sha256sum
 	) | sha256sum | cut -d' ' -f1
+}
+
+# The k8s.io/kubernetes version the harness pins, e.g. v1.37.2.
+kube_version() {
+	awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "${harness_src}/go.mod"
+}
+
+harness_ldflags() {
+	local v major minor pkg flags=""
+	v="$(kube_version)"
+	major="${v#v}"; major="${major%%.*}"
+	minor="${v#v*.}"; minor="${minor%%.*}"
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		flags="${flags} -X ${pkg}.gitVersion=${v} -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
+	done
+	printf '%s' "${flags# }"
 }
 
 build_harness() {
@@ -50,15 +67,27 @@ build_harness() {
 	log "opsplane-e2e-harness: building from ${harness_src} (k8s.io/kubernetes is large: a cold build takes minutes)"
 	t0=$(date +%s)
 	rm -f "${stamp_file}"
-	(cd "${harness_src}" && go build -trimpath -o "${bin}.tmp" .) || die "building opsplane-e2e-harness failed"
+	# Without these linker flags kube-apiserver reports v0.0.0-master, and tools that check the
+	# server version (helm's kubeVersion constraint) refuse it.
+	(cd "${harness_src}" && go build -trimpath -ldflags "$(harness_ldflags)" -o "${bin}.tmp" .) || die "building opsplane-e2e-harness failed"
 	mv -f "${bin}.tmp" "${bin}"
 	printf '%s\n' "${stamp}" >"${stamp_file}"
 	log "opsplane-e2e-harness: built in $(elapsed "${t0}")s -> ${bin}"
 }
 
+# As helm's own Makefile sets them: its version, and the Kubernetes version `helm template` and
+# `helm lint` assume (else v1.20, which the chart's kubeVersion refuses).
+helm_ldflags() {
+	local v major minor p="helm.sh/helm/v3"
+	v="$(kube_version)"
+	major="${v#v}"; major="${major%%.*}"
+	minor="${v#v*.}"; minor="${minor%%.*}"
+	printf '%s' "-X ${p}/internal/version.version=${HELM_VERSION} -X ${p}/internal/version.gitTreeState=clean -X ${p}/pkg/lint/rules.k8sVersionMajor=${major} -X ${p}/pkg/lint/rules.k8sVersionMinor=${minor} -X ${p}/pkg/chartutil.k8sVersionMajor=${major} -X ${p}/pkg/chartutil.k8sVersionMinor=${minor}"
+}
+
 build_helm() {
 	local bin="${bin_dir}/helm" stamp_file="${bin_dir}/helm.stamp" stamp t0 gobin
-	stamp="helm.sh/helm/v3/cmd/helm@${HELM_VERSION} $(go env GOVERSION)"
+	stamp="helm.sh/helm/v3/cmd/helm@${HELM_VERSION} $(go env GOVERSION) $(helm_ldflags)"
 	if [ -x "${bin}" ] && [ -f "${stamp_file}" ] && [ "$(cat "${stamp_file}")" = "${stamp}" ]; then
 		log "helm: up to date (${bin}, ${HELM_VERSION})"
 		return
@@ -70,7 +99,7 @@ build_helm() {
 	rm -rf "${bin_dir}"/.helm-build.*
 	gobin="$(mktemp -d "${bin_dir}/.helm-build.XXXXXX")"
 	# Run outside the repo so no go.mod/go.work of the project interferes.
-	(cd "${gobin}" && GOBIN="${gobin}" GOFLAGS="${GOFLAGS:-} -trimpath" go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}") ||
+	(cd "${gobin}" && GOBIN="${gobin}" GOFLAGS="${GOFLAGS:-} -trimpath" go install -ldflags "$(helm_ldflags)" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}") ||
 		die "building helm ${HELM_VERSION} failed"
 	mv -f "${gobin}/helm" "${bin}"
 	rm -rf "${gobin}"
