@@ -31,6 +31,11 @@ type pki struct {
 	ClientCAFileFn string
 }
 
+// servingPairName is kube-apiserver's default --tls-cert-file pair name
+// inside --cert-dir; the test server also uses <cert-dir>/apiserver.crt as
+// the peer proxy CA file.
+const servingPairName = "apiserver"
+
 const (
 	adminUser  = "opsplane-e2e-admin"
 	adminGroup = "system:masters"
@@ -169,8 +174,8 @@ func newPKI(dir string, extraIPs []net.IP) (*pki, error) {
 		ServingCert:    append(certPEM(serving.cert), certPEM(servingCA.cert)...),
 		ClientCACert:   certPEM(clientCA.cert),
 		AdminCert:      certPEM(admin.cert),
-		ServingCertFn:  filepath.Join(dir, "serving.crt"),
-		ServingKeyFn:   filepath.Join(dir, "serving.key"),
+		ServingCertFn:  filepath.Join(dir, servingPairName+".crt"),
+		ServingKeyFn:   filepath.Join(dir, servingPairName+".key"),
 		ClientCAFileFn: filepath.Join(dir, "client-ca.crt"),
 	}
 	if p.ServingKey, err = keyPEM(serving.key); err != nil {

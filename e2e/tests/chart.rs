@@ -9,12 +9,19 @@ use serde_json::Value;
 fn render(sets: &[&str]) -> Vec<Value> {
     let chart = repo_root().join("charts/opsplane");
     let mut command = Command::new(helm().expect("helm"));
-    command.args(["template", "opsplane"]).arg(&chart).args(["--namespace", "opsplane-system"]);
+    command
+        .args(["template", "opsplane"])
+        .arg(&chart)
+        .args(["--namespace", "opsplane-system"]);
     for set in sets {
         command.args(["--set", set]);
     }
     let output = command.output().expect("helm template");
-    assert!(output.status.success(), "helm template {sets:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "helm template {sets:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("rendered YAML parses"))
@@ -29,7 +36,11 @@ fn helm_lint_strict_is_clean() {
         .arg(repo_root().join("charts/opsplane"))
         .output()
         .expect("helm lint");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(output.status.success(), "helm lint failed:\n{text}");
     assert!(text.contains("0 chart(s) failed"), "{text}");
 }
@@ -38,20 +49,40 @@ fn helm_lint_strict_is_clean() {
 fn rbac_grants_no_wildcards_in_any_variant() {
     for sets in [
         vec![],
-        vec!["redis.enabled=false", "redis.externalUrl=redis://redis.example:6379/0"],
+        vec![
+            "redis.enabled=false",
+            "redis.externalUrl=redis://redis.example:6379/0",
+        ],
         vec!["nodeDaemon.allowDisruptive=true"],
         vec!["auth.existingSecret=my-token"],
     ] {
         let objects = render(&sets);
         let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-        for expected in ["Deployment", "DaemonSet", "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Service"] {
-            assert!(kinds.contains(&expected), "{sets:?}: no {expected} rendered ({kinds:?})");
+        for expected in [
+            "Deployment",
+            "DaemonSet",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ServiceAccount",
+            "Service",
+        ] {
+            assert!(
+                kinds.contains(&expected),
+                "{sets:?}: no {expected} rendered ({kinds:?})"
+            );
         }
-        for object in objects.iter().filter(|o| matches!(o["kind"].as_str(), Some("ClusterRole" | "Role"))) {
+        for object in objects
+            .iter()
+            .filter(|o| matches!(o["kind"].as_str(), Some("ClusterRole" | "Role")))
+        {
             for rule in object["rules"].as_array().into_iter().flatten() {
                 for key in ["verbs", "resources", "apiGroups"] {
                     let values = rule[key].as_array().cloned().unwrap_or_default();
-                    assert!(!values.iter().any(|v| v == "*"), "{sets:?}: wildcard {key} in {}", object["metadata"]["name"]);
+                    assert!(
+                        !values.iter().any(|v| v == "*"),
+                        "{sets:?}: wildcard {key} in {}",
+                        object["metadata"]["name"]
+                    );
                 }
             }
         }
@@ -63,20 +94,46 @@ fn operator_runs_two_replicas_with_leader_election_identity_and_probes() {
     let objects = render(&[]);
     let operator = objects
         .iter()
-        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"].as_str().is_some_and(|n| n.contains("operator")))
+        .find(|o| {
+            o["kind"] == "Deployment"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("operator"))
+        })
         .expect("operator Deployment");
     assert_eq!(operator["spec"]["replicas"], 2);
     let container = &operator["spec"]["template"]["spec"]["containers"][0];
-    let env: Vec<&str> = container["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
-    for name in ["POD_NAME", "POD_NAMESPACE", "OPSPLANE_TOKEN", "OPSPLANE_REDIS_URL"] {
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for name in [
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "OPSPLANE_TOKEN",
+        "OPSPLANE_REDIS_URL",
+    ] {
         assert!(env.contains(&name), "operator env lacks {name}: {env:?}");
     }
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let daemon = objects.iter().find(|o| o["kind"] == "DaemonSet").expect("node-daemon DaemonSet");
+    let daemon = objects
+        .iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .expect("node-daemon DaemonSet");
     let container = &daemon["spec"]["template"]["spec"]["containers"][0];
-    let node_name = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "NODE_NAME").expect("NODE_NAME");
-    assert_eq!(node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    let node_name = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
 }
 
 #[test]
@@ -88,16 +145,26 @@ fn every_value_in_values_yaml_is_commented() {
         let trimmed = line.trim_start();
         let is_key = !trimmed.starts_with('#')
             && !trimmed.starts_with("- ")
-            && trimmed.split_once(':').is_some_and(|(k, _)| !k.is_empty() && !k.contains(' ') && !k.contains('"'));
+            && trimmed
+                .split_once(':')
+                .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' ') && !k.contains('"'));
         if !is_key {
             continue;
         }
         // A key is documented by the comment line right above it, or by a trailing comment.
-        let previous = lines[..index].iter().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim_start());
+        let previous = lines[..index]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim_start());
         let documented = previous.is_some_and(|p| p.starts_with('#')) || trimmed.contains(" # ");
         if !documented {
             undocumented.push(format!("{}: {}", index + 1, line));
         }
     }
-    assert!(undocumented.is_empty(), "values without a comment:\n{}", undocumented.join("\n"));
+    assert!(
+        undocumented.is_empty(),
+        "values without a comment:\n{}",
+        undocumented.join("\n")
+    );
 }

@@ -409,7 +409,9 @@ async fn last_check(api: &Api<DynamicObject>, name: &str) -> Option<jiff::Timest
 /// A GET with the token; `None` while nothing listens or the answer is cut.
 fn http_get(port: u16, path: &str, token: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -519,7 +521,11 @@ async fn leader_failover_hands_checks_to_the_standby_operator() {
     // 3 s: not a multiple of the 2 s retry period, so the measurement below is not phase-aligned
     // with operator-c's retries.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(holder(&leases).await.as_deref(), Some("operator-b"), "the standby must not lead while the leader renews");
+    assert_eq!(
+        holder(&leases).await.as_deref(),
+        Some("operator-b"),
+        "the standby must not lead while the leader renews"
+    );
     let stopped_at = Instant::now();
     b.signal(15).unwrap();
     let exit = b.wait_exit(Duration::from_secs(10)).unwrap();
