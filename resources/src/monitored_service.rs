@@ -6,7 +6,6 @@
 //! Validation lives in the CRD schema (patterns, ranges, CEL rules across fields) so that
 //! `kubectl apply` of a bad object is refused by the API server itself.
 
-
 // `#[kube(printcolumn(...))]` repeats `type_ = ...` by design; clippy reads the repeats as
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]

@@ -6,7 +6,6 @@
 //! here under the handler name `NetworkHandler` with the same data fields. Which commands belong to
 //! which handler, and which data each command needs, is checked by CEL rules in the CRD schema.
 
-
 // `#[kube(printcolumn(...))]` repeats `type_ = ...` by design; clippy reads the repeats as
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
