@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // freeLoopbackPorts returns n distinct TCP ports on 127.0.0.1 that were free
@@ -37,7 +39,8 @@ func freeLoopbackPorts(n int) ([]int, error) {
 // startEtcd starts a single-member embedded etcd listening on loopback
 // ports only, with its data below dir. It returns the server and its
 // client URL.
-func startEtcd(dir string, verbose bool, timeout time.Duration) (*embed.Etcd, string, error) {
+// Its logs go to stderr at the given (adjustable) level.
+func startEtcd(dir string, level zap.AtomicLevel, timeout time.Duration) (*embed.Etcd, string, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
 		ports, err := freeLoopbackPorts(2)
@@ -62,10 +65,9 @@ func startEtcd(dir string, verbose bool, timeout time.Duration) (*embed.Etcd, st
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 		cfg.Logger = "zap"
 		cfg.LogOutputs = []string{"stderr"}
-		cfg.LogLevel = "error"
-		if verbose {
-			cfg.LogLevel = "info"
-		}
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapcore.NewCore(
+			zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
+			zapcore.Lock(os.Stderr), level)).Named("etcd"))
 
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {

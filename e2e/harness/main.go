@@ -28,11 +28,13 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 	kubeapiservertesting "k8s.io/kubernetes/cmd/kube-apiserver/app/testing"
 )
@@ -76,7 +78,7 @@ func parseFlags() (*options, error) {
 	fs.DurationVar(&o.startupTimeout, "startup-timeout", 120*time.Second, "give up if the API server is not ready within this time")
 	fs.StringVar(&o.authzMode, "authorization-mode", "Node,RBAC", "kube-apiserver --authorization-mode (empty = test server default, AlwaysAllow)")
 	fs.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--disable-admission-plugins=ServiceAccount (repeatable)")
-	fs.BoolVar(&o.verbose, "verbose", false, "log kube-apiserver and etcd info messages to stderr (default: warnings and errors only)")
+	fs.BoolVar(&o.verbose, "verbose", false, "log kube-apiserver and etcd info and warning messages to stderr (default: errors only)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s --kubeconfig-out PATH [flags]\n\n"+
 			"Starts etcd + kube-apiserver %s and prints\n"+
@@ -104,12 +106,13 @@ func parseFlags() (*options, error) {
 	return o, nil
 }
 
-// configureKlog keeps klog quiet: only warnings and errors reach stderr
-// unless --verbose is given.
+// configureKlog keeps klog quiet: only errors reach stderr unless
+// --verbose is given (kube-apiserver logs dozens of harmless warnings at
+// startup, e.g. "Skipping API ... because it has no resources").
 func configureKlog(verbose bool) {
 	var kfs flag.FlagSet
 	klog.InitFlags(&kfs)
-	threshold := "WARNING"
+	threshold := "ERROR"
 	if verbose {
 		threshold = "INFO"
 	}
@@ -153,6 +156,10 @@ func run() int {
 		return 2
 	}
 	configureKlog(opts.verbose)
+	if v := version.Get().GitVersion; v != kubeVersion {
+		logf("warning: kube-apiserver reports version %q, not %s: build with scripts/build-e2e-tools.sh "+
+			"(it sets -ldflags -X k8s.io/component-base/version.gitVersion=...), or helm's kubeVersion checks may fail", v, kubeVersion)
+	}
 	readyOut, err := protectStdout()
 	if err != nil {
 		logf("error: %v", err)
@@ -267,12 +274,16 @@ func (h *harness) etcdErr() <-chan error {
 
 func (h *harness) start(deadline time.Time) error {
 	etcdDir := filepath.Join(h.rootDir, "etcd")
-	e, etcdURL, err := startEtcd(etcdDir, h.opts.verbose, time.Until(deadline))
+	level := zap.NewAtomicLevelAt(zap.ErrorLevel)
+	if h.opts.verbose {
+		level.SetLevel(zap.InfoLevel)
+	}
+	e, etcdURL, err := startEtcd(etcdDir, level, time.Until(deadline))
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
-	h.etcd = &etcdServer{e: e}
+	h.etcd = &etcdServer{e: e, level: level}
 	h.mu.Unlock()
 	logf("etcd ready at %s", etcdURL)
 
@@ -416,6 +427,10 @@ func (h *harness) shutdown() bool {
 		ok = false
 	}
 	if etcd != nil {
+		if !h.opts.verbose {
+			// Closing logs "server closed" errors for every listener.
+			etcd.level.SetLevel(zap.FatalLevel)
+		}
 		if !withTimeout(15*time.Second, etcd.e.Close) {
 			logf("warning: etcd did not stop within 15s")
 			ok = false

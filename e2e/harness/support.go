@@ -7,12 +7,14 @@ import (
 	"sync"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 type etcdServer struct {
-	e *embed.Etcd
+	e     *embed.Etcd
+	level zap.AtomicLevel
 }
 
 const (

@@ -92,6 +92,7 @@ impl Cluster {
 
     fn start() -> anyhow::Result<Cluster> {
         let harness = cache_bin("opsplane-e2e-harness", "OPSPLANE_E2E_HARNESS")?;
+        remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("opsplane-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
@@ -142,6 +143,23 @@ impl Cluster {
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
+    }
+}
+
+/// The kubeconfig dirs of earlier test processes: the shared cluster lives in a static that is
+/// never dropped, so each process removes those of processes that are gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("opsplane-e2e-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
