@@ -283,3 +283,125 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A network namespace of the test's own (`ip netns add`), with extra addresses on its loopback
+/// device: a place for service instances with real, non-loopback addresses (EndpointSlices
+/// refuse 127.0.0.0/8) without touching the host's network. Deleted on drop.
+pub struct NetNs {
+    /// Name under /var/run/netns.
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !output.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl NetNs {
+    /// Creates the namespace with loopback up and `addresses` (e.g. `192.0.2.2`) on it.
+    pub fn create(name: &str, addresses: &[&str]) -> anyhow::Result<NetNs> {
+        let _ = ip(&["netns", "del", name]);
+        ip(&["netns", "add", name])?;
+        let netns = NetNs {
+            name: name.to_string(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        for address in addresses {
+            ip(&[
+                "-n",
+                name,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        Ok(netns)
+    }
+
+    /// A TCP listener bound inside the namespace. Sockets keep the namespace they were made in,
+    /// so the listener can be used from any thread afterwards.
+    pub fn listen(&self, address: (&str, u16)) -> anyhow::Result<TcpListener> {
+        let path = format!("/var/run/netns/{}", self.name);
+        let address = (address.0.to_string(), address.1);
+        std::thread::spawn(move || -> anyhow::Result<TcpListener> {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd affects only this short-lived thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                bail!("setns into {path}: {}", std::io::Error::last_os_error());
+            }
+            Ok(TcpListener::bind((address.0.as_str(), address.1))?)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// A kubeconfig usable inside the namespace: a forwarder listening on the namespace's
+    /// 127.0.0.1 carries connections to the host's kube-apiserver (the serving certificate
+    /// covers 127.0.0.1, so TLS verification still holds).
+    pub fn kubeconfig_for(&self, cluster: &Cluster) -> anyhow::Result<PathBuf> {
+        let listener = self.listen(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        let upstream = cluster
+            .server
+            .strip_prefix("https://")
+            .context("server URL")?
+            .to_string();
+        std::thread::spawn(move || {
+            for inbound in listener.incoming().flatten() {
+                let upstream = upstream.clone();
+                std::thread::spawn(move || {
+                    let Ok(outbound) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (Ok(mut in_read), Ok(mut out_read)) =
+                        (inbound.try_clone(), outbound.try_clone())
+                    else {
+                        return;
+                    };
+                    let (mut in_write, mut out_write) = (inbound, outbound);
+                    let up = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut in_read, &mut out_write);
+                        let _ = out_write.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut out_read, &mut in_write);
+                    let _ = in_write.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&cluster.kubeconfig)?;
+        let rewritten = text.replace(&cluster.server, &format!("https://127.0.0.1:{port}"));
+        let path = cluster
+            .kubeconfig
+            .with_file_name(format!("kubeconfig-{}", self.name));
+        std::fs::write(&path, rewritten)?;
+        Ok(path)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use opsplane_e2e::{
-    Cluster, Process, apply_crds, eventually, free_port, helm, repo_root, workspace_bin,
+    Cluster, NetNs, Process, apply_crds, eventually, free_port, helm, repo_root, workspace_bin,
 };
 use serde_json::{Value, json};
 
@@ -545,5 +545,191 @@ async fn leader_failover_hands_checks_to_the_standby_operator() {
     assert!(
         graceful < Duration::from_secs(6),
         "a released Lease should be taken before it would expire: {graceful:?}"
+    );
+}
+
+/// An HTTP instance on a listener, answering 200 "ok" while `healthy`, else 503.
+fn instance(listener: TcpListener, healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let answer: &[u8] = if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            } else {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown"
+            };
+            let _ = stream.write_all(answer);
+        }
+    });
+}
+
+fn condition(status: &Value, kind: &str) -> Option<Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_ref_instances_from_endpointslices_are_checked_one_by_one_with_events() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cluster = Cluster::shared();
+    let client = setup().await;
+    let ns = "e2e-endpoints";
+    namespace(&client, ns).await;
+    // Instances get real addresses (192.0.2.0/24, TEST-NET-1) in a network namespace of the
+    // test's own; the operator runs in it too. (EndpointSlices refuse loopback addresses.)
+    let netns = NetNs::create(
+        &format!("opsplane-e2e-{}", std::process::id()),
+        &["192.0.2.2", "192.0.2.3", "192.0.2.4"],
+    )
+    .expect("network namespace for the instances");
+    let port = 8080;
+    let (a_up, b_up, c_up) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    instance(netns.listen(("192.0.2.2", port)).unwrap(), a_up.clone());
+    instance(netns.listen(("192.0.2.3", port)).unwrap(), b_up.clone());
+    instance(netns.listen(("192.0.2.4", port)).unwrap(), c_up.clone());
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice"),
+            "endpointslices",
+        ),
+    );
+    let slice = |addresses: &[&str]| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": addresses.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    };
+    slices
+        .create(&PostParams::default(), &slice(&["192.0.2.2", "192.0.2.3"]))
+        .await
+        .expect("EndpointSlice");
+    let msvcs = services(&client, ns);
+    msvcs
+        .create(&PostParams::default(), &msvc("web", json!({"serviceRef": {"name": "web", "port": "http", "path": "/health"}, "checkInterval": "1s", "timeout": "500ms"})))
+        .await
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let kubeconfig = netns
+        .kubeconfig_for(cluster)
+        .expect("kubeconfig inside the namespace");
+    let mut command = netns.command(&workspace_bin("opsplane-operator").expect("operator binary"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:8081",
+            "--identity",
+            "operator-endpoints",
+        ])
+        .args(["--lease-namespace", ns])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("OPSPLANE_TOKEN", "e2e-token-0123456789")
+        .env("OPSPLANE_LOG", "info,kube=warn");
+    let _operator = Process::spawn("operator-endpoints", command).expect("operator starts");
+    eventually("the operator to lead", Duration::from_secs(30), || async {
+        (holder(&leases).await.as_deref() == Some("operator-endpoints")).then_some(())
+    })
+    .await
+    .unwrap();
+    let status = |want: &'static dyn Fn(&Value) -> bool| {
+        let msvcs = msvcs.clone();
+        async move {
+            eventually("status", Duration::from_secs(20), || async {
+                let obj = msvcs.get("web").await.ok()?;
+                let status = obj.data.get("status")?.clone();
+                want(&status).then_some(status)
+            })
+            .await
+        }
+    };
+    // Both instances healthy: Available, not Degraded, each listed.
+    let healthy = status(&|s: &Value| {
+        condition(s, "Available").is_some_and(|c| c["status"] == "True")
+            && s["instances"].as_array().is_some_and(|i| i.len() == 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(condition(&healthy, "Degraded").unwrap()["status"], "False");
+    assert_eq!(
+        healthy["instances"][0]["address"],
+        format!("192.0.2.2:{port}")
+    );
+
+    // One instance fails: Degraded, naming it.
+    b_up.store(false, Ordering::SeqCst);
+    let degraded =
+        status(&|s: &Value| condition(s, "Degraded").is_some_and(|c| c["status"] == "True"))
+            .await
+            .unwrap();
+    let message = condition(&degraded, "Degraded").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains(&format!("192.0.2.3:{port}")), "{message}");
+    assert_eq!(condition(&degraded, "Available").unwrap()["status"], "True");
+
+    // All fail: unavailable, and a ServiceDown event.
+    a_up.store(false, Ordering::SeqCst);
+    status(&|s: &Value| condition(s, "Available").is_some_and(|c| c["status"] == "False"))
+        .await
+        .unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let reason_seen = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            eventually(reason, Duration::from_secs(15), || async {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+                    })
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    reason_seen("ServiceDown").await.unwrap();
+
+    // Recovery: available again, with a ServiceUp event.
+    a_up.store(true, Ordering::SeqCst);
+    b_up.store(true, Ordering::SeqCst);
+    status(&|s: &Value| {
+        condition(s, "Available").is_some_and(|c| c["status"] == "True")
+            && condition(s, "Degraded").is_some_and(|c| c["status"] == "False")
+    })
+    .await
+    .unwrap();
+    reason_seen("ServiceUp").await.unwrap();
+
+    // The EndpointSlice changes: the checked instances follow.
+    let mut changed = slices.get("web-1").await.unwrap();
+    changed.data["endpoints"] =
+        json!([{"addresses": ["192.0.2.4"], "conditions": {"ready": true}}]);
+    slices
+        .replace("web-1", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let moved = status(&|s: &Value| s["instances"].as_array().is_some_and(|i| i.len() == 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        moved["instances"][0]["address"],
+        format!("192.0.2.4:{port}")
     );
 }

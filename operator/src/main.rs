@@ -196,7 +196,16 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         lease_duration: Duration::from_secs(args.lease_duration_seconds),
         renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
     };
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "opsplane-operator".into(),
+            instance: Some(lease.identity.clone()),
+        },
+    );
     let ctx = Arc::new(Context {
+        recorder,
+        last_checks: Default::default(),
         client: client.clone(),
         clients: check::Clients::new()?,
         metrics: metrics.clone(),

@@ -17,6 +17,7 @@ pub struct Metrics {
     reconcile_total: IntCounterVec,
     reconcile_errors: IntCounterVec,
     reconcile_duration: HistogramVec,
+    check_lateness: prometheus::Histogram,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
 }
@@ -64,6 +65,15 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let check_lateness = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "opsplane_check_lateness_seconds",
+                "How late a scheduled check started against its slot",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -74,6 +84,7 @@ impl Metrics {
         registry.register(Box::new(reconcile_total.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(check_lateness.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -83,6 +94,7 @@ impl Metrics {
             reconcile_total,
             reconcile_errors,
             reconcile_duration,
+            check_lateness,
             leader,
         })
     }
@@ -113,6 +125,11 @@ impl Metrics {
         self.reconcile_duration
             .with_label_values(&[kind])
             .start_timer()
+    }
+
+    /// Records how late a scheduled check started.
+    pub fn observe_lateness(&self, lateness: std::time::Duration) {
+        self.check_lateness.observe(lateness.as_secs_f64());
     }
 
     /// Counts a failed reconcile.

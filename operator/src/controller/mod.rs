@@ -3,10 +3,15 @@
 
 pub mod monitored_service;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::StreamExt;
-use kube::runtime::controller::Controller;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::controller::{self as runtime_controller, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use opsplane_resources::MonitoredService;
@@ -16,6 +21,10 @@ use crate::metrics::Metrics;
 
 /// What every reconcile needs.
 pub struct Context {
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// When this process last checked each service (by uid).
+    pub last_checks: Mutex<HashMap<String, Instant>>,
     /// Kubernetes client.
     pub client: Client,
     /// HTTP clients for checks.
@@ -32,6 +41,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
+/// How many reconciles (checks) run at once.
+pub const CONCURRENCY: u16 = 256;
+
 /// Runs every controller until the future is dropped (leadership lost or shutdown).
 pub async fn run(ctx: Arc<Context>) {
     let services: Api<MonitoredService> = Api::all(ctx.client.clone());
@@ -43,7 +55,37 @@ pub async fn run(ctx: Arc<Context>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let services_by_ref = reader.clone();
+    let slices: Api<EndpointSlice> = Api::all(ctx.client.clone());
     Controller::for_stream(trigger, reader)
+        .with_config(runtime_controller::Config::default().concurrency(CONCURRENCY))
+        // An EndpointSlice change re-resolves (and re-checks) the services that reference it.
+        .watches(
+            slices,
+            watcher::Config::default(),
+            move |slice: EndpointSlice| {
+                let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+                let service = slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name").cloned())
+                    .unwrap_or_default();
+                services_by_ref
+                    .state()
+                    .into_iter()
+                    .filter(|ms| {
+                        ms.metadata.namespace.as_deref() == Some(namespace.as_str())
+                            && ms
+                                .spec
+                                .service_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == service)
+                    })
+                    .map(|ms| ObjectRef::from_obj(ms.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(
             monitored_service::reconcile,
             monitored_service::error_policy,

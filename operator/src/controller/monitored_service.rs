@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
 use opsplane_resources::duration::parse_duration;
 use opsplane_resources::{
     InstanceStatus, MonitoredService, MonitoredServiceSpec, MonitoredServiceStatus,
@@ -250,12 +251,117 @@ pub async fn check_all(
     results
 }
 
-/// Reconciles one MonitoredService: check, write status, come back after the interval.
+/// Where in its interval a service is checked: a stable offset derived from its uid, so that
+/// many services with the same interval are spread over it instead of firing together.
+pub fn phase(uid: &str, interval: Duration) -> Duration {
+    // FNV-1a: stable across processes and releases (std's hasher is randomly seeded).
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let interval_ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(hash % interval_ms)
+}
+
+/// How long from `now` (since the Unix epoch) until the service's next slot. Slots sit at
+/// `phase + k * interval` on the wall clock, so the schedule never drifts, whatever checks cost.
+pub fn until_next_slot(now: Duration, phase: Duration, interval: Duration) -> Duration {
+    let interval_ms = interval.as_millis().max(1);
+    let into_period =
+        (now.as_millis() + interval_ms - phase.as_millis() % interval_ms) % interval_ms;
+    Duration::from_millis((interval_ms - into_period) as u64)
+}
+
+/// Whether a check is due now: never checked, the instance set changed (EndpointSlice update),
+/// or at least half an interval passed since the last check (a slot, or a takeover after
+/// failover). Pure.
+pub fn check_due(
+    since_last_check: Option<Duration>,
+    interval: Duration,
+    targets: &[Target],
+    previous: Option<&MonitoredServiceStatus>,
+) -> bool {
+    let Some(since) = since_last_check else {
+        return true;
+    };
+    let mut checked: Vec<&str> = previous
+        .map(|s| s.instances.iter().map(|i| i.address.as_str()).collect())
+        .unwrap_or_default();
+    let mut current: Vec<&str> = targets.iter().map(|t| t.address.as_str()).collect();
+    checked.sort_unstable();
+    current.sort_unstable();
+    checked != current || since >= interval / 2
+}
+
+fn available(status: Option<&MonitoredServiceStatus>) -> Option<bool> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .map(|c| c.status == "True")
+}
+
+/// The event to publish when availability changes: Down on any change to unavailable
+/// (including the first check), Up on a recovery; nothing while it stays the same.
+pub fn transition_event(
+    before: Option<&MonitoredServiceStatus>,
+    after: &MonitoredServiceStatus,
+) -> Option<Event> {
+    let was = available(before);
+    let now = available(Some(after))?;
+    if was == Some(now) || (was.is_none() && now) {
+        return None;
+    }
+    let message = after
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    Some(if now {
+        Event {
+            type_: EventType::Normal,
+            reason: "ServiceUp".into(),
+            note: Some(format!("service is available again: {message}")),
+            action: "Check".into(),
+            secondary: None,
+        }
+    } else {
+        Event {
+            type_: EventType::Warning,
+            reason: "ServiceDown".into(),
+            note: Some(truncate(&message, 1000)),
+            action: "Check".into(),
+            secondary: None,
+        }
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Reconciles one MonitoredService: resolve its instances, check them when due, write status,
+/// publish an event on an availability change, and come back at its next slot.
 pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer("MonitoredService");
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
+    let uid = obj.uid().unwrap_or_else(|| format!("{namespace}/{name}"));
     let (interval, timeout) = timing(&obj.spec);
+    let phase = phase(&uid, interval);
     let targets = match check::url_target(&obj.spec) {
         Some(target) => vec![target],
         None => {
@@ -273,6 +379,33 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
             endpoint_targets(&obj.spec, &list.items)
         }
     };
+    // This process's own record of the last check; after a failover, the status's lastCheck.
+    let since_last_check = ctx
+        .last_checks
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&uid).map(|t| t.elapsed()))
+        .or_else(|| {
+            let last: Timestamp = obj.status.as_ref()?.last_check.as_ref()?.parse().ok()?;
+            let since = Timestamp::now().duration_since(last);
+            Some(Duration::try_from(since).unwrap_or_default())
+        });
+    if !check_due(since_last_check, interval, &targets, obj.status.as_ref()) {
+        return Ok(Action::requeue(until_next_slot(
+            since_epoch(),
+            phase,
+            interval,
+        )));
+    }
+    let slot_delay = until_next_slot(since_epoch(), phase, interval);
+    // Lateness against the slot this check belongs to (0 for checks run off-slot on a change).
+    let lateness = interval.saturating_sub(slot_delay);
+    if lateness < interval / 2 {
+        ctx.metrics.observe_lateness(lateness);
+    }
+    if let Ok(mut map) = ctx.last_checks.lock() {
+        map.insert(uid.clone(), std::time::Instant::now());
+    }
     let key = format!("{namespace}/{name}");
     let results = check_all(&key, &targets, timeout, &ctx).await;
     let status = decide_status(
@@ -293,8 +426,18 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
         &Patch::Apply(&patch),
     )
     .await?;
+    if let Some(event) = transition_event(obj.status.as_ref(), &status) {
+        let reference = obj.object_ref(&());
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(service = %key, %error, "could not publish the availability event");
+        }
+    }
     tracing::debug!(service = %key, available = results.iter().any(|r| r.healthy), "checked");
-    Ok(Action::requeue(interval))
+    Ok(Action::requeue(until_next_slot(
+        since_epoch(),
+        phase,
+        interval,
+    )))
 }
 
 /// On error: log, count, retry soon (bounded by the check interval).
@@ -374,6 +517,113 @@ mod tests {
         assert_eq!(cond(&up, "Available").last_transition_time, Time(t1));
         let none = decide_status(Some(&up), Some(1), &[], t1);
         assert_eq!(cond(&none, "Available").reason, "NoInstances");
+    }
+
+    #[test]
+    fn phases_spread_services_over_the_interval_and_stay_stable() {
+        let interval = Duration::from_secs(10);
+        let phases: Vec<Duration> = (0..1000)
+            .map(|i| phase(&format!("uid-{i}"), interval))
+            .collect();
+        assert!(phases.iter().all(|p| *p < interval));
+        assert_eq!(phase("uid-7", interval), phases[7]);
+        // Every second of the interval gets a share: no burst.
+        for second in 0..10 {
+            let n = phases.iter().filter(|p| p.as_secs() == second).count();
+            assert!(
+                (50..=150).contains(&n),
+                "second {second} has {n} of 1000 services"
+            );
+        }
+    }
+
+    #[test]
+    fn next_slot_is_on_the_phase_grid_and_never_drifts() {
+        let interval = Duration::from_secs(10);
+        let phase = Duration::from_millis(3_250);
+        // 1000.000 s since the epoch: 1000 % 10 = 0, next slot at 1003.250.
+        assert_eq!(
+            until_next_slot(Duration::from_secs(1000), phase, interval),
+            Duration::from_millis(3_250)
+        );
+        // Just after a slot: the next is one interval later, not interval + check time.
+        assert_eq!(
+            until_next_slot(Duration::from_millis(1_003_400), phase, interval),
+            Duration::from_millis(9_850)
+        );
+        // Exactly on a slot: the following one.
+        assert_eq!(
+            until_next_slot(Duration::from_millis(1_003_250), phase, interval),
+            interval
+        );
+    }
+
+    #[test]
+    fn a_check_is_due_when_never_done_half_an_interval_old_or_the_instances_changed() {
+        let interval = Duration::from_secs(10);
+        let t = |a: &str| Target {
+            address: a.into(),
+            ready: true,
+            probe: Probe::Tcp { address: a.into() },
+        };
+        let before = decide_status(
+            None,
+            Some(1),
+            &[result("a:1", true, 1)],
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(check_due(None, interval, &[t("a:1")], None));
+        assert!(!check_due(
+            Some(Duration::from_secs(1)),
+            interval,
+            &[t("a:1")],
+            Some(&before)
+        ));
+        assert!(check_due(
+            Some(Duration::from_secs(5)),
+            interval,
+            &[t("a:1")],
+            Some(&before)
+        ));
+        assert!(check_due(
+            Some(Duration::from_secs(1)),
+            interval,
+            &[t("a:1"), t("b:1")],
+            Some(&before)
+        ));
+        assert!(check_due(
+            Some(Duration::from_secs(1)),
+            interval,
+            &[],
+            Some(&before)
+        ));
+    }
+
+    #[test]
+    fn events_fire_on_down_and_on_recovery_only() {
+        let now = Timestamp::UNIX_EPOCH;
+        let up = decide_status(None, Some(1), &[result("a:1", true, 1)], now);
+        let down = decide_status(Some(&up), Some(1), &[result("a:1", false, 1)], now);
+        assert!(
+            transition_event(None, &up).is_none(),
+            "first check up: nothing to say"
+        );
+        assert!(transition_event(Some(&up), &up).is_none());
+        let went_down = transition_event(Some(&up), &down).expect("down event");
+        assert_eq!(went_down.reason, "ServiceDown");
+        assert_eq!(went_down.type_, EventType::Warning);
+        assert!(went_down.note.unwrap().contains("a:1"));
+        assert!(transition_event(Some(&down), &down).is_none());
+        assert_eq!(
+            transition_event(Some(&down), &up).expect("up event").reason,
+            "ServiceUp"
+        );
+        assert_eq!(
+            transition_event(None, &down)
+                .expect("first check down")
+                .reason,
+            "ServiceDown"
+        );
     }
 
     #[test]
