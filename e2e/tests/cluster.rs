@@ -2,7 +2,7 @@
 //! failover of two operator processes. One harness serves all tests of this file.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -358,21 +358,6 @@ async fn helm_install_creates_every_rendered_object() {
     );
 }
 
-/// An HTTP service answering 200 "ok" to everything, on a thread.
-fn http_ok() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    addr
-}
-
 fn operator(cluster: &Cluster, identity: &str, namespace: &str, listen: u16) -> Process {
     let mut command = Command::new(workspace_bin("opsplane-operator").expect("operator binary"));
     command
@@ -424,7 +409,10 @@ async fn leader_failover_hands_checks_to_the_standby_operator() {
     let client = setup().await;
     let ns = "e2e-failover";
     namespace(&client, ns).await;
-    let target = http_ok();
+    let target_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    instance(listener, target_up.clone());
     let msvcs = services(&client, ns);
     msvcs
         .create(
@@ -500,11 +488,35 @@ async fn leader_failover_hands_checks_to_the_standby_operator() {
     eventually(
         "checks resumed by operator-b",
         Duration::from_secs(15),
-        || async { (last_check(&msvcs, "web").await? > killed_ts).then_some(()) },
+        || async {
+            let metrics = http_get(port_b, "/metrics", "")?;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with(
+                        "opsplane_check_duration_seconds_count{service=\"e2e-failover/web\"}",
+                    )
+                })
+                .then_some(())
+        },
     )
     .await
     .unwrap();
     let resumed = killed_at.elapsed();
+    // The new leader keeps status truthful: a failure is written at once, not after a minute.
+    target_up.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        "operator-b to write the outage",
+        Duration::from_secs(10),
+        || async {
+            let obj = msvcs.get("web").await.ok()?;
+            let available = condition(obj.data.get("status")?, "Available")?;
+            (available["status"] == "False" && last_check(&msvcs, "web").await? > killed_ts)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     eprintln!(
         "e2e: failover after SIGKILL of the leader: Lease taken over in {:.1}s, checks resumed in {:.1}s (lease duration 6s)",
         takeover.as_secs_f64(),

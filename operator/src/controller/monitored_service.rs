@@ -347,6 +347,50 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
+/// How long an unchanged status may go unwritten: `lastCheck` is refreshed at least this often,
+/// so 1,000 healthy services cost the API server at most 1,000 writes a minute.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
+/// What a user reads in a status, without the parts that move on every check (lastCheck and
+/// latencies).
+fn visible(status: &MonitoredServiceStatus) -> serde_json::Value {
+    let conditions: Vec<_> = status
+        .conditions
+        .iter()
+        .map(|c| (&c.type_, &c.status, &c.reason, &c.message))
+        .collect();
+    let instances: Vec<_> = status
+        .instances
+        .iter()
+        .map(|i| (&i.address, i.ready, i.healthy, &i.error))
+        .collect();
+    json!([
+        status.observed_generation,
+        status.last_error,
+        conditions,
+        instances
+    ])
+}
+
+/// Whether `new` must be written: something a user reads changed, or the stored status is
+/// older than [`STATUS_REFRESH`]. Pure.
+pub fn status_needs_write(
+    old: Option<&MonitoredServiceStatus>,
+    new: &MonitoredServiceStatus,
+    now: Timestamp,
+) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let stale = old
+        .last_check
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
+        .is_none_or(|age| age >= STATUS_REFRESH);
+    stale || visible(old) != visible(new)
+}
+
 fn since_epoch() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -414,6 +458,13 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
         &results,
         Timestamp::now(),
     );
+    if !status_needs_write(obj.status.as_ref(), &status, Timestamp::now()) {
+        return Ok(Action::requeue(until_next_slot(
+            since_epoch(),
+            phase,
+            interval,
+        )));
+    }
     let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({
         "apiVersion": "opsplane.io/v1alpha1",
@@ -596,6 +647,62 @@ mod tests {
             interval,
             &[],
             Some(&before)
+        ));
+    }
+
+    #[test]
+    fn unchanged_status_is_written_at_most_once_a_minute() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let first = decide_status(None, Some(1), &[result("a:1", true, 5)], t0);
+        assert!(status_needs_write(None, &first, t0));
+        // Same picture 10 s later, only latency moved: no write.
+        let later = decide_status(
+            Some(&first),
+            Some(1),
+            &[result("a:1", true, 9)],
+            t0 + jiff::SignedDuration::from_secs(10),
+        );
+        assert!(!status_needs_write(
+            Some(&first),
+            &later,
+            t0 + jiff::SignedDuration::from_secs(10)
+        ));
+        // A minute after the stored lastCheck: refresh.
+        let minute = t0 + jiff::SignedDuration::from_secs(60);
+        assert!(status_needs_write(Some(&first), &later, minute));
+        // Anything a user reads changes: write at once.
+        let down = decide_status(
+            Some(&first),
+            Some(1),
+            &[result("a:1", false, 5)],
+            t0 + jiff::SignedDuration::from_secs(1),
+        );
+        assert!(status_needs_write(
+            Some(&first),
+            &down,
+            t0 + jiff::SignedDuration::from_secs(1)
+        ));
+        let new_generation = decide_status(
+            Some(&first),
+            Some(2),
+            &[result("a:1", true, 5)],
+            t0 + jiff::SignedDuration::from_secs(1),
+        );
+        assert!(status_needs_write(
+            Some(&first),
+            &new_generation,
+            t0 + jiff::SignedDuration::from_secs(1)
+        ));
+        let more = decide_status(
+            Some(&first),
+            Some(1),
+            &[result("a:1", true, 5), result("b:1", true, 5)],
+            t0 + jiff::SignedDuration::from_secs(1),
+        );
+        assert!(status_needs_write(
+            Some(&first),
+            &more,
+            t0 + jiff::SignedDuration::from_secs(1)
         ));
     }
 
