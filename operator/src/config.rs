@@ -74,6 +74,9 @@ pub struct StandaloneArgs {
     /// YAML file of MonitoredService manifests (documents separated by `---`).
     #[arg(long, env = "OPSPLANE_CONFIG")]
     pub config: PathBuf,
+    /// How often the config file is checked for edits, in milliseconds.
+    #[arg(long, env = "OPSPLANE_RELOAD_POLL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub reload_poll_ms: u64,
     /// Directory for local state (the generated API token when OPSPLANE_TOKEN is unset).
     #[arg(long, env = "OPSPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

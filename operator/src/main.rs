@@ -156,10 +156,12 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     metrics.leader.set(1);
     let services = Arc::new(RwLock::new(services));
-    let checks = tokio::spawn(standalone::run_checks(
+    let checks = tokio::spawn(standalone::run(
+        args.config.clone(),
         services.clone(),
         check::Clients::new()?,
         metrics.clone(),
+        Duration::from_millis(args.reload_poll_ms),
     ));
     let state = AppState {
         catalog: Catalog::Local(services),

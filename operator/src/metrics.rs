@@ -18,6 +18,7 @@ pub struct Metrics {
     reconcile_errors: IntCounterVec,
     reconcile_duration: HistogramVec,
     check_lateness: prometheus::Histogram,
+    config_reloads: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
 }
@@ -74,6 +75,13 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "opsplane_config_reloads_total",
+                "Standalone config file edits by result (ok, error: refused, last good config kept)",
+            ),
+            &["result"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -85,6 +93,7 @@ impl Metrics {
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(check_lateness.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -95,6 +104,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             check_lateness,
+            config_reloads,
             leader,
         })
     }
@@ -130,6 +140,13 @@ impl Metrics {
     /// Records how late a scheduled check started.
     pub fn observe_lateness(&self, lateness: std::time::Duration) {
         self.check_lateness.observe(lateness.as_secs_f64());
+    }
+
+    /// Counts a standalone config reload.
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Counts a failed reconcile.

@@ -4,6 +4,7 @@
 //! their statuses.
 
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -197,11 +198,11 @@ pub fn load(file: &Path) -> Result<Vec<MonitoredService>, ConfigError> {
 
 /// Checks every service on its own interval until the future is dropped; results land in
 /// `services` (as status) and in the metrics.
-pub async fn run_checks(
+async fn check_forever(
     services: Arc<RwLock<Vec<MonitoredService>>>,
     clients: Clients,
     metrics: Metrics,
-) {
+) -> tokio::task::JoinSet<()> {
     let snapshot = services.read().await.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, service) in snapshot.into_iter().enumerate() {
@@ -237,9 +238,72 @@ pub async fn run_checks(
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
-    // Nothing to check: stay alive, serving the API.
-    std::future::pending::<()>().await;
+    tasks
+}
+
+/// Carries what the user did not change across a reload: an unchanged service keeps its
+/// status, uid and creation time; a changed spec bumps its generation (status shows the old
+/// observedGeneration until the next check).
+fn merge(old: &[MonitoredService], mut new: Vec<MonitoredService>) -> Vec<MonitoredService> {
+    for service in &mut new {
+        let same = old
+            .iter()
+            .find(|o| o.name_any() == service.name_any() && o.namespace() == service.namespace());
+        if let Some(previous) = same {
+            service.metadata.uid = previous.metadata.uid.clone();
+            service.metadata.creation_timestamp = previous.metadata.creation_timestamp.clone();
+            service.status = previous.status.clone();
+            let generation = previous.metadata.generation.unwrap_or(1);
+            service.metadata.generation = Some(if previous.spec == service.spec {
+                generation
+            } else {
+                generation + 1
+            });
+        }
+    }
+    new
+}
+
+/// Runs the checks and follows edits of the config file (polled every `poll`): a valid edit
+/// replaces the services (checks restart with the new specs), an invalid one is logged with its
+/// file, line and field, and the last good configuration stays in force.
+pub async fn run(
+    config: PathBuf,
+    services: Arc<RwLock<Vec<MonitoredService>>>,
+    clients: Clients,
+    metrics: Metrics,
+    poll: std::time::Duration,
+) {
+    let mut last_text = std::fs::read_to_string(&config).unwrap_or_default();
+    loop {
+        let mut tasks = check_forever(services.clone(), clients.clone(), metrics.clone()).await;
+        loop {
+            tokio::time::sleep(poll).await;
+            let Ok(text) = std::fs::read_to_string(&config) else {
+                continue;
+            };
+            if text == last_text {
+                continue;
+            }
+            last_text = text.clone();
+            match parse(&config, &text) {
+                Ok(new) => {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    let mut guard = services.write().await;
+                    let merged = merge(&guard, new);
+                    tracing::info!(config = %config.display(), services = merged.len(), "configuration reloaded");
+                    *guard = merged;
+                    metrics.config_reload(true);
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "configuration edit refused; the last good configuration stays in force");
+                    metrics.config_reload(false);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ fn start(
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(["--reload-poll-ms", "100"])
         .env_remove("OPSPLANE_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -313,4 +314,82 @@ fn crds_subcommand_prints_both_crds() {
             "  name: nodetasks.opsplane.io"
         ]
     );
+}
+
+#[test]
+fn config_edits_are_followed_and_a_bad_edit_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = http_service("200 OK", "ok");
+    let down = http_service("503 Service Unavailable", "no");
+    let config = dir.path().join("services.yaml");
+    let both = manifests(up, down);
+    let only_web = both.split("---").next().unwrap().to_string();
+    std::fs::write(&config, &only_web).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+
+    let names = || -> Vec<String> {
+        let (_, response) = get(listen, "/api/v1/services", Some(TOKEN));
+        body(&response)["_items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait_for = |want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = names();
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {want:?}, still {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&["web"]);
+
+    // An added service appears and gets checked.
+    std::fs::write(&config, &both).unwrap();
+    wait_for(&["broken", "web"]);
+
+    // A broken edit is refused: the last good configuration stays, the process keeps serving.
+    std::fs::write(
+        &config,
+        both.replace("checkInterval: 1s", "checkInterval: never"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = get(listen, "/metrics", None);
+        if metrics.contains("opsplane_config_reloads_total{result=\"error\"} 1") {
+            assert!(
+                metrics.contains("opsplane_config_reloads_total{result=\"ok\"} 1"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad edit was not noticed: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(names(), ["broken", "web"]);
+
+    // A changed spec bumps the generation; removing a service stops serving it.
+    std::fs::write(
+        &config,
+        only_web.replace("timeout: 500ms", "timeout: 400ms"),
+    )
+    .unwrap();
+    wait_for(&["web"]);
+    let (_, response) = get(listen, "/api/v1/services", Some(TOKEN));
+    let web = &body(&response)["_items"][0];
+    assert_eq!(web["metadata"]["generation"], 2);
+    assert_eq!(web["spec"]["timeout"], "400ms");
 }
