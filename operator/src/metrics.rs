@@ -19,6 +19,7 @@ pub struct Metrics {
     reconcile_duration: HistogramVec,
     check_lateness: prometheus::Histogram,
     config_reloads: IntCounterVec,
+    status_writes: prometheus::IntCounter,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
 }
@@ -82,6 +83,10 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let status_writes = prometheus::IntCounter::new(
+            "opsplane_status_writes_total",
+            "MonitoredService status writes sent to the Kubernetes API",
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -94,6 +99,7 @@ impl Metrics {
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(check_lateness.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -105,6 +111,7 @@ impl Metrics {
             reconcile_duration,
             check_lateness,
             config_reloads,
+            status_writes,
             leader,
         })
     }
@@ -140,6 +147,11 @@ impl Metrics {
     /// Records how late a scheduled check started.
     pub fn observe_lateness(&self, lateness: std::time::Duration) {
         self.check_lateness.observe(lateness.as_secs_f64());
+    }
+
+    /// Counts a status write.
+    pub fn status_written(&self) {
+        self.status_writes.inc();
     }
 
     /// Counts a standalone config reload.

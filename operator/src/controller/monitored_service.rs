@@ -477,6 +477,7 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.metrics.status_written();
     if let Some(event) = transition_event(obj.status.as_ref(), &status) {
         let reference = obj.object_ref(&());
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
