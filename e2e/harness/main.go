@@ -25,9 +25,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +38,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	kubeapiservertesting "k8s.io/kubernetes/cmd/kube-apiserver/app/testing"
 )
 
@@ -100,10 +103,34 @@ func parseFlags() (*options, error) {
 		return nil, err
 	}
 	o.kubeconfigOut = abs
+	if st, err := os.Stat(filepath.Dir(abs)); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("--kubeconfig-out: directory %s does not exist", filepath.Dir(abs))
+	}
+	if err := validateAPIServerArgs(o.apiserverArgs); err != nil {
+		return nil, fmt.Errorf("--apiserver-arg: %w", err)
+	}
 	if net.ParseIP(o.bind) == nil {
 		return nil, fmt.Errorf("--bind %q is not an IP address", o.bind)
 	}
 	return o, nil
+}
+
+// validateAPIServerArgs parses the extra kube-apiserver flags against
+// kube-apiserver's flag set, so that a typo fails fast with a short message
+// (the test server's own flag set panics and prints its whole usage).
+func validateAPIServerArgs(args []string) error {
+	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, f := range apiserveroptions.NewServerRunOptions().Flags().FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("not a flag: %v", fs.Args())
+	}
+	return nil
 }
 
 // configureKlog keeps klog quiet: only errors reach stderr unless
@@ -200,6 +227,18 @@ func run() int {
 
 	h := &harness{opts: opts, rootDir: rootDir, tb: newHarnessTB(rootDir, opts.verbose)}
 	h.saKeysBefore = listSAKeyFiles()
+	// kube-apiserver calls klog.Fatal in a few places, e.g. when a post-start
+	// hook fails, which is what happens when its context is canceled during
+	// startup. While we shut down, park such goroutines instead of exiting
+	// so that cleanup completes; otherwise clean up before exiting.
+	klog.OsExit = func(code int) {
+		if h.stopping.Load() {
+			select {}
+		}
+		logf("error: fatal error in kube-apiserver (see above), exiting")
+		h.removeTempFiles()
+		os.Exit(code)
+	}
 	start := time.Now()
 	deadline := start.Add(opts.startupTimeout)
 
@@ -255,6 +294,8 @@ type harness struct {
 	opts    *options
 	rootDir string
 	tb      *harnessTB
+
+	stopping atomic.Bool
 
 	mu        sync.Mutex // guards etcd, server, forwarder
 	etcd      *etcdServer
@@ -402,6 +443,9 @@ func waitReady(kubeconfig []byte, deadline time.Time) error {
 		lastErr = err
 		time.Sleep(100 * time.Millisecond)
 	}
+	if lastErr == nil {
+		return errors.New("startup timeout exceeded before the readiness check could run")
+	}
 	return fmt.Errorf("not ready before the startup deadline: %v", lastErr)
 }
 
@@ -410,6 +454,7 @@ func waitReady(kubeconfig []byte, deadline time.Time) error {
 func (h *harness) shutdown() bool {
 	ok := true
 	began := time.Now()
+	h.stopping.Store(true)
 	h.mu.Lock()
 	forwarder, server, etcd := h.forwarder, h.server, h.etcd
 	h.mu.Unlock()
@@ -436,8 +481,8 @@ func (h *harness) shutdown() bool {
 			ok = false
 		}
 	}
-	if err := os.RemoveAll(h.rootDir); err != nil {
-		logf("warning: remove %s: %v", h.rootDir, err)
+	if err := h.removeTempFiles(); err != nil {
+		logf("warning: %v", err)
 		ok = false
 	}
 	logf("stopped in %.1fs", time.Since(began).Seconds())
@@ -448,21 +493,29 @@ func (h *harness) shutdown() bool {
 // server cannot be interrupted while it polls for health, so wait a
 // little for it and then clean up regardless.
 func (h *harness) abortStartup(startDone <-chan error) {
+	h.stopping.Store(true)
 	// Cancels the test server's context (registered by ktesting.Init).
 	withTimeout(15*time.Second, h.tb.runCleanups)
 	select {
 	case <-startDone:
 	case <-time.After(5 * time.Second):
-		// StartTestServer writes its service account signing key to
-		// /tmp/insecure_test_key* (hard-coded) and only removes it when
-		// it returns; remove the one that appeared during our startup.
-		for fn := range listSAKeyFiles() {
-			if h.saKeysBefore != nil && !h.saKeysBefore[fn] {
-				_ = os.Remove(fn)
-			}
-		}
 	}
 	h.shutdown()
+}
+
+// removeTempFiles removes the root temp dir and, if StartTestServer did
+// not get to remove it, the service account signing key it writes to the
+// hard-coded /tmp/insecure_test_key* (one that appeared after we started).
+func (h *harness) removeTempFiles() error {
+	for fn := range listSAKeyFiles() {
+		if h.saKeysBefore != nil && !h.saKeysBefore[fn] {
+			_ = os.Remove(fn)
+		}
+	}
+	if err := os.RemoveAll(h.rootDir); err != nil {
+		return fmt.Errorf("remove %s: %w", h.rootDir, err)
+	}
+	return nil
 }
 
 func listSAKeyFiles() map[string]bool {
