@@ -48,11 +48,12 @@ pub fn helm() -> anyhow::Result<PathBuf> {
 /// A binary of this workspace, from the same target directory as the running test.
 pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no target directory")?;
+    // A test runs from target/<profile>/deps/<test>, a bench command from
+    // target/<profile>/<bin>; the workspace's binaries sit in target/<profile>/.
+    let mut dir = exe.parent().context("binary has no directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
     let path = dir.join(name);
     if !path.is_file() {
         bail!(
