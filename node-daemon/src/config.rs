@@ -1,7 +1,9 @@
-//! The node-daemon's configuration: flags and `OPSPLANE_*` environment variables.
+//! The node-daemon's configuration: flags and `OPSPLANE_*` environment variables, validated
+//! at start with errors that name the flag. The table is in `node-daemon/README.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -21,4 +23,98 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `opsplane_node_daemon=debug`.
     #[arg(long, env = "OPSPLANE_LOG", default_value = "info")]
     pub log: String,
+    /// Bearer token the node API requires. Without a token (or token file) the node API
+    /// refuses every request.
+    #[arg(long, env = "OPSPLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (a mounted Secret); used when --token is not given.
+    #[arg(long, env = "OPSPLANE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// How often the probes sample the host (100ms to 30s).
+    #[arg(long, env = "OPSPLANE_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub sample_interval: Duration,
+    /// Services the `service` endpoint reports, comma-separated (e.g. `libvirtd,sshd`).
+    #[arg(long, env = "OPSPLANE_SERVICES", value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// Command standing for `systemctl` (program and leading arguments, space-separated),
+    /// e.g. `chroot /host systemctl` in a container.
+    #[arg(long, env = "OPSPLANE_SYSTEMCTL", default_value = "systemctl")]
+    pub systemctl: String,
+    /// Report exactly these NICs in `network` instead of the physical-NIC rule.
+    #[arg(long, env = "OPSPLANE_NICS", value_delimiter = ',')]
+    pub nics: Option<Vec<String>>,
+    /// ESTABLISHED connections a port needs for `port_status` to answer true (seed: 4).
+    #[arg(long, env = "OPSPLANE_PORT_THRESHOLD", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub port_threshold: u32,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(30) {
+        return Err(format!("{text} is outside 100ms..=30s"));
+    }
+    Ok(d)
+}
+
+impl Cli {
+    /// The bearer token from `--token` or `--token-file`.
+    pub fn resolve_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(token.to_owned()));
+        }
+        match &self.token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+                let token = token.trim().to_owned();
+                if token.is_empty() {
+                    anyhow::bail!("--token-file {} is empty", path.display());
+                }
+                Ok(Some(token))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The `--systemctl` command split into program and arguments.
+    pub fn systemctl_command(&self) -> Vec<String> {
+        self.systemctl
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let cli = Cli::try_parse_from(["d"]).unwrap();
+        assert_eq!(cli.port_threshold, 4);
+        assert_eq!(cli.sample_interval, Duration::from_secs(1));
+        assert_eq!(cli.listen.port(), 6666);
+    }
+
+    #[test]
+    fn lists_and_intervals_are_parsed_and_checked() {
+        let cli = Cli::try_parse_from([
+            "d",
+            "--services",
+            "libvirtd,sshd",
+            "--sample-interval",
+            "500ms",
+            "--systemctl",
+            "chroot /host systemctl",
+        ])
+        .unwrap();
+        assert_eq!(cli.services, ["libvirtd", "sshd"]);
+        assert_eq!(cli.sample_interval, Duration::from_millis(500));
+        assert_eq!(cli.systemctl_command(), ["chroot", "/host", "systemctl"]);
+        let err = Cli::try_parse_from(["d", "--sample-interval", "2m"]).unwrap_err();
+        assert!(err.to_string().contains("sample-interval"), "{err}");
+        assert!(Cli::try_parse_from(["d", "--port-threshold", "0"]).is_err());
+    }
 }

@@ -1,58 +1,19 @@
-//! `opsplane-node-daemon`: the per-node agent. This first slice serves `/healthz` and
-//! `/metrics`; host probes, the seed 002 node API, tasks and reports build on it.
-
-mod config;
+//! `opsplane-node-daemon`: the per-node agent. Reads the configuration, starts the background
+//! sampler over the host probes and serves the node API, `/healthz` and `/metrics`.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::Parser;
-use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::Registry;
 
-use crate::config::Cli;
-
-struct AppState {
-    registry: Registry,
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut buffer = Vec::new();
-    let body = match TextEncoder::new().encode(&state.registry.gather(), &mut buffer) {
-        Ok(()) => String::from_utf8(buffer).unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-}
-
-fn registry(cli: &Cli) -> Result<Registry, prometheus::Error> {
-    let registry = Registry::new();
-    let info = IntGauge::with_opts(
-        Opts::new(
-            "opsplane_node_daemon_info",
-            "Build and node of this node-daemon",
-        )
-        .const_label("version", env!("CARGO_PKG_VERSION"))
-        .const_label("node", cli.node_name.clone().unwrap_or_default()),
-    )?;
-    info.set(1);
-    registry.register(Box::new(info))?;
-    Ok(registry)
-}
+use opsplane_node_daemon::api::{self, AppState};
+use opsplane_node_daemon::config::Cli;
+use opsplane_node_daemon::host::HostRoot;
+use opsplane_node_daemon::metrics::{self, ProbeMetrics};
+use opsplane_node_daemon::monitor::Limits;
+use opsplane_node_daemon::probe::{self, ProbeSettings};
+use opsplane_node_daemon::sampler::Sampler;
 
 async fn shutdown_signal() {
     let terminate = async {
@@ -84,19 +45,52 @@ async fn main() -> anyhow::Result<()> {
             cli.host_root.display()
         );
     }
+    let token = cli.resolve_token()?;
+    if token.is_none() {
+        tracing::warn!("no OPSPLANE_TOKEN / --token-file: the node API refuses every request");
+    }
+
+    let registry = Registry::new();
+    metrics::info(&registry, cli.node_name.as_deref().unwrap_or_default())?;
+    let probe_metrics = Arc::new(ProbeMetrics::register(&registry)?);
+    let settings = ProbeSettings {
+        services: cli
+            .services
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        systemctl: cli.systemctl_command(),
+        nics: cli.nics.clone(),
+    };
+    let sampler = Arc::new(Sampler::new(
+        HostRoot::new(&cli.host_root),
+        probe::registry(&settings),
+        Some(probe_metrics),
+    ));
+    // The first cycle runs before serving so every endpoint has data from the start.
+    let first = sampler.clone();
+    tokio::task::spawn_blocking(move || first.cycle_now())
+        .await
+        .context("first sampling cycle")?;
+    let sampling = tokio::spawn(sampler.clone().run(cli.sample_interval));
+
     let state = Arc::new(AppState {
-        registry: registry(&cli)?,
+        registry,
+        sampler,
+        token,
+        limits: Limits {
+            port_threshold: cli.port_threshold,
+        },
     });
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(state);
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     tracing::info!(address = %cli.listen, host_root = %cli.host_root.display(), "node-daemon serving");
-    axum::serve(listener, app)
+    let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("node API server failed")
+        .context("node API server failed");
+    sampling.abort();
+    served
 }

@@ -1,0 +1,150 @@
+//! The node API (seed 002 §二): `POST /api/v1/monitor/<name>` with bearer-token auth, plus
+//! `/healthz` and `/metrics`. Handlers only authenticate, validate and dispatch to
+//! [`crate::monitor`]; answers go through [`crate::envelope`].
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use prometheus::Registry;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::envelope;
+use crate::error::ApiError;
+use crate::monitor::{self, ENDPOINTS, Limits};
+use crate::sampler::Sampler;
+
+/// Largest request body the node API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Everything the handlers need.
+pub struct AppState {
+    /// The daemon's own metrics.
+    pub registry: Registry,
+    /// The probes' memory.
+    pub sampler: Arc<Sampler>,
+    /// The bearer token; `None` refuses every node API request.
+    pub token: Option<String>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// The daemon's HTTP routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/monitor/{*name}", any(monitor_endpoint))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let latest = state.sampler.latest();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.registry, latest.as_deref()),
+    )
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.token else {
+        return Err(ApiError::Unauthorized(
+            "the node API has no token configured (OPSPLANE_TOKEN or --token-file)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized(
+            "missing Authorization: Bearer <token> header",
+        ))?;
+    if bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("wrong bearer token"))
+    }
+}
+
+async fn fallback(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    match authorize(&state, request.headers()) {
+        Err(e) if path.starts_with("/api/") => e.into_response(),
+        _ => ApiError::UnknownEndpoint(path).into_response(),
+    }
+}
+
+async fn monitor_endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match answer(&state, request).await {
+        Ok(data) => envelope::success(data),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
+    authorize(state, request.headers())?;
+    let name = request
+        .uri()
+        .path()
+        .trim_start_matches("/api/v1/monitor/")
+        .to_owned();
+    if !ENDPOINTS.contains(&name.as_str()) {
+        return Err(ApiError::UnknownEndpoint(format!(
+            "/api/v1/monitor/{name} (known: {})",
+            ENDPOINTS.join(", ")
+        )));
+    }
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed(request.method().to_string()));
+    }
+    let snapshot = state
+        .sampler
+        .latest()
+        .ok_or_else(|| ApiError::System("the first sampling cycle has not finished".into()))?;
+    match name.as_str() {
+        "port_status" => {
+            let body = json_body(request.into_body()).await?;
+            let ports = monitor::parse_ports(&body)?;
+            monitor::port_status(&snapshot, &ports, state.limits)
+        }
+        "resource_statis" => {
+            let body = json_body(request.into_body()).await?;
+            let period = monitor::parse_statis_period(&body)?;
+            monitor::resource_statis(&state.sampler, &snapshot, period)
+        }
+        // The seed's query endpoints take no body; whatever is sent is ignored.
+        other => monitor::render(other, &snapshot),
+    }
+}
+
+async fn json_body(body: Body) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| ApiError::InvalidParameter(format!("cannot read the body: {e}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidParameter(
+            "this endpoint needs a JSON body".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::InvalidParameter(format!("body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidParameter(
+            "body must be a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}

@@ -1,0 +1,165 @@
+//! The host as the probes see it: a filesystem root (`/` on a plain host, `/host` in the
+//! DaemonSet, a fixture tree in tests) plus the two things that are not files — filesystem
+//! usage (`statvfs`) and interface addresses (netlink via `getifaddrs`). Seed 002 §二 data is
+//! read only through this type, so every probe can be pointed at a fixture.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Capacity of one mounted filesystem, in bytes, as `statvfs` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    /// `f_blocks * f_frsize`.
+    pub total: u64,
+    /// `f_bfree * f_frsize`: free including the blocks reserved for root.
+    pub free: u64,
+    /// `f_bavail * f_frsize`: free for unprivileged users.
+    pub available: u64,
+}
+
+/// The primary IPv4 address of an interface and its netmask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Assignment {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// Its netmask, e.g. 255.255.255.0.
+    pub netmask: Ipv4Addr,
+}
+
+/// Host facts that come from system calls rather than files.
+pub trait HostCalls: Send + Sync + std::fmt::Debug {
+    /// Usage of the filesystem mounted at `path` (already prefixed with the host root).
+    fn fs_usage(&self, path: &Path) -> io::Result<FsUsage>;
+    /// First IPv4 address of each interface of the daemon's network namespace, by name.
+    fn ipv4_addresses(&self) -> io::Result<BTreeMap<String, Ipv4Assignment>>;
+}
+
+/// The live kernel: `statvfs(2)` and `getifaddrs(3)` (netlink under the hood).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveCalls;
+
+impl HostCalls for LiveCalls {
+    fn fs_usage(&self, path: &Path) -> io::Result<FsUsage> {
+        let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+        let frsize = st.fragment_size();
+        Ok(FsUsage {
+            total: st.blocks().saturating_mul(frsize),
+            free: st.blocks_free().saturating_mul(frsize),
+            available: st.blocks_available().saturating_mul(frsize),
+        })
+    }
+
+    fn ipv4_addresses(&self) -> io::Result<BTreeMap<String, Ipv4Assignment>> {
+        let mut out = BTreeMap::new();
+        for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+            let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
+                continue;
+            };
+            let (Some(addr), Some(mask)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
+                continue;
+            };
+            // Aliases carry their label ("eth0:0") as the name; the first address under the
+            // plain name is the interface's primary one.
+            out.entry(ifa.interface_name)
+                .or_insert_with(|| Ipv4Assignment {
+                    address: addr.ip(),
+                    netmask: mask.ip(),
+                });
+        }
+        Ok(out)
+    }
+}
+
+/// The root of the host's filesystem plus the host's system calls.
+#[derive(Debug, Clone)]
+pub struct HostRoot {
+    root: PathBuf,
+    calls: Arc<dyn HostCalls>,
+}
+
+impl HostRoot {
+    /// A host root backed by the live kernel.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_calls(root, Arc::new(LiveCalls))
+    }
+
+    /// A host root whose non-file facts come from `calls` (fixtures in tests).
+    pub fn with_calls(root: impl Into<PathBuf>, calls: Arc<dyn HostCalls>) -> Self {
+        Self {
+            root: root.into(),
+            calls,
+        }
+    }
+
+    /// The root directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `host_path("/proc/stat")` is `<root>/proc/stat`.
+    pub fn path(&self, host_path: impl AsRef<Path>) -> PathBuf {
+        let rel = host_path.as_ref();
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        self.root.join(rel)
+    }
+
+    /// Reads a host file to a string; the error names the file.
+    pub fn read(&self, host_path: impl AsRef<Path>) -> io::Result<String> {
+        let path = self.path(host_path);
+        std::fs::read_to_string(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+
+    /// Reads a one-line host file (sysfs attribute) and trims it; `None` when unreadable.
+    pub fn read_attr(&self, host_path: impl AsRef<Path>) -> Option<String> {
+        std::fs::read_to_string(self.path(host_path))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// Names of the entries of a host directory, sorted; empty when it does not exist.
+    pub fn list(&self, host_path: impl AsRef<Path>) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(host_path))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Filesystem usage of a host mount point.
+    pub fn fs_usage(&self, mount_point: &str) -> io::Result<FsUsage> {
+        self.calls.fs_usage(&self.path(mount_point))
+    }
+
+    /// Primary IPv4 address per interface.
+    pub fn ipv4_addresses(&self) -> io::Result<BTreeMap<String, Ipv4Assignment>> {
+        self.calls.ipv4_addresses()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_paths_are_prefixed_with_the_root() {
+        let host = HostRoot::new("/host");
+        assert_eq!(host.path("/proc/stat"), PathBuf::from("/host/proc/stat"));
+        assert_eq!(host.path("proc/stat"), PathBuf::from("/host/proc/stat"));
+    }
+
+    #[test]
+    fn live_calls_report_loopback_address() {
+        let addrs = LiveCalls.ipv4_addresses().unwrap();
+        let lo = &addrs["lo"];
+        assert_eq!(lo.address, Ipv4Addr::LOCALHOST);
+        assert_eq!(lo.netmask, Ipv4Addr::new(255, 0, 0, 0));
+    }
+}

@@ -1,0 +1,13 @@
+//! `opsplane-node-daemon` as a library: host probes (seed 002 §二), the background sampler,
+//! the node API with the seed's `{code, msg, data}` envelope and return codes, and `/metrics`.
+//! The binary (`main.rs`) wires these together from the configuration.
+
+pub mod api;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod host;
+pub mod metrics;
+pub mod monitor;
+pub mod probe;
+pub mod sampler;

@@ -1,0 +1,123 @@
+//! CPU logical core count and time counters from `/proc/stat` (seed 002 §二.1 `cpu`).
+//! Utilization is the busy share of the time between two readings (see [`utilization`]).
+
+use super::{Probe, ProbeError, Sample, parse_u64};
+use crate::error::Failure;
+use crate::host::HostRoot;
+
+const FILE: &str = "/proc/stat";
+
+/// Cumulative CPU time of all cores, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Online logical cores (`cpuN` lines).
+    pub numbers: u32,
+    /// Ticks not idle and not waiting for IO.
+    pub busy: u64,
+    /// All ticks (guest time is already part of user time and is not added again).
+    pub total: u64,
+}
+
+/// Reads [`CpuTimes`].
+pub struct CpuProbe;
+
+impl Probe for CpuProbe {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn failure(&self) -> Failure {
+        Failure::Cpu
+    }
+    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+        parse(&host.read(FILE)?).map(Sample::Cpu)
+    }
+}
+
+/// Parses `/proc/stat`.
+pub fn parse(text: &str) -> Result<CpuTimes, ProbeError> {
+    let mut times = None;
+    let mut numbers = 0;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        match fields.next() {
+            Some("cpu") => {
+                let values = fields
+                    .take(8)
+                    .map(|f| parse_u64(FILE, f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if values.len() < 4 {
+                    return Err(ProbeError::format(FILE, "cpu line has fewer than 4 fields"));
+                }
+                let total = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
+                // idle + iowait
+                let idle = values[3].saturating_add(values.get(4).copied().unwrap_or(0));
+                times = Some((total.saturating_sub(idle), total));
+            }
+            Some(name) if name.len() > 3 && name.starts_with("cpu") => numbers += 1,
+            _ => {}
+        }
+    }
+    let (busy, total) = times.ok_or_else(|| ProbeError::format(FILE, "no cpu line"))?;
+    if numbers == 0 {
+        return Err(ProbeError::format(FILE, "no cpuN lines"));
+    }
+    Ok(CpuTimes {
+        numbers,
+        busy,
+        total,
+    })
+}
+
+/// Busy percentage between two readings; since boot when there is no usable previous one.
+pub fn utilization(previous: Option<&CpuTimes>, current: &CpuTimes) -> f64 {
+    let (busy, total) = match previous {
+        Some(p) if current.total > p.total && current.busy >= p.busy => {
+            (current.busy - p.busy, current.total - p.total)
+        }
+        _ => (current.busy, current.total),
+    };
+    if total == 0 {
+        0.0
+    } else {
+        (busy as f64 / total as f64 * 100.0).clamp(0.0, 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 50 0 50 350 50 0 0 0 0 0\ncpu1 50 0 50 350 50 0 0 0 0 0\nintr 1\n";
+
+    #[test]
+    fn counts_logical_cores_and_splits_busy_from_idle_and_iowait() {
+        let t = parse(STAT).unwrap();
+        assert_eq!(t.numbers, 2);
+        assert_eq!(t.total, 1000);
+        assert_eq!(t.busy, 200);
+    }
+
+    #[test]
+    fn utilization_is_the_busy_share_of_the_delta() {
+        let a = CpuTimes {
+            numbers: 2,
+            busy: 200,
+            total: 1000,
+        };
+        let b = CpuTimes {
+            numbers: 2,
+            busy: 275,
+            total: 1100,
+        };
+        assert_eq!(utilization(Some(&a), &b), 75.0);
+        assert_eq!(utilization(None, &a), 20.0);
+        // counters that went backwards (CPU hot-unplug) fall back to since-boot
+        assert_eq!(utilization(Some(&b), &a), 20.0);
+    }
+
+    #[test]
+    fn rejects_a_stat_file_without_cpu_lines() {
+        assert!(parse("intr 1\n").is_err());
+        assert!(parse("cpu  a b c d\ncpu0 1 1 1 1\n").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Physical NICs with address, mask, gateway, DNS, speed, MAC and link state (seed 002 §二.6
+//! `network`, "已经过滤了虚拟网络设备": virtual devices are filtered out).
+//!
+//! A NIC is physical when `/sys/class/net/<nic>/device` exists (it is backed by a bus device:
+//! PCI, virtio, USB) and it is not a bridge (`bridge/`), a tun/tap (`tun_flags`) or named like a
+//! virtual device (`lo`, `veth*`, `docker*`, `cni*`, `flannel*`, `cali*`, `virbr*`, `vnet*`,
+//! `tap*`, `tun*`). `--nics` replaces this rule with an explicit list.
+//!
+//! The IPv4 address and mask come from netlink (`getifaddrs`) in the daemon's network
+//! namespace. A NIC enslaved to a bridge or bond (KVM hosts put the address on `br0`) reports
+//! its master's address and gateway. The gateway is the NIC's default route in
+//! `/proc/net/route`; `dns1`/`dns2` are the first two `nameserver`s of `/etc/resolv.conf`
+//! (host-wide, so the same for every NIC). Missing values are empty strings; `speed` is in
+//! Mb/s and 0 when the kernel does not know it (link down).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::{Probe, ProbeError, Sample};
+use crate::error::Failure;
+use crate::host::{HostRoot, Ipv4Assignment};
+
+/// One NIC in the seed's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NicInfo {
+    /// IPv4 address or "".
+    pub ip: String,
+    /// MAC address.
+    pub mac: String,
+    /// Netmask or "".
+    pub mask: String,
+    /// Default gateway through this NIC or "".
+    pub gateway: String,
+    /// First name server or "".
+    pub dns1: String,
+    /// Second name server or "".
+    pub dns2: String,
+    /// Link speed in Mb/s, 0 when unknown.
+    pub speed: i64,
+    /// Carrier present (cable connected, link up).
+    pub stat: bool,
+}
+
+/// NICs by name.
+pub type Nics = BTreeMap<String, NicInfo>;
+
+/// Reads [`Nics`].
+pub struct NetworkProbe {
+    /// Explicit NIC list replacing the physical-NIC rule.
+    pub only: Option<Vec<String>>,
+}
+
+const VIRTUAL_PREFIXES: &[&str] = &[
+    "veth", "docker", "cni", "flannel", "cali", "virbr", "vnet", "tap", "tun",
+];
+
+impl Probe for NetworkProbe {
+    fn name(&self) -> &'static str {
+        "network"
+    }
+    fn failure(&self) -> Failure {
+        Failure::Network
+    }
+    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+        std::fs::read_dir(host.path("/sys/class/net"))?;
+        let addresses = host.ipv4_addresses()?;
+        let routes = host.read("/proc/net/route").unwrap_or_default();
+        let gateways = default_gateways(&routes);
+        let (dns1, dns2) = name_servers(&host.read("/etc/resolv.conf").unwrap_or_default());
+        let mut nics = Nics::new();
+        for name in host.list("/sys/class/net") {
+            let wanted = match &self.only {
+                Some(list) => list.contains(&name),
+                None => is_physical(host, &name),
+            };
+            if !wanted {
+                continue;
+            }
+            let dir = format!("/sys/class/net/{name}");
+            let holder = address_holder(host, &name, &addresses);
+            let assignment = addresses.get(&holder);
+            nics.insert(
+                name.clone(),
+                NicInfo {
+                    ip: assignment
+                        .map(|a| a.address.to_string())
+                        .unwrap_or_default(),
+                    mask: assignment
+                        .map(|a| a.netmask.to_string())
+                        .unwrap_or_default(),
+                    mac: host.read_attr(format!("{dir}/address")).unwrap_or_default(),
+                    gateway: gateways
+                        .get(&holder)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    dns1: dns1.clone(),
+                    dns2: dns2.clone(),
+                    speed: host
+                        .read_attr(format!("{dir}/speed"))
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .filter(|s| *s > 0)
+                        .unwrap_or(0),
+                    stat: host.read_attr(format!("{dir}/carrier")).as_deref() == Some("1"),
+                },
+            );
+        }
+        Ok(Sample::Network(nics))
+    }
+}
+
+/// Whether `name` is a physical NIC by the module's rule.
+pub fn is_physical(host: &HostRoot, name: &str) -> bool {
+    let dir = host.path(format!("/sys/class/net/{name}"));
+    name != "lo"
+        && !VIRTUAL_PREFIXES.iter().any(|p| name.starts_with(p))
+        && dir.join("device").exists()
+        && !dir.join("bridge").exists()
+        && !dir.join("tun_flags").exists()
+}
+
+/// The interface holding `name`'s address: itself, else its bridge/bond master (two levels).
+fn address_holder(
+    host: &HostRoot,
+    name: &str,
+    addresses: &BTreeMap<String, Ipv4Assignment>,
+) -> String {
+    let mut current = name.to_owned();
+    for _ in 0..2 {
+        if addresses.contains_key(&current) {
+            break;
+        }
+        let master = std::fs::read_link(host.path(format!("/sys/class/net/{current}/master")))
+            .ok()
+            .and_then(|target| {
+                target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned)
+            });
+        match master {
+            Some(m) => current = m,
+            None => break,
+        }
+    }
+    if addresses.contains_key(&current) {
+        current
+    } else {
+        name.to_owned()
+    }
+}
+
+/// Default gateways by interface from `/proc/net/route`.
+pub fn default_gateways(routes: &str) -> BTreeMap<String, Ipv4Addr> {
+    const RTF_GATEWAY: u32 = 0x2;
+    let mut out = BTreeMap::new();
+    for line in routes.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+            continue;
+        }
+        let (Ok(gateway), Ok(flags)) =
+            (u32::from_str_radix(f[2], 16), u32::from_str_radix(f[3], 16))
+        else {
+            continue;
+        };
+        if flags & RTF_GATEWAY != 0 {
+            // The kernel prints the network-order address as a native integer.
+            out.entry(f[0].to_owned())
+                .or_insert_with(|| Ipv4Addr::from(gateway.to_ne_bytes()));
+        }
+    }
+    out
+}
+
+/// The first two name servers of a resolv.conf, "" where missing.
+pub fn name_servers(resolv_conf: &str) -> (String, String) {
+    let mut servers = resolv_conf.lines().filter_map(|line| {
+        let mut f = line.split_whitespace();
+        (f.next() == Some("nameserver")).then(|| f.next().map(str::to_owned))?
+    });
+    (
+        servers.next().unwrap_or_default(),
+        servers.next().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_route_gateway_is_decoded_per_interface() {
+        let routes = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        let gw = default_gateways(routes);
+        assert_eq!(gw.len(), 1);
+        assert_eq!(gw["eth0"], Ipv4Addr::new(192, 0, 2, 1));
+    }
+
+    #[test]
+    fn first_two_name_servers_are_dns1_and_dns2() {
+        let conf = "# comment\nsearch example\nnameserver 114.114.114.114\nnameserver 8.8.8.8\nnameserver 1.1.1.1\n";
+        assert_eq!(
+            name_servers(conf),
+            ("114.114.114.114".to_owned(), "8.8.8.8".to_owned())
+        );
+        assert_eq!(name_servers(""), (String::new(), String::new()));
+    }
+}

@@ -1,0 +1,399 @@
+//! The background sampler: runs every probe once per interval (default 1 s), keeps the latest
+//! readings and a ring of the last 60 s of derived points (CPU and memory utilization, NIC
+//! byte rates) for seed 002 §二.16 `resource_statis`. Requests read from memory; rates come
+//! from the deltas between consecutive cycles, never from a sleep inside a request.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::Failure;
+use crate::host::HostRoot;
+use crate::metrics::ProbeMetrics;
+use crate::probe::{Probe, Sample, cpu, networkio};
+
+/// How much history the ring keeps (the seed limits `statis_period` to 60 s).
+pub const HISTORY: Duration = Duration::from_secs(60);
+
+/// A probe that failed in a cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeFailure {
+    /// Its seed return-code family.
+    pub failure: Failure,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// One cycle's readings.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Unix time the cycle ran.
+    pub utc: i64,
+    /// Each probe's reading or failure, by probe name.
+    pub samples: BTreeMap<&'static str, Result<Sample, ProbeFailure>>,
+    /// CPU busy percent since the previous cycle (since boot in the first cycle).
+    pub cpu_utilization: Option<f64>,
+    /// Probe durations of this cycle, by probe name.
+    pub durations: BTreeMap<&'static str, Duration>,
+}
+
+impl Snapshot {
+    /// The reading of probe `name`, or its failure.
+    pub fn sample(&self, name: &str) -> Option<&Result<Sample, ProbeFailure>> {
+        self.samples.get(name)
+    }
+}
+
+/// Bytes per second received and sent by one interface over one cycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NicRate {
+    /// Received bytes per second.
+    pub recv: f64,
+    /// Sent bytes per second.
+    pub send: f64,
+}
+
+/// What one cycle adds to the 60 s history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatisPoint {
+    /// Monotonic time of the cycle, seconds since the sampler started.
+    pub at: f64,
+    /// CPU busy percent over the cycle.
+    pub cpu: Option<f64>,
+    /// Memory used percent at the cycle.
+    pub memory: Option<f64>,
+    /// NIC byte rates over the cycle.
+    pub nics: BTreeMap<String, NicRate>,
+}
+
+#[derive(Debug, Default)]
+struct Previous {
+    at: f64,
+    cpu: Option<cpu::CpuTimes>,
+    networkio: Option<networkio::NetworkIo>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    latest: Option<Arc<Snapshot>>,
+    history: VecDeque<StatisPoint>,
+}
+
+/// Runs the probes and remembers what they saw.
+pub struct Sampler {
+    host: HostRoot,
+    probes: Vec<Arc<dyn Probe>>,
+    metrics: Option<Arc<ProbeMetrics>>,
+    started: Instant,
+    previous: Mutex<Option<Previous>>,
+    memory: RwLock<Memory>,
+    /// Last error per probe, so a persistent failure is logged once, not every cycle.
+    last_errors: Mutex<BTreeMap<&'static str, String>>,
+}
+
+impl Sampler {
+    /// A sampler over `probes` reading `host`.
+    pub fn new(
+        host: HostRoot,
+        probes: Vec<Arc<dyn Probe>>,
+        metrics: Option<Arc<ProbeMetrics>>,
+    ) -> Self {
+        Self {
+            host,
+            probes,
+            metrics,
+            started: Instant::now(),
+            previous: Mutex::new(None),
+            memory: RwLock::new(Memory::default()),
+            last_errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The latest snapshot, `None` before the first cycle.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.memory.read().ok().and_then(|m| m.latest.clone())
+    }
+
+    /// The history points of the last `period` seconds, oldest first, counted back from the
+    /// newest point.
+    pub fn history(&self, period: Duration) -> Vec<StatisPoint> {
+        let Ok(memory) = self.memory.read() else {
+            return Vec::new();
+        };
+        let Some(newest) = memory.history.back().map(|p| p.at) else {
+            return Vec::new();
+        };
+        let from = newest - period.as_secs_f64();
+        memory
+            .history
+            .iter()
+            .filter(|p| p.at > from + 1e-6)
+            .cloned()
+            .collect()
+    }
+
+    /// One cycle now (blocking: probes read files and may run a command).
+    pub fn cycle_now(&self) -> Arc<Snapshot> {
+        let utc = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        self.cycle_at(self.started.elapsed().as_secs_f64(), utc)
+    }
+
+    /// One cycle at a given monotonic time (seconds) and Unix time; tests drive time this way.
+    pub fn cycle_at(&self, at: f64, utc: i64) -> Arc<Snapshot> {
+        let cycle_started = Instant::now();
+        let mut samples = BTreeMap::new();
+        let mut durations = BTreeMap::new();
+        for probe in &self.probes {
+            let started = Instant::now();
+            let result = probe.collect(&self.host).map_err(|e| ProbeFailure {
+                failure: probe.failure(),
+                detail: e.to_string(),
+            });
+            let took = started.elapsed();
+            if let Some(metrics) = &self.metrics {
+                metrics.observe(probe.name(), took, result.is_ok());
+            }
+            self.log_transition(probe.name(), &result);
+            durations.insert(probe.name(), took);
+            samples.insert(probe.name(), result);
+        }
+
+        let cpu_now = match samples.get("cpu") {
+            Some(Ok(Sample::Cpu(t))) => Some(*t),
+            _ => None,
+        };
+        let netio_now = match samples.get("networkio") {
+            Some(Ok(Sample::NetworkIo(io))) => Some(io.clone()),
+            _ => None,
+        };
+        let memory_now = match samples.get("memory") {
+            Some(Ok(Sample::Memory(m))) => Some(m.utilization()),
+            _ => None,
+        };
+
+        let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = previous.take();
+        let cpu_utilization = cpu_now
+            .as_ref()
+            .map(|now| cpu::utilization(prev.as_ref().and_then(|p| p.cpu.as_ref()), now));
+        let point = prev.as_ref().map(|p| {
+            let elapsed = at - p.at;
+            StatisPoint {
+                at,
+                cpu: match (&p.cpu, &cpu_now) {
+                    (Some(_), Some(_)) => cpu_utilization,
+                    _ => None,
+                },
+                memory: memory_now,
+                nics: match (&p.networkio, &netio_now) {
+                    (Some(before), Some(after)) if elapsed > 0.0 => rates(before, after, elapsed),
+                    _ => BTreeMap::new(),
+                },
+            }
+        });
+        *previous = Some(Previous {
+            at,
+            cpu: cpu_now,
+            networkio: netio_now,
+        });
+        drop(previous);
+
+        let snapshot = Arc::new(Snapshot {
+            utc,
+            samples,
+            cpu_utilization,
+            durations,
+        });
+        if let Ok(mut memory) = self.memory.write() {
+            memory.latest = Some(snapshot.clone());
+            if let Some(point) = point {
+                memory.history.push_back(point);
+            }
+            let horizon = at - HISTORY.as_secs_f64();
+            while memory.history.front().is_some_and(|p| p.at <= horizon) {
+                memory.history.pop_front();
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_cycle(cycle_started.elapsed());
+        }
+        snapshot
+    }
+
+    fn log_transition(&self, probe: &'static str, result: &Result<Sample, ProbeFailure>) {
+        let mut last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(e) if last.get(probe) != Some(&e.detail) => {
+                tracing::warn!(probe, error = %e.detail, "probe failed");
+                last.insert(probe, e.detail.clone());
+            }
+            Ok(_) if last.remove(probe).is_some() => {
+                tracing::info!(probe, "probe recovered");
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs a cycle every `interval` until the task is dropped.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let sampler = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || sampler.cycle_now()).await {
+                tracing::error!(error = %e, "sampling cycle aborted");
+            }
+        }
+    }
+}
+
+/// Per-second byte rates between two counter readings; counters that went backwards
+/// (interface re-created) count as 0.
+fn rates(
+    before: &networkio::NetworkIo,
+    after: &networkio::NetworkIo,
+    elapsed: f64,
+) -> BTreeMap<String, NicRate> {
+    after
+        .iter()
+        .filter_map(|(name, now)| {
+            let then = before.get(name)?;
+            Some((
+                name.clone(),
+                NicRate {
+                    recv: now.bytes_recv.saturating_sub(then.bytes_recv) as f64 / elapsed,
+                    send: now.bytes_send.saturating_sub(then.bytes_send) as f64 / elapsed,
+                },
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ProbeError;
+
+    /// A probe whose readings are scripted.
+    struct Scripted {
+        name: &'static str,
+        readings: Mutex<VecDeque<Sample>>,
+    }
+
+    impl Probe for Scripted {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn failure(&self) -> Failure {
+            Failure::Cpu
+        }
+        fn collect(&self, _host: &HostRoot) -> Result<Sample, ProbeError> {
+            self.readings
+                .lock()
+                .unwrap()
+                .pop_front()
+                .ok_or_else(|| ProbeError::Command("script ended".into()))
+        }
+    }
+
+    fn cpu(busy: u64, total: u64) -> Sample {
+        Sample::Cpu(cpu::CpuTimes {
+            numbers: 2,
+            busy,
+            total,
+        })
+    }
+
+    fn nic(recv: u64, send: u64) -> Sample {
+        Sample::NetworkIo(
+            [(
+                "eth0".to_owned(),
+                networkio::NicCounters {
+                    bytes_recv: recv,
+                    bytes_send: send,
+                },
+            )]
+            .into(),
+        )
+    }
+
+    fn sampler(cpus: Vec<Sample>, nics: Vec<Sample>) -> Sampler {
+        Sampler::new(
+            HostRoot::new("/nonexistent"),
+            vec![
+                Arc::new(Scripted {
+                    name: "cpu",
+                    readings: Mutex::new(cpus.into()),
+                }),
+                Arc::new(Scripted {
+                    name: "networkio",
+                    readings: Mutex::new(nics.into()),
+                }),
+            ],
+            None,
+        )
+    }
+
+    #[test]
+    fn rates_and_utilization_come_from_consecutive_cycles() {
+        let s = sampler(
+            vec![cpu(0, 100), cpu(50, 200), cpu(50, 300)],
+            vec![nic(0, 0), nic(1000, 500), nic(1000, 2500)],
+        );
+        let first = s.cycle_at(0.0, 10);
+        assert_eq!(first.cpu_utilization, Some(0.0));
+        assert!(s.history(HISTORY).is_empty(), "first cycle has no delta");
+        s.cycle_at(1.0, 11);
+        s.cycle_at(3.0, 13);
+        let points = s.history(HISTORY);
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].cpu, Some(50.0));
+        assert_eq!(
+            points[0].nics["eth0"],
+            NicRate {
+                recv: 1000.0,
+                send: 500.0
+            }
+        );
+        assert_eq!(points[1].cpu, Some(0.0));
+        assert_eq!(
+            points[1].nics["eth0"],
+            NicRate {
+                recv: 0.0,
+                send: 1000.0
+            }
+        );
+        assert_eq!(s.latest().unwrap().utc, 13);
+    }
+
+    #[test]
+    fn history_keeps_sixty_seconds_and_periods_count_back_from_the_newest_point() {
+        let n = 80;
+        let s = sampler(
+            (0..n).map(|i| cpu(i, i * 10)).collect(),
+            (0..n).map(|i| nic(i, i)).collect(),
+        );
+        for i in 0..n {
+            s.cycle_at(i as f64, i as i64);
+        }
+        assert_eq!(s.history(HISTORY).len(), 60);
+        assert_eq!(s.history(Duration::from_secs(15)).len(), 15);
+        assert_eq!(s.history(Duration::from_secs(1)).len(), 1);
+    }
+
+    #[test]
+    fn a_failing_probe_is_remembered_with_its_failure() {
+        let s = sampler(vec![], vec![]);
+        let snap = s.cycle_at(0.0, 0);
+        let Some(Err(failure)) = snap.sample("cpu") else {
+            panic!("cpu should have failed");
+        };
+        assert_eq!(failure.failure, Failure::Cpu);
+        assert!(failure.detail.contains("script ended"));
+        assert_eq!(snap.cpu_utilization, None);
+    }
+}

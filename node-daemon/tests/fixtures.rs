@@ -1,0 +1,234 @@
+//! Golden tests: the probes read the fixture host trees under `tests/fixtures/<name>/host`
+//! (a KVM host with several disks, NICs and QEMU processes; a minimal VM), two sampling
+//! cycles 2 s apart (`later/` replaces counters before the second), and every seed 002 §二
+//! endpoint's `data` must equal `golden/<endpoint>.json`. `UPDATE_GOLDEN=1` rewrites the
+//! golden files (review the diff).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opsplane_node_daemon::host::{FsUsage, HostCalls, HostRoot, Ipv4Assignment};
+use opsplane_node_daemon::monitor::{self, Limits};
+use opsplane_node_daemon::probe::{self, ProbeSettings};
+use opsplane_node_daemon::sampler::Sampler;
+use serde_json::{Value, json};
+
+/// The fixture's non-file facts.
+#[derive(Debug)]
+struct FixtureCalls {
+    root: PathBuf,
+    usage: BTreeMap<&'static str, FsUsage>,
+    addresses: BTreeMap<String, Ipv4Assignment>,
+}
+
+impl HostCalls for FixtureCalls {
+    fn fs_usage(&self, path: &Path) -> io::Result<FsUsage> {
+        let relative = path.strip_prefix(&self.root).unwrap().display().to_string();
+        let mount = format!("/{}", relative.trim_end_matches('/'));
+        self.usage
+            .get(mount.as_str())
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, mount))
+    }
+    fn ipv4_addresses(&self) -> io::Result<BTreeMap<String, Ipv4Assignment>> {
+        Ok(self.addresses.clone())
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            let _ = std::fs::remove_file(&target);
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else if kind.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn usage(total: u64, free: u64, available: u64) -> FsUsage {
+    FsUsage {
+        total,
+        free,
+        available,
+    }
+}
+
+fn assignment(ip: [u8; 4], mask: [u8; 4]) -> Ipv4Assignment {
+    Ipv4Assignment {
+        address: Ipv4Addr::from(ip),
+        netmask: Ipv4Addr::from(mask),
+    }
+}
+
+/// Samples the fixture twice and renders every endpoint.
+fn render_all(name: &str, calls: impl FnOnce(PathBuf) -> FixtureCalls, services: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&fixture(name).join("host"), &root);
+    let systemctl = root.join("usr/bin/systemctl");
+    let host = HostRoot::with_calls(&root, Arc::new(calls(root.clone())));
+    let settings = ProbeSettings {
+        services: services.iter().map(|s| (*s).to_owned()).collect(),
+        systemctl: vec![systemctl.display().to_string()],
+        nics: None,
+    };
+    let sampler = Sampler::new(host, probe::registry(&settings), None);
+    sampler.cycle_at(100.0, 1_576_751_518);
+    copy_tree(&fixture(name).join("later"), &root);
+    let snapshot = sampler.cycle_at(102.0, 1_576_751_520);
+
+    let mut rendered = BTreeMap::new();
+    for endpoint in monitor::ENDPOINTS {
+        let data = match *endpoint {
+            "port_status" => monitor::port_status(
+                &snapshot,
+                &monitor::parse_ports(&json!({"ports": "5900,5901,5902,22"})).unwrap(),
+                Limits { port_threshold: 4 },
+            ),
+            "resource_statis" => {
+                monitor::resource_statis(&sampler, &snapshot, Duration::from_secs(15))
+            }
+            other => monitor::render(other, &snapshot),
+        };
+        let data = data.unwrap_or_else(|e| panic!("{name}/{endpoint}: {e}"));
+        rendered.insert(*endpoint, data);
+    }
+
+    let golden_dir = fixture(name).join("golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for (endpoint, data) in rendered {
+        let path = golden_dir.join(format!("{endpoint}.json"));
+        let pretty = serde_json::to_string_pretty(&data).unwrap() + "\n";
+        if update {
+            std::fs::create_dir_all(&golden_dir).unwrap();
+            std::fs::write(&path, &pretty).unwrap();
+            continue;
+        }
+        let golden: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap();
+        assert_eq!(
+            data,
+            golden,
+            "{name}/{endpoint} differs from {}:\n{pretty}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn kvm_host_fixture_answers_every_endpoint_like_the_golden_files() {
+    render_all(
+        "kvm-host",
+        |root| FixtureCalls {
+            root,
+            usage: [
+                ("/", usage(53_660_876_800, 34_125_987_840, 34_125_987_840)),
+                ("/boot", usage(1_063_256_064, 816_463_872, 816_463_872)),
+                (
+                    "/var/lib/libvirt/images",
+                    usage(1_920_383_410_176, 1_500_000_000_000, 1_500_000_000_000),
+                ),
+                // ext4 keeps 5 % for root: free > available
+                (
+                    "/data disk",
+                    usage(960_197_124_096, 900_000_000_000, 851_990_265_856),
+                ),
+            ]
+            .into(),
+            addresses: [
+                ("lo".to_owned(), assignment([127, 0, 0, 1], [255, 0, 0, 0])),
+                (
+                    "br0".to_owned(),
+                    assignment([172, 16, 1, 33], [255, 255, 255, 0]),
+                ),
+                (
+                    "virbr0".to_owned(),
+                    assignment([192, 168, 122, 1], [255, 255, 255, 0]),
+                ),
+            ]
+            .into(),
+        },
+        &["libvirtd", "sshd", "httpd", "yzy-monitor"],
+    );
+}
+
+#[test]
+fn minimal_vm_fixture_answers_every_endpoint_like_the_golden_files() {
+    render_all(
+        "minimal-vm",
+        |root| FixtureCalls {
+            root,
+            usage: [("/", usage(21_003_583_488, 15_000_000_000, 13_925_109_760))].into(),
+            addresses: [(
+                "eth0".to_owned(),
+                assignment([10, 0, 2, 15], [255, 255, 255, 0]),
+            )]
+            .into(),
+        },
+        &[],
+    );
+}
+
+#[test]
+fn an_unreadable_host_fails_each_endpoint_with_its_seed_code() {
+    let empty = tempfile::tempdir().unwrap();
+    let host = HostRoot::with_calls(
+        empty.path(),
+        Arc::new(FixtureCalls {
+            root: empty.path().to_owned(),
+            usage: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+        }),
+    );
+    let settings = ProbeSettings {
+        services: vec!["libvirtd".into()],
+        systemctl: vec![empty.path().join("no-systemctl").display().to_string()],
+        nics: None,
+    };
+    let sampler = Sampler::new(host, probe::registry(&settings), None);
+    let snapshot = sampler.cycle_at(0.0, 1);
+    let expected = [
+        ("cpu", 40001),
+        ("cpuvt", 40001),
+        ("memory", 40101),
+        ("disk", 40201),
+        ("diskio", 40201),
+        ("network", 40301),
+        ("networkio", 40301),
+        ("vm", 40502),
+        ("hardware", 40401),
+        ("service", 40501),
+    ];
+    for (endpoint, code) in expected {
+        let err = monitor::render(endpoint, &snapshot).unwrap_err();
+        assert_eq!(err.code(), code, "{endpoint}: {err}");
+    }
+    let err = monitor::port_status(&snapshot, &[5900], Limits { port_threshold: 4 }).unwrap_err();
+    assert_eq!(err.code(), 40301, "{err}");
+    // one cycle gives no interval yet; the next cycle has no CPU reading either
+    let err = monitor::resource_statis(&sampler, &snapshot, Duration::from_secs(15)).unwrap_err();
+    assert_eq!(err.code(), 99999, "{err}");
+    let snapshot = sampler.cycle_at(1.0, 2);
+    let err = monitor::resource_statis(&sampler, &snapshot, Duration::from_secs(15)).unwrap_err();
+    assert_eq!(err.code(), 40001, "{err}");
+}
