@@ -32,6 +32,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Request limits.
     pub limits: Limits,
+    /// The report timer (TimerHandler).
+    pub reporter: Arc<crate::reporter::Reporter>,
 }
 
 /// The daemon's HTTP routes.
@@ -101,6 +103,13 @@ async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
         .path()
         .trim_start_matches("/api/v1/monitor/")
         .to_owned();
+    if name == "task" {
+        if request.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed(request.method().to_string()));
+        }
+        let body = json_body(request.into_body()).await?;
+        return task(state, &body);
+    }
     if !ENDPOINTS.contains(&name.as_str()) {
         return Err(ApiError::UnknownEndpoint(format!(
             "/api/v1/monitor/{name} (known: {})",
@@ -128,6 +137,59 @@ async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
         // The seed's query endpoints take no body; whatever is sent is ignored.
         other => monitor::render(other, &snapshot),
     }
+}
+
+/// `POST /api/v1/monitor/task` (seed 002 §三/§五). TimerHandler is served here; the other
+/// handlers come with the task runner.
+fn task(state: &AppState, body: &Value) -> Result<Value, ApiError> {
+    let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
+    let handler = field("handler");
+    let command = field("command");
+    if handler.is_empty() || command.is_empty() {
+        return Err(ApiError::InvalidParameter(
+            "a task needs \"handler\" and \"command\" strings".into(),
+        ));
+    }
+    if handler != "TimerHandler" {
+        return Err(ApiError::Unsupported(format!(
+            "handler {handler} is not available on this node-daemon yet (TimerHandler is)"
+        )));
+    }
+    let persist = |r: Result<(), crate::reporter::PersistError>| {
+        r.map_err(|e| ApiError::System(e.to_string()))
+    };
+    match command {
+        "update" => {
+            let data = body.get("data").cloned().unwrap_or(Value::Null);
+            let addr = data.get("addr").and_then(Value::as_str).unwrap_or_default();
+            let node_uuid = data
+                .get("node_uuid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let valid_addr = (addr.starts_with("http://") || addr.starts_with("https://"))
+                && addr.len() > "https://".len()
+                && !addr.chars().any(char::is_whitespace);
+            if !valid_addr {
+                return Err(ApiError::InvalidParameter(format!(
+                    "data.addr must be an http(s) URL such as http://10.0.0.1:8080/, got {addr:?}"
+                )));
+            }
+            if node_uuid.is_empty() || node_uuid.len() > 128 {
+                return Err(ApiError::InvalidParameter(
+                    "data.node_uuid must be a non-empty string of at most 128 characters".into(),
+                ));
+            }
+            persist(state.reporter.update(addr.to_owned(), node_uuid.to_owned()))?;
+        }
+        "pause" => persist(state.reporter.set_paused(true))?,
+        "resume" => persist(state.reporter.set_paused(false))?,
+        other => {
+            return Err(ApiError::InvalidParameter(format!(
+                "TimerHandler takes update, pause or resume, not {other:?}"
+            )));
+        }
+    }
+    Ok(Value::Object(Default::default()))
 }
 
 async fn json_body(body: Body) -> Result<Value, ApiError> {

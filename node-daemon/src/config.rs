@@ -47,6 +47,25 @@ pub struct Cli {
     #[arg(long, env = "OPSPLANE_PORT_THRESHOLD", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub port_threshold: u32,
+    /// Where resource and service reports (seed 002 §四) go, e.g. `http://opsplane-api:8080/`;
+    /// empty: no reports until a TimerHandler update sets one.
+    #[arg(long, env = "OPSPLANE_REPORT_ADDR", default_value = "")]
+    pub report_addr: String,
+    /// How often reports are sent.
+    #[arg(long, env = "OPSPLANE_REPORT_INTERVAL", default_value = "30s", value_parser = parse_report_interval)]
+    pub report_interval: Duration,
+    /// How many reports wait at most while the receiver is down (the oldest is dropped beyond).
+    #[arg(long, env = "OPSPLANE_REPORT_QUEUE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub report_queue: u64,
+    /// The node's UUID in reports; default: the host's /etc/machine-id, else the node name.
+    #[arg(long, env = "OPSPLANE_NODE_UUID")]
+    pub node_uuid: Option<String>,
+    /// The IP in reports; default: NODE_IP (downward API), else empty.
+    #[arg(long, env = "NODE_IP", default_value = "")]
+    pub report_ip: String,
+    /// Directory of the daemon's state (the report timer survives restarts here).
+    #[arg(long, env = "OPSPLANE_STATE_DIR", default_value = "/var/lib/opsplane")]
+    pub state_dir: PathBuf,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -117,4 +136,14 @@ mod tests {
         assert!(err.to_string().contains("sample-interval"), "{err}");
         assert!(Cli::try_parse_from(["d", "--port-threshold", "0"]).is_err());
     }
+}
+
+fn parse_report_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+        return Err(format!(
+            "{text:?}: the report interval must be between 100ms and 24h"
+        ));
+    }
+    Ok(d)
 }

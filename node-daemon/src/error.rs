@@ -74,6 +74,9 @@ pub enum ApiError {
         /// What went wrong.
         detail: String,
     },
+    /// 30004: an operation this daemon does not support (or not yet).
+    #[error("不支持的设备操作: {0}")]
+    Unsupported(String),
     /// 99999: the daemon cannot answer yet or hit an internal problem.
     #[error("系统异常，请稍后重试: {0}")]
     System(String),
@@ -88,6 +91,7 @@ impl ApiError {
                 30006
             }
             Self::Probe { failure, .. } => failure.code(),
+            Self::Unsupported(_) => 30004,
             Self::System(_) => 99999,
         }
     }
@@ -101,6 +105,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Probe { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::System(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

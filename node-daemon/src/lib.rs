@@ -10,4 +10,5 @@ pub mod host;
 pub mod metrics;
 pub mod monitor;
 pub mod probe;
+pub mod reporter;
 pub mod sampler;

@@ -13,6 +13,7 @@ use opsplane_node_daemon::host::HostRoot;
 use opsplane_node_daemon::metrics::{self, ProbeMetrics};
 use opsplane_node_daemon::monitor::Limits;
 use opsplane_node_daemon::probe::{self, ProbeSettings};
+use opsplane_node_daemon::reporter::{Reporter, ReporterConfig, TimerState};
 use opsplane_node_daemon::sampler::Sampler;
 
 async fn shutdown_signal() {
@@ -75,7 +76,37 @@ async fn main() -> anyhow::Result<()> {
         .context("first sampling cycle")?;
     let sampling = tokio::spawn(sampler.clone().run(cli.sample_interval));
 
+    let hostname = std::fs::read_to_string(cli.host_root.join("proc/sys/kernel/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let node_uuid = cli.node_uuid.clone().unwrap_or_else(|| {
+        std::fs::read_to_string(cli.host_root.join("etc/machine-id"))
+            .map(|m| m.trim().to_owned())
+            .ok()
+            .filter(|m| !m.is_empty())
+            .or_else(|| cli.node_name.clone())
+            .unwrap_or_default()
+    });
+    let reporter = Reporter::new(
+        ReporterConfig {
+            initial: TimerState {
+                addr: cli.report_addr.clone(),
+                node_uuid,
+                paused: false,
+            },
+            interval: cli.report_interval,
+            queue_limit: cli.report_queue as usize,
+            state_file: Some(cli.state_dir.join("report-timer.json")),
+            token: token.clone(),
+            hostname,
+            ip: cli.report_ip.clone(),
+        },
+        &registry,
+    )?;
+    let timer = tokio::spawn(reporter.clone().run_timer(sampler.clone()));
+    let sender = tokio::spawn(reporter.clone().run_sender());
     let state = Arc::new(AppState {
+        reporter,
         registry,
         sampler,
         token,
@@ -92,5 +123,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("node API server failed");
     sampling.abort();
+    timer.abort();
+    sender.abort();
     served
 }
