@@ -105,6 +105,16 @@ impl Cli {
     }
 }
 
+fn parse_report_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+        return Err(format!(
+            "{text:?}: the report interval must be between 100ms and 24h"
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,14 +146,4 @@ mod tests {
         assert!(err.to_string().contains("sample-interval"), "{err}");
         assert!(Cli::try_parse_from(["d", "--port-threshold", "0"]).is_err());
     }
-}
-
-fn parse_report_interval(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
-    if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
-        return Err(format!(
-            "{text:?}: the report interval must be between 100ms and 24h"
-        ));
-    }
-    Ok(d)
 }
