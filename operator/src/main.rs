@@ -169,6 +169,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         token: token.into(),
         public_reads: args.serve.public_reads,
         ready: Arc::new(AtomicBool::new(true)),
+        node_reports: Default::default(),
     };
     let result = serve(&args.serve, state).await;
     checks.abort();
@@ -218,6 +219,7 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         token: token.into(),
         public_reads: args.serve.public_reads,
         ready: ready.clone(),
+        node_reports: Default::default(),
     };
     let probe_client = client.clone();
     let ready_flag = ready.clone();

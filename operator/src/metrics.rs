@@ -20,6 +20,7 @@ pub struct Metrics {
     check_lateness: prometheus::Histogram,
     config_reloads: IntCounterVec,
     status_writes: prometheus::IntCounter,
+    node_reports: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
 }
@@ -87,6 +88,13 @@ impl Metrics {
             "opsplane_status_writes_total",
             "MonitoredService status writes sent to the Kubernetes API",
         )?;
+        let node_reports = IntCounterVec::new(
+            Opts::new(
+                "opsplane_node_reports_received_total",
+                "Node reports received on POST /, by type",
+            ),
+            &["type"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -100,6 +108,7 @@ impl Metrics {
         registry.register(Box::new(check_lateness.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(node_reports.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -112,6 +121,7 @@ impl Metrics {
             check_lateness,
             config_reloads,
             status_writes,
+            node_reports,
             leader,
         })
     }
@@ -147,6 +157,11 @@ impl Metrics {
     /// Records how late a scheduled check started.
     pub fn observe_lateness(&self, lateness: std::time::Duration) {
         self.check_lateness.observe(lateness.as_secs_f64());
+    }
+
+    /// Counts a node report received.
+    pub fn node_report(&self, kind: &str) {
+        self.node_reports.with_label_values(&[kind]).inc();
     }
 
     /// Counts a status write.

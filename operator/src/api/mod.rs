@@ -61,6 +61,8 @@ pub struct AppState {
     pub public_reads: bool,
     /// Set once the process can serve requests.
     pub ready: Arc<AtomicBool>,
+    /// The last node report of each kind per host (seed 002 §四), until the store keeps them.
+    pub node_reports: Arc<RwLock<std::collections::BTreeMap<(String, String), serde_json::Value>>>,
 }
 
 /// Errors of the REST API, each with its status code, rendered as Eve's error body.
@@ -80,13 +82,16 @@ pub enum ApiError {
     /// The Kubernetes API failed.
     #[error("the Kubernetes API failed: {0}")]
     Upstream(String),
+    /// A request body is malformed.
+    #[error("invalid body: {0}")]
+    BadBody(String),
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadParameter { .. } | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -178,6 +183,51 @@ async fn list_services(
     Ok(Json(eve::collection("services", items, page)))
 }
 
+/// Checks a node report (seed 002 §四 body) and names the first field that is wrong.
+pub fn validate_node_report(report: &serde_json::Value) -> Result<(String, String), ApiError> {
+    let bad = |m: &str| ApiError::BadBody(m.to_string());
+    let object = report
+        .as_object()
+        .ok_or_else(|| bad("a node report is a JSON object"))?;
+    let text = |key: &str| object.get(key).and_then(|v| v.as_str());
+    let hostname = text("hostname")
+        .filter(|h| !h.is_empty() && h.len() <= 253)
+        .ok_or_else(|| bad("hostname must be a non-empty string"))?;
+    let kind = text("type")
+        .filter(|t| matches!(*t, "resource" | "service"))
+        .ok_or_else(|| bad("type must be \"resource\" or \"service\""))?;
+    if !object.get("utc").is_some_and(|u| u.is_i64() || u.is_u64()) {
+        return Err(bad("utc must be an integer (seconds since the epoch)"));
+    }
+    if text("ip").is_none() {
+        return Err(bad("ip must be a string"));
+    }
+    if text("node_uuid").is_none() {
+        return Err(bad("node_uuid must be a string"));
+    }
+    if !object.get("data").is_some_and(|d| d.is_object()) {
+        return Err(bad("data must be an object"));
+    }
+    Ok((hostname.to_string(), kind.to_string()))
+}
+
+/// `POST /`: a node-daemon's resource or service report, in the seed 002 §四 body unchanged.
+async fn node_report(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let report: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(format!("not JSON: {e}")))?;
+    let (hostname, kind) = validate_node_report(&report)?;
+    state.metrics.node_report(&kind);
+    state
+        .node_reports
+        .write()
+        .await
+        .insert((hostname, kind), report);
+    Ok(Json(serde_json::json!({"_status": "OK"})))
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -204,6 +254,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// The whole router.
 pub fn router(state: AppState) -> Router {
     let resources = Router::new()
+        .route("/", axum::routing::post(node_report))
         .route("/api/v1/services", get(list_services))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
