@@ -5,45 +5,21 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const TOKEN: &str = "s3cret-node-token";
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
+mod common;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Daemon;
 
 fn start(extra: &[&str]) -> Daemon {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
-        .args(["--listen", &addr, "--sample-interval", "200ms"])
-        .args(extra)
-        .env("OPSPLANE_TOKEN", TOKEN)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "node-daemon did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child, addr }
+    let mut args = vec!["--sample-interval", "200ms"];
+    args.extend_from_slice(extra);
+    common::start(&args, &[("OPSPLANE_TOKEN", TOKEN)])
 }
 
 /// Sends a raw HTTP/1.1 request; returns status and body.

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,48 +85,27 @@ fn serve(stream: TcpStream, bodies: &Mutex<Vec<Value>>, down: &AtomicBool) {
     }
 }
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
+mod common;
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Daemon;
 
 fn start(state_dir: &std::path::Path, report_addr: &str) -> Daemon {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
-        .args([
-            "--listen",
-            &addr,
+    let state_dir = state_dir.to_str().expect("utf-8 temp dir");
+    common::start(
+        &[
             "--sample-interval",
             "200ms",
             "--report-interval",
             "1s",
-        ])
-        .args(["--report-addr", report_addr, "--node-uuid", "uuid-1"])
-        .arg("--state-dir")
-        .arg(state_dir)
-        .env("OPSPLANE_TOKEN", "t")
-        .env("NODE_IP", "192.0.2.10")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "node-daemon did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child, addr }
+            "--report-addr",
+            report_addr,
+            "--node-uuid",
+            "uuid-1",
+            "--state-dir",
+            state_dir,
+        ],
+        &[("OPSPLANE_TOKEN", "t"), ("NODE_IP", "192.0.2.10")],
+    )
 }
 
 fn task(daemon: &Daemon, body: Value) -> Value {

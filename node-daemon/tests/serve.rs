@@ -1,9 +1,11 @@
 //! The node-daemon binary starts, serves /healthz and /metrics over real TCP, refuses a bad host
 //! root, and stops on SIGTERM.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -23,23 +25,8 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 #[test]
 fn serves_health_and_metrics_then_stops_on_sigterm() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"))
-        .args(["--listen", &addr])
-        .env("NODE_NAME", "node-a")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "node-daemon did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = common::start(&[], &[("NODE_NAME", "node-a")]);
+    let addr = daemon.addr.clone();
     let (status, body) = get(&addr, "/healthz");
     assert_eq!(status, 200);
     assert!(body.ends_with("ok"));
@@ -50,7 +37,7 @@ fn serves_health_and_metrics_then_stops_on_sigterm() {
         "{body}"
     );
 
-    let pid = child.id().to_string();
+    let pid = daemon.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -60,7 +47,7 @@ fn serves_health_and_metrics_then_stops_on_sigterm() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
