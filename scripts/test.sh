@@ -12,6 +12,11 @@ for tool in cargo go; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is required but not on PATH" >&2; exit 1; }
 done
 
+# Network-namespace tests (node-daemon network probe, e2e instances) need iproute2.
+if ! command -v ip >/dev/null; then
+  apt-get install -y iproute2 >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y iproute2 >/dev/null; }
+fi
+
 bash "$root/scripts/build-e2e-tools.sh"
 
 cd "$root"
