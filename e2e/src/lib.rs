@@ -334,20 +334,50 @@ impl NetNs {
     /// A TCP listener bound inside the namespace. Sockets keep the namespace they were made in,
     /// so the listener can be used from any thread afterwards.
     pub fn listen(&self, address: (&str, u16)) -> anyhow::Result<TcpListener> {
-        let path = format!("/var/run/netns/{}", self.name);
         let address = (address.0.to_string(), address.1);
-        std::thread::spawn(move || -> anyhow::Result<TcpListener> {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        self.run_inside(move || Ok(TcpListener::bind((address.0.as_str(), address.1))?))?
+    }
+
+    /// Runs `f` on a thread that has entered the namespace; sockets it makes stay there.
+    fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || -> anyhow::Result<T> {
             use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
             // SAFETY: setns on a valid namespace fd affects only this short-lived thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 bail!("setns into {path}: {}", std::io::Error::last_os_error());
             }
-            Ok(TcpListener::bind((address.0.as_str(), address.1))?)
+            Ok(f())
         })
         .join()
         .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+    }
+
+    /// `GET path` from inside the namespace (e.g. a process's /metrics there); `None` when
+    /// nothing answers.
+    pub fn get(&self, address: &str, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let (address, path) = (address.to_string(), path.to_string());
+        self.run_inside(move || -> Option<String> {
+            let mut stream = std::net::TcpStream::connect(&address).ok()?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .ok()?;
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).ok()?;
+            Some(response)
+        })
+        .ok()
+        .flatten()
     }
 
     /// A command that runs `program` inside the namespace.

@@ -744,4 +744,26 @@ async fn service_ref_instances_from_endpointslices_are_checked_one_by_one_with_e
         moved["instances"][0]["address"],
         format!("192.0.2.4:{port}")
     );
+
+    // Deleting the service stops its checks: the operator's check count for it stands still.
+    let checks = || -> Option<u64> {
+        let metrics = netns.get("127.0.0.1:8081", "/metrics")?;
+        metrics.lines().find_map(|l| {
+            l.strip_prefix("opsplane_check_duration_seconds_count{service=\"e2e-endpoints/web\"} ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+    };
+    assert!(
+        checks().is_some_and(|n| n > 0),
+        "the operator counted no checks"
+    );
+    msvcs.delete("web", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_delete = checks().expect("metrics after delete");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        checks(),
+        Some(after_delete),
+        "checks went on after the MonitoredService was deleted"
+    );
 }
