@@ -17,6 +17,12 @@ if ! command -v ip >/dev/null; then
   apt-get install -y iproute2 >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y iproute2 >/dev/null; }
 fi
 
+# The store conformance suite and the monitoring API tests start their own redis-server.
+if ! command -v redis-server >/dev/null; then
+  apt-get install -y redis-server >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y redis-server >/dev/null; }
+fi
+# Debian's package starts a system-wide server on 6379; the tests never use it.
+
 bash "$root/scripts/build-e2e-tools.sh"
 
 cd "$root"

@@ -1,0 +1,158 @@
+//! opsplane's metric store: everything opsplane observes (node reports, service checks,
+//! ingested request events) kept as aggregates that the monitoring API of seed 001 reads.
+//!
+//! The model follows GeoNode's monitoring (seed 001): a *series* is one metric × service ×
+//! resource × label × event type; its samples are folded into 1-minute buckets holding
+//! samples_count, sum, min and max, and rolled up into 1-hour buckets that also keep the
+//! minimum and maximum of the per-minute sums and how many minutes had data (metric_count).
+//! Registries give services, hosts, resources, labels, event types and metrics stable numeric
+//! ids; exceptions are kept as records with ids.
+//!
+//! One trait, [`Store`], two backends: [`redis::RedisStore`] (shared by every API replica;
+//! atomic updates through Lua scripts, pipelined reads) and [`embedded::EmbeddedStore`] (an
+//! on-disk redb database, the default when no Redis URL is configured). The conformance suite
+//! in `tests/conformance.rs` runs the same cases on both.
+
+pub mod catalog;
+pub mod embedded;
+pub mod model;
+pub mod query;
+pub mod redis;
+
+use async_trait::async_trait;
+
+pub use model::{
+    Agg, BucketRow, ExceptionRecord, Kind, RegistryEntry, Resolution, Retention, Sample,
+    SeriesFilter, SeriesKey,
+};
+
+/// Errors of a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The Redis server failed or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The embedded database failed.
+    #[error("embedded store: {0}")]
+    Embedded(String),
+    /// A stored record could not be read back (corruption or a foreign writer).
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// Where.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The caller passed something the store cannot hold.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Embedded(e.to_string())
+    }
+}
+
+macro_rules! redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Embedded(e.to_string())
+            }
+        }
+    )*};
+}
+redb_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store interface shared by the Redis and embedded backends.
+///
+/// Every write is atomic per call: a batch of samples is either folded in whole or not at all
+/// (Redis: one Lua script per batch; embedded: one transaction).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Returns the stable id of each `(kind, name)`, creating missing entries. Ids start at 1
+    /// and never change or get reused.
+    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>>;
+
+    /// Merges `attrs` (a JSON object) into the entry's attributes, creating the entry if needed;
+    /// returns its id.
+    async fn upsert(&self, kind: Kind, name: &str, attrs: &serde_json::Value) -> Result<u32>;
+
+    /// Every entry of a registry, by id.
+    async fn entries(&self, kind: Kind) -> Result<Vec<RegistryEntry>>;
+
+    /// Folds samples into their 1-minute buckets and marks the hours they fall in for roll-up.
+    /// Also records, per metric, when each resource and label was first and last seen.
+    async fn ingest(&self, samples: &[Sample]) -> Result<()>;
+
+    /// Recomputes every hour bucket marked by [`Store::ingest`] from its minute buckets.
+    /// Idempotent; safe to run from several replicas at once. Returns how many hours it rolled.
+    async fn rollup(&self) -> Result<usize>;
+
+    /// Buckets of `metric` with `from <= start < to` at `resolution`, filtered.
+    async fn buckets(
+        &self,
+        metric: u32,
+        resolution: Resolution,
+        from: i64,
+        to: i64,
+        filter: &SeriesFilter,
+    ) -> Result<Vec<BucketRow>>;
+
+    /// Ids of `kind` (resources or labels) seen for `metric` (any metric when `None`) with
+    /// last-seen ≥ `from` and first-seen ≤ `to` (seconds).
+    async fn seen(
+        &self,
+        kind: Kind,
+        metric: Option<u32>,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<Vec<u32>>;
+
+    /// Stores an exception record, giving it the next id.
+    async fn add_exception(&self, record: &ExceptionRecord) -> Result<u64>;
+
+    /// Exceptions newest first, at most `limit`, created within `[from, to]` when given.
+    async fn exceptions(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>>;
+
+    /// One exception by id.
+    async fn exception(&self, id: u64) -> Result<Option<ExceptionRecord>>;
+
+    /// Drops buckets and exceptions older than the retention, relative to `now` (seconds).
+    async fn prune(&self, now: i64) -> Result<()>;
+
+    /// Checks that the backend answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Opens the store the configuration asks for: Redis when `redis_url` is set, else the embedded
+/// database at `path`.
+pub async fn open(
+    redis_url: Option<&str>,
+    path: &std::path::Path,
+    retention: Retention,
+) -> Result<std::sync::Arc<dyn Store>> {
+    match redis_url {
+        Some(url) => Ok(std::sync::Arc::new(
+            redis::RedisStore::connect(url, retention).await?,
+        )),
+        None => Ok(std::sync::Arc::new(embedded::EmbeddedStore::open(
+            path, retention,
+        )?)),
+    }
+}

@@ -1,0 +1,532 @@
+//! The Redis backend, shared by every API replica.
+//!
+//! Layout (every key under the configurable prefix, `opsplane:` by default):
+//! - `m:<metric>:<minute>` hash, field `<service>:<resource>:<label>:<event_type>` →
+//!   `samples,sum,min,max`; expires when the minute leaves the retention.
+//! - `h:<metric>:<hour>` hash, same fields → `samples,sum,min,max,minute_min,minute_max,
+//!   metric_count`; rebuilt from the minutes by the roll-up.
+//! - `dirty` sorted set of `<metric>:<hour>` scored by the last time a minute of it changed.
+//! - `reg:<kind>` (name → id), `ent:<kind>` (id → JSON entry), `seq:<kind>` counters.
+//! - `first:<kind>:<metric>` / `last:<kind>:<metric>` sorted sets (metric 0 = any).
+//! - `exc` (id → JSON), `exc:created` (sorted by creation), `seq:exc`.
+//!
+//! Every write that must be atomic is one Lua script: a whole ingested batch, one hour's
+//! roll-up (which only clears its dirty mark if no newer minute arrived meanwhile), a
+//! registry get-or-create.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Script};
+use async_trait::async_trait;
+
+use crate::model::{
+    Agg, BucketRow, ExceptionRecord, HOUR, Kind, MINUTE, RegistryEntry, Resolution, Retention,
+    Sample, SeriesFilter, SeriesKey, fold_minutes, validate,
+};
+use crate::{Result, Store, StoreError};
+
+const INGEST: &str = r#"
+local minute_expire_after = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local dirty = ARGV[3]
+local updates = tonumber(ARGV[4])
+local i = 5
+for _ = 1, updates do
+  local key, field = ARGV[i], ARGV[i + 1]
+  local s, sum = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local mn, mx = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  local start = tonumber(ARGV[i + 6])
+  local old = redis.call('HGET', key, field)
+  if old then
+    local a, b, c, d = string.match(old, '^([^,]+),([^,]+),([^,]+),([^,]+)$')
+    if not a then return redis.error_reply('corrupt minute bucket ' .. key .. ' ' .. field) end
+    s = s + tonumber(a)
+    sum = sum + tonumber(b)
+    mn = math.min(mn, tonumber(c))
+    mx = math.max(mx, tonumber(d))
+  end
+  redis.call('HSET', key, field, string.format('%d,%.17g,%.17g,%.17g', s, sum, mn, mx))
+  redis.call('EXPIREAT', key, start + minute_expire_after)
+  i = i + 7
+end
+local marks = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, marks do
+  redis.call('ZADD', dirty, now, ARGV[i])
+  i = i + 1
+end
+local seen = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, seen do
+  -- LT/GT also add missing members.
+  redis.call('ZADD', ARGV[i], 'LT', ARGV[i + 3], ARGV[i + 2])
+  redis.call('ZADD', ARGV[i + 1], 'GT', ARGV[i + 4], ARGV[i + 2])
+  i = i + 5
+end
+return updates
+"#;
+
+const ROLLUP: &str = r#"
+local hour_key, dirty, member = KEYS[1], KEYS[2], ARGV[1]
+local expected = ARGV[2]
+local expire_at = tonumber(ARGV[3])
+local acc = {}
+local order = {}
+for m = 4, #ARGV do
+  local flat = redis.call('HGETALL', ARGV[m])
+  for j = 1, #flat, 2 do
+    local field = flat[j]
+    local a, b, c, d = string.match(flat[j + 1], '^([^,]+),([^,]+),([^,]+),([^,]+)$')
+    if a then
+      local s, sum, mn, mx = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+      local t = acc[field]
+      if t then
+        t[1] = t[1] + s
+        t[2] = t[2] + sum
+        t[3] = math.min(t[3], mn)
+        t[4] = math.max(t[4], mx)
+        t[5] = math.min(t[5], sum)
+        t[6] = math.max(t[6], sum)
+        t[7] = t[7] + 1
+      else
+        acc[field] = {s, sum, mn, mx, sum, sum, 1}
+        order[#order + 1] = field
+      end
+    end
+  end
+end
+redis.call('DEL', hour_key)
+for _, field in ipairs(order) do
+  local t = acc[field]
+  redis.call('HSET', hour_key, field, string.format('%d,%.17g,%.17g,%.17g,%.17g,%.17g,%d',
+    t[1], t[2], t[3], t[4], t[5], t[6], t[7]))
+end
+if #order > 0 then redis.call('EXPIREAT', hour_key, expire_at) end
+if redis.call('ZSCORE', dirty, member) == expected then
+  redis.call('ZREM', dirty, member)
+end
+return #order
+"#;
+
+const IDS: &str = r#"
+local out = {}
+for i, name in ipairs(ARGV) do
+  local id = redis.call('HGET', KEYS[1], name)
+  if not id then
+    id = redis.call('INCR', KEYS[3])
+    redis.call('HSET', KEYS[1], name, id)
+    redis.call('HSET', KEYS[2], id, cjson.encode({id = tonumber(id), name = name}))
+  end
+  out[i] = tonumber(id)
+end
+return out
+"#;
+
+const UPSERT: &str = r#"
+local name = ARGV[1]
+local id = redis.call('HGET', KEYS[1], name)
+if not id then
+  id = redis.call('INCR', KEYS[3])
+  redis.call('HSET', KEYS[1], name, id)
+end
+local entry = {id = tonumber(id), name = name, attrs = {}}
+local old = redis.call('HGET', KEYS[2], id)
+if old then
+  local decoded = cjson.decode(old)
+  if type(decoded.attrs) == 'table' then entry.attrs = decoded.attrs end
+end
+local update = cjson.decode(ARGV[2])
+for k, v in pairs(update) do entry.attrs[k] = v end
+if next(entry.attrs) == nil then entry.attrs = nil end
+redis.call('HSET', KEYS[2], id, cjson.encode(entry))
+return tonumber(id)
+"#;
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    retention: Retention,
+    ingest: std::sync::Arc<Script>,
+    rollup: std::sync::Arc<Script>,
+    ids: std::sync::Arc<Script>,
+    upsert: std::sync::Arc<Script>,
+}
+
+fn now_secs() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`, `rediss://` for TLS) with the default key
+    /// prefix `opsplane:`.
+    pub async fn connect(url: &str, retention: Retention) -> Result<RedisStore> {
+        Self::connect_with_prefix(url, "opsplane:", retention).await
+    }
+
+    /// Connects with an explicit key prefix (tests use one per case).
+    pub async fn connect_with_prefix(
+        url: &str,
+        prefix: &str,
+        retention: Retention,
+    ) -> Result<RedisStore> {
+        let client = ::redis::Client::open(url)?;
+        let conn = client.get_connection_manager().await?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            retention,
+            ingest: std::sync::Arc::new(Script::new(INGEST)),
+            rollup: std::sync::Arc::new(Script::new(ROLLUP)),
+            ids: std::sync::Arc::new(Script::new(IDS)),
+            upsert: std::sync::Arc::new(Script::new(UPSERT)),
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{}", self.prefix, rest)
+    }
+
+    fn bucket_key(&self, resolution: Resolution, metric: u32, start: i64) -> String {
+        let r = match resolution {
+            Resolution::Minute => "m",
+            Resolution::Hour => "h",
+        };
+        format!("{}{r}:{metric}:{start}", self.prefix)
+    }
+
+    fn decode_entry(text: &str) -> Result<RegistryEntry> {
+        let mut entry: RegistryEntry =
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+                key: "registry entry".into(),
+                reason: e.to_string(),
+            })?;
+        if !entry.attrs.is_object() {
+            entry.attrs = serde_json::json!({});
+        }
+        Ok(entry)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut inv = self.ids.prepare_invoke();
+        inv.key(self.key(&format!("reg:{}", kind.as_str())))
+            .key(self.key(&format!("ent:{}", kind.as_str())))
+            .key(self.key(&format!("seq:{}", kind.as_str())));
+        for n in names {
+            inv.arg(*n);
+        }
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    async fn upsert(&self, kind: Kind, name: &str, attrs: &serde_json::Value) -> Result<u32> {
+        if !attrs.is_object() {
+            return Err(StoreError::Invalid(
+                "attributes must be a JSON object".into(),
+            ));
+        }
+        let mut conn = self.conn.clone();
+        Ok(self
+            .upsert
+            .key(self.key(&format!("reg:{}", kind.as_str())))
+            .key(self.key(&format!("ent:{}", kind.as_str())))
+            .key(self.key(&format!("seq:{}", kind.as_str())))
+            .arg(name)
+            .arg(attrs.to_string())
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    async fn entries(&self, kind: Kind) -> Result<Vec<RegistryEntry>> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<u32, String> = conn
+            .hgetall(self.key(&format!("ent:{}", kind.as_str())))
+            .await?;
+        let mut out = all
+            .values()
+            .map(|t| Self::decode_entry(t))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
+    async fn ingest(&self, samples: &[Sample]) -> Result<()> {
+        validate(samples).map_err(StoreError::Invalid)?;
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let folded = fold_minutes(samples);
+        let mut marks = BTreeSet::new();
+        let mut seen: HashMap<(Kind, u32, u32), (i64, i64)> = HashMap::new();
+        let mut inv = self.ingest.prepare_invoke();
+        inv.arg(self.retention.minutes + MINUTE)
+            .arg(now_secs())
+            .arg(self.key("dirty"))
+            .arg(folded.len());
+        for ((key, minute), agg) in &folded {
+            inv.arg(self.bucket_key(Resolution::Minute, key.metric, *minute))
+                .arg(key.field())
+                .arg(agg.samples)
+                .arg(format!("{}", agg.sum))
+                .arg(format!("{}", agg.min))
+                .arg(format!("{}", agg.max))
+                .arg(*minute);
+            marks.insert((key.metric, minute.div_euclid(HOUR) * HOUR));
+            for (kind, id) in [(Kind::Resource, key.resource), (Kind::Label, key.label)] {
+                if id == 0 {
+                    continue;
+                }
+                for metric in [key.metric, 0] {
+                    let e = seen.entry((kind, metric, id)).or_insert((*minute, *minute));
+                    e.0 = e.0.min(*minute);
+                    e.1 = e.1.max(*minute);
+                }
+            }
+        }
+        inv.arg(marks.len());
+        for (metric, hour) in &marks {
+            inv.arg(format!("{metric}:{hour}"));
+        }
+        inv.arg(seen.len());
+        for ((kind, metric, id), (first, last)) in &seen {
+            inv.arg(self.key(&format!("first:{}:{metric}", kind.as_str())))
+                .arg(self.key(&format!("last:{}:{metric}", kind.as_str())))
+                .arg(*id)
+                .arg(*first)
+                .arg(*last);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn rollup(&self) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let dirty_key = self.key("dirty");
+        let marked: Vec<(String, String)> = ::redis::cmd("ZRANGE")
+            .arg(&dirty_key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let mut rolled = 0;
+        for (member, score) in marked {
+            let Some((metric, hour)) = member
+                .split_once(':')
+                .and_then(|(m, h)| Some((m.parse::<u32>().ok()?, h.parse::<i64>().ok()?)))
+            else {
+                let _: () = conn.zrem(&dirty_key, &member).await?;
+                continue;
+            };
+            let mut inv = self.rollup.prepare_invoke();
+            inv.key(self.bucket_key(Resolution::Hour, metric, hour))
+                .key(&dirty_key)
+                .arg(&member)
+                .arg(&score)
+                .arg(hour + HOUR + self.retention.hours);
+            for m in 0..60 {
+                inv.arg(self.bucket_key(Resolution::Minute, metric, hour + m * MINUTE));
+            }
+            let _: i64 = inv.invoke_async(&mut conn).await?;
+            rolled += 1;
+        }
+        Ok(rolled)
+    }
+
+    async fn buckets(
+        &self,
+        metric: u32,
+        resolution: Resolution,
+        from: i64,
+        to: i64,
+        filter: &SeriesFilter,
+    ) -> Result<Vec<BucketRow>> {
+        let step = resolution.seconds();
+        let first = from.div_euclid(step) * step;
+        let first = if first < from { first + step } else { first };
+        let mut starts = Vec::new();
+        let mut t = first;
+        while t < to {
+            starts.push(t);
+            t += step;
+        }
+        let mut out = Vec::new();
+        let mut conn = self.conn.clone();
+        for chunk in starts.chunks(512) {
+            let mut pipe = ::redis::pipe();
+            for s in chunk {
+                pipe.hgetall(self.bucket_key(resolution, metric, *s));
+            }
+            let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            for (start, map) in chunk.iter().zip(maps) {
+                for (field, value) in map {
+                    let key = SeriesKey::from_field(metric, &field).ok_or_else(|| {
+                        StoreError::Corrupt {
+                            key: format!("bucket {metric}:{start}"),
+                            reason: format!("bad field {field:?}"),
+                        }
+                    })?;
+                    if !filter.matches(&key) {
+                        continue;
+                    }
+                    let agg = match resolution {
+                        Resolution::Minute => Agg::decode_minute(&value),
+                        Resolution::Hour => Agg::decode_hour(&value),
+                    }
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: format!("bucket {metric}:{start} {field}"),
+                        reason: format!("bad value {value:?}"),
+                    })?;
+                    out.push(BucketRow {
+                        start: *start,
+                        key,
+                        agg,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|r| (r.start, r.key));
+        Ok(out)
+    }
+
+    async fn seen(
+        &self,
+        kind: Kind,
+        metric: Option<u32>,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<Vec<u32>> {
+        let m = metric.unwrap_or(0);
+        let mut conn = self.conn.clone();
+        let first_key = self.key(&format!("first:{}:{m}", kind.as_str()));
+        let last_key = self.key(&format!("last:{}:{m}", kind.as_str()));
+        let early: Vec<u32> = match to {
+            Some(t) => conn.zrangebyscore(&first_key, "-inf", t).await?,
+            None => conn.zrange(&first_key, 0, -1).await?,
+        };
+        let late: BTreeSet<u32> = match from {
+            Some(f) => conn
+                .zrangebyscore::<_, _, _, Vec<u32>>(&last_key, f, "+inf")
+                .await?
+                .into_iter()
+                .collect(),
+            None => conn
+                .zrange::<_, Vec<u32>>(&last_key, 0, -1)
+                .await?
+                .into_iter()
+                .collect(),
+        };
+        let mut out: Vec<u32> = early.into_iter().filter(|id| late.contains(id)).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn add_exception(&self, record: &ExceptionRecord) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let id: u64 = conn.incr(self.key("seq:exc"), 1).await?;
+        let mut record = record.clone();
+        record.id = id;
+        let text =
+            serde_json::to_string(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let _: () = ::redis::pipe()
+            .atomic()
+            .hset(self.key("exc"), id, text)
+            .ignore()
+            .zadd(self.key("exc:created"), id, record.created_ms)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    async fn exceptions(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>> {
+        let mut conn = self.conn.clone();
+        let max = to
+            .map(|t| (t * 1000 + 999).to_string())
+            .unwrap_or("+inf".into());
+        let min = from
+            .map(|f| (f * 1000).to_string())
+            .unwrap_or("-inf".into());
+        let ids: Vec<u64> = ::redis::cmd("ZRANGE")
+            .arg(self.key("exc:created"))
+            .arg(&max)
+            .arg(&min)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<Option<String>> = ::redis::cmd("HMGET")
+            .arg(self.key("exc"))
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::new();
+        for t in texts.into_iter().flatten() {
+            out.push(serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                key: "exception".into(),
+                reason: e.to_string(),
+            })?);
+        }
+        out.sort_by_key(|e: &ExceptionRecord| std::cmp::Reverse((e.created_ms, e.id)));
+        Ok(out)
+    }
+
+    async fn exception(&self, id: u64) -> Result<Option<ExceptionRecord>> {
+        let mut conn = self.conn.clone();
+        let text: Option<String> = conn.hget(self.key("exc"), id).await?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                key: format!("exception {id}"),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn prune(&self, now: i64) -> Result<()> {
+        // Buckets expire by themselves (EXPIREAT at write); exceptions are trimmed here.
+        let mut conn = self.conn.clone();
+        let cut = (now - self.retention.exceptions) * 1000;
+        let old: Vec<u64> = conn
+            .zrangebyscore(self.key("exc:created"), "-inf", format!("({cut}"))
+            .await?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        let _: () = ::redis::pipe()
+            .atomic()
+            .hdel(self.key("exc"), &old)
+            .ignore()
+            .zrem(self.key("exc:created"), &old)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = ::redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}

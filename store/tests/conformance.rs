@@ -1,0 +1,584 @@
+//! The store conformance suite: every case runs against the embedded store (a redb file in a
+//! temp dir) and against a real redis-server started by this test binary on a free loopback
+//! port (one server, one key prefix per case).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use opsplane_store::embedded::EmbeddedStore;
+use opsplane_store::model::{HOUR, resource_key};
+use opsplane_store::redis::RedisStore;
+use opsplane_store::{
+    Agg, ExceptionRecord, Kind, Resolution, Retention, Sample, SeriesFilter, SeriesKey, Store,
+};
+
+struct RedisServer {
+    url: String,
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn redis_server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let guard = ChildGuard(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            url: format!("redis://127.0.0.1:{port}/"),
+            _child: guard,
+            _dir: dir,
+        }
+    })
+}
+
+fn retention() -> Retention {
+    Retention {
+        minutes: 2 * 86_400,
+        hours: 90 * 86_400,
+        exceptions: 30 * 86_400,
+    }
+}
+
+async fn redis_store(case: &str) -> Arc<dyn Store> {
+    let server = redis_server();
+    Arc::new(
+        RedisStore::connect_with_prefix(&server.url, &format!("test:{case}:"), retention())
+            .await
+            .expect("connect to the test redis-server"),
+    )
+}
+
+fn embedded_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(EmbeddedStore::open(&dir.path().join("store.redb"), retention()).expect("open"))
+}
+
+/// A recent whole hour, so Redis' EXPIREAT keeps the data.
+fn base_hour() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (now / HOUR - 3) * HOUR
+}
+
+fn key(metric: u32, label: u32) -> SeriesKey {
+    SeriesKey {
+        metric,
+        service: 1,
+        resource: 0,
+        label,
+        event_type: 0,
+    }
+}
+
+fn sample(key: SeriesKey, ts: i64, value: f64) -> Sample {
+    Sample { key, ts, value }
+}
+
+async fn registry_ids_are_stable_and_per_kind(store: Arc<dyn Store>) {
+    let a = store
+        .ids(Kind::Label, &["GET", "PUT", "GET"])
+        .await
+        .unwrap();
+    assert_eq!(a, vec![1, 2, 1]);
+    let b = store.ids(Kind::Label, &["PUT", "lo"]).await.unwrap();
+    assert_eq!(b, vec![2, 3]);
+    let r = store
+        .ids(Kind::Resource, &[&resource_key("url", "/maps/")])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![1], "each kind counts from 1");
+    let names: Vec<String> = store
+        .entries(Kind::Label)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}={}", e.id, e.name))
+        .collect();
+    assert_eq!(names, ["1=GET", "2=PUT", "3=lo"]);
+}
+
+async fn upsert_merges_attributes(store: Arc<dyn Store>) {
+    let id = store
+        .upsert(
+            Kind::Service,
+            "web",
+            &serde_json::json!({"type": "application", "check_interval": 60}),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .upsert(
+            Kind::Service,
+            "web",
+            &serde_json::json!({"last_check": "2026-11-25T10:00:00"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, again);
+    let entries = store.entries(Kind::Service).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].attrs,
+        serde_json::json!({"type": "application", "check_interval": 60, "last_check": "2026-11-25T10:00:00"})
+    );
+    assert!(
+        store
+            .upsert(Kind::Service, "x", &serde_json::json!(1))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.entries(Kind::Service).await.unwrap().len(),
+        1,
+        "nothing half-written"
+    );
+}
+
+async fn ingest_folds_minutes_across_batches(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let k = key(1, 1);
+    store
+        .ingest(&[
+            sample(k, h + 5, 2.0),
+            sample(k, h + 50, 7.0),
+            sample(k, h + 61, 1.0),
+        ])
+        .await
+        .unwrap();
+    store.ingest(&[sample(k, h + 30, 0.5)]).await.unwrap();
+    let rows = store
+        .buckets(1, Resolution::Minute, h, h + HOUR, &SeriesFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].start, rows[0].key), (h, k));
+    let a = rows[0].agg;
+    assert_eq!(
+        (a.samples, a.sum, a.min, a.max, a.metric_count),
+        (3, 9.5, 0.5, 7.0, 1)
+    );
+    assert_eq!((rows[1].start, rows[1].agg.sum), (h + 60, 1.0));
+    // Other metrics and windows see nothing.
+    assert!(
+        store
+            .buckets(2, Resolution::Minute, h, h + HOUR, &SeriesFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .buckets(
+                1,
+                Resolution::Minute,
+                h + 120,
+                h + HOUR,
+                &SeriesFilter::default()
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn rollup_builds_hours_and_follows_late_data(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let k = key(1, 1);
+    let mut batch = Vec::new();
+    for minute in 0..10 {
+        for _ in 0..=minute {
+            batch.push(sample(k, h + minute * 60 + 1, 1.0));
+        }
+    }
+    batch.push(sample(key(1, 2), h + HOUR + 10, 4.0));
+    store.ingest(&batch).await.unwrap();
+    assert_eq!(store.rollup().await.unwrap(), 2, "two hours were touched");
+    assert_eq!(store.rollup().await.unwrap(), 0, "nothing left to roll");
+    let rows = store
+        .buckets(
+            1,
+            Resolution::Hour,
+            h,
+            h + 2 * HOUR,
+            &SeriesFilter::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let a: Agg = rows[0].agg;
+    assert_eq!(
+        (
+            a.samples,
+            a.sum,
+            a.min,
+            a.max,
+            a.minute_min,
+            a.minute_max,
+            a.metric_count
+        ),
+        (55, 55.0, 1.0, 1.0, 1.0, 10.0, 10)
+    );
+    assert_eq!((rows[1].start, rows[1].key.label), (h + HOUR, 2));
+    // A late sample for the first hour re-marks it; the roll-up includes it.
+    store.ingest(&[sample(k, h + 59 * 60, 20.0)]).await.unwrap();
+    assert_eq!(store.rollup().await.unwrap(), 1);
+    let rows = store
+        .buckets(1, Resolution::Hour, h, h + HOUR, &SeriesFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].agg.samples,
+            rows[0].agg.sum,
+            rows[0].agg.max,
+            rows[0].agg.minute_max,
+            rows[0].agg.metric_count
+        ),
+        (56, 75.0, 20.0, 20.0, 11)
+    );
+}
+
+async fn bucket_filters_select_series(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let mut a = key(1, 1);
+    a.resource = 5;
+    a.event_type = 2;
+    let mut b = key(1, 2);
+    b.service = 9;
+    store
+        .ingest(&[sample(a, h, 1.0), sample(b, h, 2.0)])
+        .await
+        .unwrap();
+    let only = |f: SeriesFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .buckets(1, Resolution::Minute, h, h + 60, &f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.agg.sum)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(only(SeriesFilter::default()).await, [1.0, 2.0]);
+    assert_eq!(
+        only(SeriesFilter {
+            services: Some(vec![9]),
+            ..Default::default()
+        })
+        .await,
+        [2.0]
+    );
+    assert_eq!(
+        only(SeriesFilter {
+            resources: Some(vec![5]),
+            ..Default::default()
+        })
+        .await,
+        [1.0]
+    );
+    assert_eq!(
+        only(SeriesFilter {
+            labels: Some(vec![2]),
+            ..Default::default()
+        })
+        .await,
+        [2.0]
+    );
+    assert_eq!(
+        only(SeriesFilter {
+            event_types: Some(vec![2]),
+            ..Default::default()
+        })
+        .await,
+        [1.0]
+    );
+    assert!(
+        only(SeriesFilter {
+            labels: Some(vec![]),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+async fn seen_tracks_resources_and_labels_per_metric(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let mut early = key(1, 1);
+    early.resource = 1;
+    let mut late = key(2, 2);
+    late.resource = 2;
+    store
+        .ingest(&[sample(early, h, 1.0), sample(late, h + 2 * HOUR, 1.0)])
+        .await
+        .unwrap();
+    let mut all = store.seen(Kind::Resource, None, None, None).await.unwrap();
+    all.sort();
+    assert_eq!(all, [1, 2]);
+    assert_eq!(
+        store
+            .seen(Kind::Resource, Some(1), None, None)
+            .await
+            .unwrap(),
+        [1]
+    );
+    assert_eq!(
+        store.seen(Kind::Label, Some(2), None, None).await.unwrap(),
+        [2]
+    );
+    assert_eq!(
+        store
+            .seen(Kind::Resource, None, Some(h + HOUR), None)
+            .await
+            .unwrap(),
+        [2]
+    );
+    assert_eq!(
+        store
+            .seen(Kind::Resource, None, None, Some(h + HOUR))
+            .await
+            .unwrap(),
+        [1]
+    );
+    assert!(
+        store
+            .seen(Kind::Label, Some(3), None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn exception(service: &str, created_ms: i64, error_type: &str) -> ExceptionRecord {
+    ExceptionRecord {
+        id: 0,
+        error_type: error_type.into(),
+        error_message: format!("{error_type} happened"),
+        error_data: "trace".into(),
+        service: service.into(),
+        service_type: "check".into(),
+        created_ms,
+        request: serde_json::json!({"request": {"path": "/x", "method": "GET"}}),
+    }
+}
+
+async fn exceptions_are_numbered_listed_and_pruned(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let first = store
+        .add_exception(&exception("a", h * 1000, "check.timeout"))
+        .await
+        .unwrap();
+    let second = store
+        .add_exception(&exception("b", (h + 60) * 1000 + 5, "check.status"))
+        .await
+        .unwrap();
+    assert_eq!((first, second), (1, 2));
+    let listed = store.exceptions(None, None, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [2, 1],
+        "newest first"
+    );
+    assert_eq!(store.exceptions(None, None, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.exceptions(Some(h + 30), None, 10).await.unwrap()[0].id,
+        2
+    );
+    let detail = store.exception(2).await.unwrap().unwrap();
+    assert_eq!(detail.error_type, "check.status");
+    assert_eq!(detail.created_ms, (h + 60) * 1000 + 5);
+    assert_eq!(detail.request["request"]["path"], "/x");
+    assert!(store.exception(99).await.unwrap().is_none());
+    // Exceptions older than the retention go.
+    store.prune(h + 30 * 86_400 + 30).await.unwrap();
+    assert_eq!(
+        store
+            .exceptions(None, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [2]
+    );
+}
+
+async fn invalid_samples_write_nothing(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let err = store
+        .ingest(&[sample(key(1, 1), h, 1.0), sample(key(1, 1), h, f64::NAN)])
+        .await;
+    assert!(err.is_err());
+    assert!(
+        store
+            .buckets(1, Resolution::Minute, h, h + 60, &SeriesFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn concurrent_ingestion_loses_nothing(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let mut tasks = Vec::new();
+    for t in 0..8i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let batch: Vec<Sample> = (0..40i64)
+                    .map(|j| {
+                        sample(
+                            key(1, 1 + (j % 3) as u32),
+                            h + ((t * 25 + i + j) % 120) * 30,
+                            1.0,
+                        )
+                    })
+                    .collect();
+                store.ingest(&batch).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = store
+        .buckets(
+            1,
+            Resolution::Minute,
+            h,
+            h + 2 * HOUR,
+            &SeriesFilter::default(),
+        )
+        .await
+        .unwrap();
+    let total: u64 = rows.iter().map(|r| r.agg.samples).sum();
+    let sum: f64 = rows.iter().map(|r| r.agg.sum).sum();
+    assert_eq!(total, 8 * 25 * 40);
+    assert_eq!(sum, 8000.0);
+    store.rollup().await.unwrap();
+    let hours = store
+        .buckets(
+            1,
+            Resolution::Hour,
+            h,
+            h + 2 * HOUR,
+            &SeriesFilter::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hours.iter().map(|r| r.agg.samples).sum::<u64>(), 8000);
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$case(super::embedded_store(&dir)).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::redis_store(stringify!($case)).await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    registry_ids_are_stable_and_per_kind,
+    upsert_merges_attributes,
+    ingest_folds_minutes_across_batches,
+    rollup_builds_hours_and_follows_late_data,
+    bucket_filters_select_series,
+    seen_tracks_resources_and_labels_per_metric,
+    exceptions_are_numbered_listed_and_pruned,
+    invalid_samples_write_nothing,
+    concurrent_ingestion_loses_nothing,
+);
+
+#[tokio::test]
+async fn embedded_store_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = base_hour();
+    {
+        let store = embedded_store(&dir);
+        store.ids(Kind::Label, &["a", "b"]).await.unwrap();
+        store.ingest(&[sample(key(1, 2), h, 3.0)]).await.unwrap();
+        store
+            .add_exception(&exception("s", h * 1000, "e"))
+            .await
+            .unwrap();
+    }
+    let store = embedded_store(&dir);
+    assert_eq!(store.ids(Kind::Label, &["b", "c"]).await.unwrap(), [2, 3]);
+    let rows = store
+        .buckets(1, Resolution::Minute, h, h + 60, &SeriesFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows[0].agg.sum, 3.0);
+    assert_eq!(
+        store.rollup().await.unwrap(),
+        1,
+        "the dirty mark survived too"
+    );
+    assert_eq!(
+        store
+            .add_exception(&exception("s", h * 1000, "e"))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn redis_store_reports_an_unreachable_server() {
+    let port = free_port();
+    let result = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), retention()).await;
+    assert!(result.is_err(), "connecting to a closed port must fail");
+}
