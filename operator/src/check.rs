@@ -52,6 +52,21 @@ pub struct InstanceResult {
     pub error: Option<String>,
 }
 
+impl InstanceResult {
+    /// Why the check failed, as a stable reason (`unexpected_response`, `timeout`,
+    /// `unreachable`), or `None` when it passed.
+    pub fn error_reason(&self) -> Option<&'static str> {
+        if self.healthy {
+            return None;
+        }
+        Some(match (&self.status, &self.error) {
+            (Some(_), _) => "unexpected_response",
+            (None, Some(e)) if e.contains("timed out") => "timeout",
+            _ => "unreachable",
+        })
+    }
+}
+
 /// Builds the target of a `url` spec. `None` for serviceRef specs (their targets come from
 /// discovery).
 pub fn url_target(spec: &MonitoredServiceSpec) -> Option<Target> {

@@ -43,6 +43,53 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `opsplane_operator=debug,kube=warn`.
     #[arg(long, env = "OPSPLANE_LOG", default_value = "info")]
     pub log: String,
+    /// The metric store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where metrics, registries and exceptions are kept.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// Redis URL (`redis://host:6379/0`, `rediss://` for TLS). Unset: the embedded store.
+    #[arg(long, env = "OPSPLANE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// File of the embedded store (used when no Redis URL is set). Default: `store.redb` in
+    /// the data directory (standalone) or `/var/lib/opsplane/store.redb` (in a cluster).
+    #[arg(long, env = "OPSPLANE_STORE_PATH")]
+    pub store_path: Option<PathBuf>,
+    /// How long 1-minute buckets are kept, e.g. `2d`.
+    #[arg(long, env = "OPSPLANE_RETENTION_MINUTES", default_value = "2d", value_parser = humantime::parse_duration)]
+    pub retention_minutes: std::time::Duration,
+    /// How long 1-hour roll-ups are kept, e.g. `90d`.
+    #[arg(long, env = "OPSPLANE_RETENTION_HOURS", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub retention_hours: std::time::Duration,
+    /// How long exception records are kept, e.g. `30d`.
+    #[arg(long, env = "OPSPLANE_RETENTION_EXCEPTIONS", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention_exceptions: std::time::Duration,
+}
+
+impl StoreArgs {
+    /// The retention as the store wants it; errors name the flag.
+    pub fn retention(&self) -> Result<opsplane_store::Retention, String> {
+        let secs = |d: std::time::Duration, flag: &str| {
+            let s = d.as_secs() as i64;
+            if s < 3600 {
+                Err(format!("--{flag}: must be at least 1h"))
+            } else {
+                Ok(s)
+            }
+        };
+        let r = opsplane_store::Retention {
+            minutes: secs(self.retention_minutes, "retention-minutes")?,
+            hours: secs(self.retention_hours, "retention-hours")?,
+            exceptions: secs(self.retention_exceptions, "retention-exceptions")?,
+        };
+        if r.hours < r.minutes {
+            return Err("--retention-hours: must be at least --retention-minutes".into());
+        }
+        Ok(r)
+    }
 }
 
 /// In-cluster operator settings.

@@ -7,6 +7,7 @@ mod config;
 mod controller;
 mod leader;
 mod metrics;
+mod recorder;
 mod standalone;
 
 use std::path::{Path, PathBuf};
@@ -131,6 +132,50 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(".opsplane")
 }
 
+/// Opens the configured store and starts its upkeep: roll-ups every 10 s, pruning every 10
+/// minutes (both idempotent, so every replica may run them).
+async fn open_store(
+    args: &crate::config::StoreArgs,
+    default_path: PathBuf,
+    metrics: &Metrics,
+) -> anyhow::Result<recorder::Recorder> {
+    let retention = args
+        .retention()
+        .map_err(|e| anyhow::anyhow!("invalid store configuration: {e}"))?;
+    let path = args.store_path.clone().unwrap_or(default_path);
+    let store = opsplane_store::open(args.redis_url.as_deref(), &path, retention)
+        .await
+        .map_err(|e| match &args.redis_url {
+            Some(_) => anyhow::anyhow!("cannot connect to Redis (OPSPLANE_REDIS_URL): {e}"),
+            None => anyhow::anyhow!("cannot open the embedded store {}: {e}", path.display()),
+        })?;
+    match &args.redis_url {
+        Some(_) => tracing::info!("metric store: Redis"),
+        None => tracing::info!(path = %path.display(), "metric store: embedded"),
+    }
+    let upkeep = store.clone();
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            if let Err(error) = upkeep.rollup().await {
+                metrics.store_error("rollup");
+                tracing::warn!(%error, "roll-up failed");
+            }
+            ticks += 1;
+            if ticks % 60 == 1 {
+                let now = jiff::Timestamp::now().as_second();
+                if let Err(error) = upkeep.prune(now).await {
+                    metrics.store_error("prune");
+                    tracing::warn!(%error, "pruning failed");
+                }
+            }
+        }
+    });
+    Ok(recorder::Recorder::new(store))
+}
+
 async fn serve(serve: &ServeArgs, state: AppState) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(serve.listen)
         .await
@@ -155,12 +200,14 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let token = standalone_token(&data_dir)?;
     let metrics = Metrics::new()?;
     metrics.leader.set(1);
+    let store = open_store(&args.serve.store, data_dir.join("store.redb"), &metrics).await?;
     let services = Arc::new(RwLock::new(services));
     let checks = tokio::spawn(standalone::run(
         args.config.clone(),
         services.clone(),
         check::Clients::new()?,
         metrics.clone(),
+        store.clone(),
         Duration::from_millis(args.reload_poll_ms),
     ));
     let state = AppState {
@@ -169,7 +216,7 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         token: token.into(),
         public_reads: args.serve.public_reads,
         ready: Arc::new(AtomicBool::new(true)),
-        node_reports: Default::default(),
+        recorder: store,
     };
     let result = serve(&args.serve, state).await;
     checks.abort();
@@ -184,6 +231,12 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         .await
         .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
     let metrics = Metrics::new()?;
+    let store = open_store(
+        &args.serve.store,
+        PathBuf::from("/var/lib/opsplane/store.redb"),
+        &metrics,
+    )
+    .await?;
     let ready = Arc::new(AtomicBool::new(false));
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -212,6 +265,7 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         client: client.clone(),
         clients: check::Clients::new()?,
         metrics: metrics.clone(),
+        store: store.clone(),
     });
     let state = AppState {
         catalog: Catalog::Cluster(client.clone()),
@@ -219,7 +273,7 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         token: token.into(),
         public_reads: args.serve.public_reads,
         ready: ready.clone(),
-        node_reports: Default::default(),
+        recorder: store,
     };
     let probe_client = client.clone();
     let ready_flag = ready.clone();

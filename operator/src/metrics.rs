@@ -21,6 +21,8 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     status_writes: prometheus::IntCounter,
     node_reports: IntCounterVec,
+    events_ingested: prometheus::IntCounter,
+    store_errors: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
 }
@@ -95,6 +97,17 @@ impl Metrics {
             ),
             &["type"],
         )?;
+        let events_ingested = prometheus::IntCounter::new(
+            "opsplane_events_ingested_total",
+            "Request events accepted by POST /monitoring/api/ingest/",
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "opsplane_store_errors_total",
+                "Failed writes to the metric store, by what was being recorded",
+            ),
+            &["source"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -109,6 +122,8 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(node_reports.clone()))?;
+        registry.register(Box::new(events_ingested.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
@@ -122,8 +137,20 @@ impl Metrics {
             config_reloads,
             status_writes,
             node_reports,
+            events_ingested,
+            store_errors,
             leader,
         })
+    }
+
+    /// Counts request events accepted by the ingestion endpoint.
+    pub fn events_ingested(&self, n: u64) {
+        self.events_ingested.inc_by(n);
+    }
+
+    /// Counts a failed store write (`checks`, `node_report`, `rollup`, ...).
+    pub fn store_error(&self, source: &str) {
+        self.store_errors.with_label_values(&[source]).inc();
     }
 
     /// Records one check result.
@@ -134,12 +161,7 @@ impl Metrics {
         self.check_up
             .with_label_values(&[service, &result.address])
             .set(i64::from(result.healthy));
-        if !result.healthy {
-            let reason = match (&result.status, &result.error) {
-                (Some(_), _) => "unexpected_response",
-                (None, Some(e)) if e.contains("timed out") => "timeout",
-                _ => "unreachable",
-            };
+        if let Some(reason) = result.error_reason() {
             self.check_errors
                 .with_label_values(&[service, reason])
                 .inc();

@@ -202,6 +202,7 @@ async fn check_forever(
     services: Arc<RwLock<Vec<MonitoredService>>>,
     clients: Clients,
     metrics: Metrics,
+    store: crate::recorder::Recorder,
 ) -> tokio::task::JoinSet<()> {
     let snapshot = services.read().await.clone();
     let mut tasks = tokio::task::JoinSet::new();
@@ -209,6 +210,7 @@ async fn check_forever(
         let services = services.clone();
         let clients = clients.clone();
         let metrics = metrics.clone();
+        let store = store.clone();
         tasks.spawn(async move {
             let key = format!(
                 "{}/{}",
@@ -225,6 +227,14 @@ async fn check_forever(
                 ticker.tick().await;
                 let result = check::run(&target, timeout, &clients).await;
                 metrics.observe_check(&key, &result);
+                crate::controller::monitored_service::record_checks(
+                    &store,
+                    &metrics,
+                    &key,
+                    &service.spec,
+                    std::slice::from_ref(&result),
+                )
+                .await;
                 let mut guard = services.write().await;
                 if let Some(entry) = guard.get_mut(index) {
                     let status = decide_status(
@@ -272,11 +282,18 @@ pub async fn run(
     services: Arc<RwLock<Vec<MonitoredService>>>,
     clients: Clients,
     metrics: Metrics,
+    store: crate::recorder::Recorder,
     poll: std::time::Duration,
 ) {
     let mut last_text = std::fs::read_to_string(&config).unwrap_or_default();
     loop {
-        let mut tasks = check_forever(services.clone(), clients.clone(), metrics.clone()).await;
+        let mut tasks = check_forever(
+            services.clone(),
+            clients.clone(),
+            metrics.clone(),
+            store.clone(),
+        )
+        .await;
         loop {
             tokio::time::sleep(poll).await;
             let Ok(text) = std::fs::read_to_string(&config) else {

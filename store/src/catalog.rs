@@ -39,6 +39,15 @@ pub struct MetricDef {
     pub label: &'static str,
 }
 
+impl MetricDef {
+    /// Whether `min`/`max` are over per-minute sums (GeoNode's per-period values) rather than
+    /// single samples: so for counts, and for `request.users`, whose min/max are requests per
+    /// minute while its `val` counts users.
+    pub fn minute_extrema(&self) -> bool {
+        self.kind == MetricType::Count || self.name == "request.users"
+    }
+}
+
 const fn m(
     name: &'static str,
     kind: MetricType,

@@ -231,6 +231,22 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn entry(&self, kind: Kind, name: &str) -> Result<Option<RegistryEntry>> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let Some(id) = txn.open_table(NAMES)?.get((kind.code(), name.as_str()))? else {
+                return Ok(None);
+            };
+            let id = id.value();
+            match txn.open_table(ENTRIES)?.get((kind.code(), id))? {
+                Some(text) => Ok(Some(decode_entry(text.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     async fn entries(&self, kind: Kind) -> Result<Vec<RegistryEntry>> {
         self.blocking(move |db| {
             let txn = db.begin_read()?;

@@ -88,6 +88,9 @@ pub trait Store: Send + Sync + 'static {
     /// returns its id.
     async fn upsert(&self, kind: Kind, name: &str, attrs: &serde_json::Value) -> Result<u32>;
 
+    /// The entry called `name`, if registered (does not create it).
+    async fn entry(&self, kind: Kind, name: &str) -> Result<Option<RegistryEntry>>;
+
     /// Every entry of a registry, by id.
     async fn entries(&self, kind: Kind) -> Result<Vec<RegistryEntry>>;
 

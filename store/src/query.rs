@@ -261,6 +261,7 @@ pub fn fold(
     buckets: &[BucketRow],
     window: &Window,
     kind: MetricType,
+    minute_extrema: bool,
     group_by: GroupBy,
 ) -> Vec<Interval> {
     // (interval start, group key) → (aggregate, labels seen).
@@ -296,9 +297,10 @@ pub fn fold(
         let Some(interval) = out.get_mut(index) else {
             continue;
         };
-        let (min, max) = match kind {
-            MetricType::Count => (agg.minute_min, agg.minute_max),
-            MetricType::Value | MetricType::Rate => (agg.min, agg.max),
+        let (min, max) = if minute_extrema {
+            (agg.minute_min, agg.minute_max)
+        } else {
+            (agg.min, agg.max)
         };
         let val = if distinct {
             Val::Distinct(labels.len() as u64)
@@ -439,14 +441,20 @@ mod tests {
             row(120, 1, 30.0),
             row(0, 2, 1.0),
         ];
-        let out = fold(&buckets, &w, MetricType::Count, GroupBy::Label);
+        let out = fold(&buckets, &w, MetricType::Count, true, GroupBy::Label);
         assert_eq!(out.len(), 1);
         let r = &out[0].rows[0];
         assert_eq!(
             (r.label, r.val, r.min, r.max, r.sum, r.metric_count),
             (Some(1), Val::Number(128.0), 19.0, 79.0, 128.0, 3)
         );
-        let d = fold(&buckets, &w, MetricType::Count, GroupBy::DistinctLabels);
+        let d = fold(
+            &buckets,
+            &w,
+            MetricType::Count,
+            true,
+            GroupBy::DistinctLabels,
+        );
         assert_eq!(d[0].rows[0].val, Val::Distinct(2));
     }
 
@@ -460,7 +468,7 @@ mod tests {
             let interval = minutes * 60;
             let buckets: Vec<BucketRow> = points.iter().map(|(ts, l, v)| row(ts / 60 * 60, *l, *v)).collect();
             let w = Window::align(0, 2 * DAY * 1000, interval).unwrap();
-            let out = fold(&buckets, &w, MetricType::Count, GroupBy::Label);
+            let out = fold(&buckets, &w, MetricType::Count, true, GroupBy::Label);
             let total: f64 = buckets.iter().map(|b| b.agg.sum).sum();
             let folded: f64 = out.iter().flat_map(|i| &i.rows).map(|r| r.sum).sum();
             prop_assert!((total - folded).abs() < 1e-6 * total.max(1.0));

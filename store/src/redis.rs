@@ -245,6 +245,18 @@ impl Store for RedisStore {
             .await?)
     }
 
+    async fn entry(&self, kind: Kind, name: &str) -> Result<Option<RegistryEntry>> {
+        let mut conn = self.conn.clone();
+        let id: Option<u32> = conn
+            .hget(self.key(&format!("reg:{}", kind.as_str())), name)
+            .await?;
+        let Some(id) = id else { return Ok(None) };
+        let text: Option<String> = conn
+            .hget(self.key(&format!("ent:{}", kind.as_str())), id)
+            .await?;
+        text.map(|t| Self::decode_entry(&t)).transpose()
+    }
+
     async fn entries(&self, kind: Kind) -> Result<Vec<RegistryEntry>> {
         let mut conn = self.conn.clone();
         let all: HashMap<u32, String> = conn

@@ -131,6 +131,15 @@ async fn registry_ids_are_stable_and_per_kind(store: Arc<dyn Store>) {
         .map(|e| format!("{}={}", e.id, e.name))
         .collect();
     assert_eq!(names, ["1=GET", "2=PUT", "3=lo"]);
+    assert_eq!(
+        store.entry(Kind::Label, "PUT").await.unwrap().map(|e| e.id),
+        Some(2)
+    );
+    assert!(store.entry(Kind::Label, "DELETE").await.unwrap().is_none());
+    assert!(
+        store.entry(Kind::Resource, "PUT").await.unwrap().is_none(),
+        "kinds are separate"
+    );
 }
 
 async fn upsert_merges_attributes(store: Arc<dyn Store>) {
@@ -153,6 +162,10 @@ async fn upsert_merges_attributes(store: Arc<dyn Store>) {
     assert_eq!(id, again);
     let entries = store.entries(Kind::Service).await.unwrap();
     assert_eq!(entries.len(), 1);
+    assert_eq!(
+        store.entry(Kind::Service, "web").await.unwrap().as_ref(),
+        entries.first()
+    );
     assert_eq!(
         entries[0].attrs,
         serde_json::json!({"type": "application", "check_interval": 60, "last_check": "2026-11-25T10:00:00"})

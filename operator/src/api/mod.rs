@@ -5,6 +5,8 @@
 //! [`eve`]. Errors are [`ApiError`], which knows its status code and renders Eve's error body.
 
 pub mod eve;
+pub mod geonode;
+pub mod monitoring;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,8 +63,8 @@ pub struct AppState {
     pub public_reads: bool,
     /// Set once the process can serve requests.
     pub ready: Arc<AtomicBool>,
-    /// The last node report of each kind per host (seed 002 §四), until the store keeps them.
-    pub node_reports: Arc<RwLock<std::collections::BTreeMap<(String, String), serde_json::Value>>>,
+    /// Writes observations (node reports, events) into the metric store and reads it back.
+    pub recorder: crate::recorder::Recorder,
 }
 
 /// Errors of the REST API, each with its status code, rendered as Eve's error body.
@@ -85,6 +87,9 @@ pub enum ApiError {
     /// A request body is malformed.
     #[error("invalid body: {0}")]
     BadBody(String),
+    /// The metric store failed; the report was not kept and should be resent.
+    #[error("the metric store failed: {0}")]
+    Store(String),
 }
 
 impl ApiError {
@@ -93,6 +98,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadParameter { .. } | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -138,6 +144,15 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
             next.run(request).await
         }
+        _ if request.uri().path().starts_with("/monitoring/") => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"opsplane\"")],
+            Json(geonode::error(
+                "authorization",
+                "authentication required: send Authorization: Bearer <token>",
+            )),
+        )
+            .into_response(),
         _ => ApiError::Unauthorized.into_response(),
     }
 }
@@ -218,13 +233,13 @@ async fn node_report(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let report: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(format!("not JSON: {e}")))?;
-    let (hostname, kind) = validate_node_report(&report)?;
+    let (_hostname, kind) = validate_node_report(&report)?;
     state.metrics.node_report(&kind);
-    state
-        .node_reports
-        .write()
-        .await
-        .insert((hostname, kind), report);
+    if let Err(error) = state.recorder.node_report(&report).await {
+        state.metrics.store_error("node_report");
+        tracing::warn!(%error, "could not store a node report");
+        return Err(ApiError::Store(error.to_string()));
+    }
     Ok(Json(serde_json::json!({"_status": "OK"})))
 }
 
@@ -253,20 +268,56 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    use axum::routing::post;
     let resources = Router::new()
-        .route("/", axum::routing::post(node_report))
+        .route("/", post(node_report))
         .route("/api/v1/services", get(list_services))
+        .route("/monitoring/api/hosts/", get(monitoring::hosts))
+        .route("/monitoring/api/services/", get(monitoring::services))
+        .route("/monitoring/api/resources/", get(monitoring::resources))
+        .route(
+            "/monitoring/api/resource_types/",
+            get(monitoring::resource_types),
+        )
+        .route("/monitoring/api/event_types/", get(monitoring::event_types))
+        .route("/monitoring/api/labels/", get(monitoring::labels))
+        .route("/monitoring/api/metrics/", get(monitoring::metrics))
+        .route(
+            "/monitoring/api/metric_data/{metric}/",
+            get(monitoring::metric_data),
+        )
+        .route("/monitoring/api/exceptions/", get(monitoring::exceptions))
+        .route(
+            "/monitoring/api/exceptions/{id}/",
+            get(monitoring::exception),
+        )
+        .route(
+            "/monitoring/api/autoconfigure/",
+            post(monitoring::autoconfigure),
+        )
+        .route("/monitoring/api/ingest/", post(monitoring::ingest))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(resources)
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(eve::error(404, "no such endpoint")),
-            )
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().starts_with("/monitoring/") {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(geonode::error(
+                        "path",
+                        &format!("no such endpoint: {}", uri.path()),
+                    )),
+                )
+            } else {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(eve::error(404, "no such endpoint")),
+                )
+            }
         })
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
 }

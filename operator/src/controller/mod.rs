@@ -31,6 +31,8 @@ pub struct Context {
     pub clients: Clients,
     /// The operator's metrics.
     pub metrics: Metrics,
+    /// Where check results go as metrics and exceptions.
+    pub store: crate::recorder::Recorder,
 }
 
 /// Reconcile failures.

@@ -251,6 +251,34 @@ pub async fn check_all(
     results
 }
 
+/// Records a round of checks in the metric store (`check.up`, `response.time`,
+/// `response.status`, exceptions for failures). A store failure is logged and counted; it never
+/// fails the check or the reconcile.
+pub async fn record_checks(
+    store: &crate::recorder::Recorder,
+    metrics: &crate::metrics::Metrics,
+    key: &str,
+    spec: &MonitoredServiceSpec,
+    results: &[InstanceResult],
+) {
+    let (interval, _) = timing(spec);
+    let probe = if results.is_empty() {
+        return;
+    } else if spec.tcp.is_some() || spec.url.as_deref().is_some_and(|u| u.starts_with("tcp://")) {
+        "tcp"
+    } else {
+        "http"
+    };
+    let service_type = spec.service_type.as_deref().unwrap_or("check");
+    if let Err(error) = store
+        .checks(key, service_type, interval.as_secs(), probe, results)
+        .await
+    {
+        metrics.store_error("checks");
+        tracing::warn!(service = key, %error, "could not store check results");
+    }
+}
+
 /// Where in its interval a service is checked: a stable offset derived from its uid, so that
 /// many services with the same interval are spread over it instead of firing together.
 pub fn phase(uid: &str, interval: Duration) -> Duration {
@@ -452,6 +480,7 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
     }
     let key = format!("{namespace}/{name}");
     let results = check_all(&key, &targets, timeout, &ctx).await;
+    record_checks(&ctx.store, &ctx.metrics, &key, &obj.spec, &results).await;
     let status = decide_status(
         obj.status.as_ref(),
         obj.metadata.generation,
