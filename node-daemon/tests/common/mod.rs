@@ -54,3 +54,93 @@ pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
     }
     Daemon { child, addr }
 }
+
+/// Sends `POST /api/v1/monitor/<endpoint>` with a bearer token and a raw body over `stream`;
+/// returns the HTTP status and the JSON body.
+pub fn post_on(
+    mut stream: TcpStream,
+    endpoint: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set a read timeout");
+    write!(
+        stream,
+        "POST /api/v1/monitor/{endpoint} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    (status, json)
+}
+
+/// [`post_on`] over a new connection to `addr`.
+pub fn post(addr: &str, endpoint: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    post_on(
+        TcpStream::connect(addr).expect("connect to the daemon"),
+        endpoint,
+        token,
+        body,
+    )
+}
+
+/// The audit log's lines, parsed.
+pub fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Writes an executable shell script that appends its arguments to `<dir>/<name>.calls` and
+/// then runs `tail` (shell code deciding the exit status); returns its path.
+pub fn recording_script(dir: &std::path::Path, name: &str, tail: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let calls = dir.join(format!("{name}.calls"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n{tail}\n", calls.display()),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the script executable");
+    path
+}
+
+/// The lines a [`recording_script`] recorded.
+pub fn calls(dir: &std::path::Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(format!("{name}.calls")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits up to `limit` for `check`.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
