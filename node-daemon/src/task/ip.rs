@@ -603,6 +603,8 @@ async fn transact(
             break;
         }
     }
+    // Files changed so far: only those are restored.
+    let mut touched = 0;
     if result.is_ok() {
         for (name, config) in files {
             let path = config_path(dir, name);
@@ -623,11 +625,12 @@ async fn transact(
                 )));
                 break;
             }
+            touched += 1;
         }
     }
     let Err(error) = result else { return Ok(()) };
     let mut problems = Vec::new();
-    for (path, old) in &backups {
+    for (path, old) in backups.iter().take(touched) {
         let restored = match old {
             Some(bytes) => write_atomic(path, bytes),
             None => match std::fs::remove_file(path) {

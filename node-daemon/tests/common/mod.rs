@@ -144,3 +144,22 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     true
 }
+
+/// Connects to `addr` from inside the network namespace `name` (the socket keeps its
+/// namespace; only a short-lived thread enters it).
+pub fn connect_in(name: &str, addr: &str) -> Option<TcpStream> {
+    let path = format!("/var/run/netns/{name}");
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).ok()?;
+        // SAFETY: setns on a valid namespace fd changes only this short-lived thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        TcpStream::connect(&addr).ok()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
