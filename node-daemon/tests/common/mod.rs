@@ -34,12 +34,14 @@ pub fn free_addr() -> String {
 /// Starts the binary with `--listen <free addr>`, the arguments and the environment given, and
 /// waits until it listens.
 pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    start_logging(args, env, Stdio::null())
+}
+
+/// [`start`] with the daemon's stderr (its log) going to `stderr`.
+pub fn start_logging(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Daemon {
     let addr = free_addr();
     let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"));
-    command
-        .args(["--listen", &addr])
-        .args(args)
-        .stderr(Stdio::null());
+    command.args(["--listen", &addr]).args(args).stderr(stderr);
     for (key, value) in env {
         command.env(key, value);
     }
