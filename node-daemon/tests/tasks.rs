@@ -30,6 +30,10 @@ impl Node {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Node {
+        Self::start_env(dir, extra, &[])
+    }
+
+    fn start_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let power = recording_script(dir.path(), "power", "exit 0");
         let systemctl = recording_script(
             dir.path(),
@@ -54,7 +58,9 @@ impl Node {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let daemon = common::start(&args, &[("OPSPLANE_TOKEN", TOKEN)]);
+        let mut env = env.to_vec();
+        env.push(("OPSPLANE_TOKEN", TOKEN));
+        let daemon = common::start(&args, &env);
         Node { daemon, dir }
     }
 
@@ -523,4 +529,36 @@ fn bad_bodies_get_the_seed_codes_and_the_daemon_keeps_serving() {
     assert_eq!(audit[3]["what"]["handler"], "NoSuchHandler");
     assert_eq!(audit[0]["what"]["endpoint"], "task");
     assert!(calls(node.dir.path(), "power").is_empty());
+}
+
+#[test]
+fn safety_switches_also_come_from_opsplane_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
+    std::fs::write(dir.path().join("scratch/f"), "x").unwrap();
+    let scratch = dir.path().join("scratch").display().to_string();
+    let node = Node::start_env(
+        dir,
+        &[],
+        &[
+            ("OPSPLANE_ALLOW_DISRUPTIVE", "true"),
+            ("OPSPLANE_ALLOW_DELETE_PREFIX", &scratch),
+        ],
+    );
+    let (_, v) = node.task(json!({"handler": "OsHandler", "command": "reboot"}));
+    assert_eq!(v["code"], 0, "{v}");
+    let (_, v) = delete(&node, &node.path("scratch/f"));
+    assert_eq!(v["code"], 0, "{v}");
+    assert!(wait_for(Duration::from_secs(5), || calls(
+        node.dir.path(),
+        "power"
+    ) == ["reboot"]));
+
+    let node = {
+        let Node { daemon, dir } = node;
+        drop(daemon);
+        Node::start_env(dir, &[], &[("OPSPLANE_ALLOW_DISRUPTIVE", "false")])
+    };
+    let (status, v) = node.task(json!({"handler": "OsHandler", "command": "reboot"}));
+    assert_eq!((status, v["code"].as_i64()), (403, Some(30004)), "{v}");
 }

@@ -108,7 +108,7 @@ impl TaskRequest {
     }
 
     /// Parses a task from its handler, command and data (the NodeTask spec's fields). IP tasks
-    /// take the handler name `IpHandler` and the endpoint name as command (`add_ip`, ...).
+    /// take the handler name `NetworkHandler` and the endpoint name as command (`add_ip`, ...).
     /// verify_password is only reachable through its endpoint ([`Self::from_endpoint`]): a
     /// password has no place in a custom resource.
     pub fn from_parts(handler: &str, command: &str, data: &Value) -> Result<Self, TaskError> {
@@ -120,9 +120,9 @@ impl TaskRequest {
             "ServiceHandler" => Ok(Self::Service(service::ServiceTask::parse(command, data)?)),
             "TimerHandler" => Ok(Self::Timer(timer::TimerCommand::parse(command, data)?)),
             "FileHandler" => Ok(Self::File(file::DeleteFile::parse(command, data)?)),
-            "IpHandler" => Ok(Self::Ip(ip::IpTask::parse(command, data)?)),
+            "NetworkHandler" => Ok(Self::Ip(ip::IpTask::parse(command, data)?)),
             other => Err(TaskError::Unsupported(format!(
-                "unknown handler {:?} (CrontabHandler, OsHandler, ServiceHandler, TimerHandler, FileHandler, IpHandler)",
+                "unknown handler {:?} (CrontabHandler, OsHandler, ServiceHandler, TimerHandler, FileHandler, NetworkHandler)",
                 clip(other)
             ))),
         }
@@ -152,7 +152,7 @@ impl TaskRequest {
         Self::from_endpoint(endpoint, &value)
     }
 
-    /// The seed handler name (`IpHandler` / `PasswordHandler` for the §二 endpoints).
+    /// The seed handler name (`NetworkHandler` / `PasswordHandler` for the §二 endpoints).
     pub fn handler(&self) -> &'static str {
         match self {
             Self::Crontab(_) => "CrontabHandler",
@@ -160,7 +160,7 @@ impl TaskRequest {
             Self::Service(_) => "ServiceHandler",
             Self::Timer(_) => "TimerHandler",
             Self::File(_) => "FileHandler",
-            Self::Ip(_) => "IpHandler",
+            Self::Ip(_) => "NetworkHandler",
             Self::Password(_) => "PasswordHandler",
         }
     }
@@ -689,7 +689,7 @@ mod tests {
                 "ServiceHandler",
                 "TimerHandler",
                 "FileHandler",
-                "IpHandler",
+                "NetworkHandler",
                 "setup_shutdown",
                 "modify_shutdown",
                 "select_shutdown",
@@ -757,7 +757,7 @@ mod tests {
                 let _ = TaskRequest::from_endpoint(endpoint, &body);
             }
             if let Some(data) = body.get("data") {
-                for handler in ["CrontabHandler", "OsHandler", "ServiceHandler", "TimerHandler", "FileHandler", "IpHandler"] {
+                for handler in ["CrontabHandler", "OsHandler", "ServiceHandler", "TimerHandler", "FileHandler", "NetworkHandler"] {
                     for command in ["setup_shutdown", "modify_shutdown", "select_shutdown", "delete_shutdown",
                                     "shutdown", "reboot", "start", "stop", "update", "delete_file",
                                     "add_ip", "update_ip", "delete_ip", "exchange_ip"] {
@@ -847,7 +847,7 @@ mod tests {
                 "--allow-delete-prefix",
             ),
             (
-                json!({"handler": "IpHandler", "command": "delete_ip", "data": {"name": "eth0:0"}}),
+                json!({"handler": "NetworkHandler", "command": "delete_ip", "data": {"name": "eth0:0"}}),
                 "--ip-config-dir",
             ),
         ];
