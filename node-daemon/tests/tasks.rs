@@ -562,3 +562,90 @@ fn safety_switches_also_come_from_opsplane_environment_variables() {
     let (status, v) = node.task(json!({"handler": "OsHandler", "command": "reboot"}));
     assert_eq!((status, v["code"].as_i64()), (403, Some(30004)), "{v}");
 }
+
+/// xorshift64*: a small deterministic generator, so a failure can be replayed from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_seed_bodies_never_break_the_daemon() {
+    let node = Node::start(&[]);
+    let seeds: [(&str, Value); 8] = [
+        (
+            "task",
+            json!({"handler": "CrontabHandler", "command": "setup_shutdown", "data": {"task_name": "shutdown3", "exec_minute": "55", "exec_hour": "3", "exec_weekly": "1,2"}}),
+        ),
+        (
+            "task",
+            json!({"handler": "ServiceHandler", "command": "stop", "data": {"service": ["libvirtd", "sshd"]}}),
+        ),
+        (
+            "task",
+            json!({"handler": "FileHandler", "command": "delete_file", "data": {"file_name": "/tmp/test"}}),
+        ),
+        ("task", json!({"handler": "OsHandler", "command": "reboot"})),
+        (
+            "add_ip",
+            json!({"name": "eth0:0", "ip": "172.16.1.34", "netmask": "255.255.255.0", "gateway": "172.16.1.254", "dns1": "8.8.8.8", "dns2": "114.114.114.114"}),
+        ),
+        ("exchange_ip", json!({"name1": "eth0", "name2": "eth0:0"})),
+        ("delete_ip", json!({"name": "eth0:0"})),
+        (
+            "verify_password",
+            json!({"user": "root", "password": "123456"}),
+        ),
+    ];
+    let alphabet = b"{}[]\":,0123456789abcdefxyz:/.-\\ \x00\xff";
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut answered = 0;
+    for round in 0..240 {
+        let (endpoint, seed) = &seeds[round % seeds.len()];
+        let mut body = seed.to_string().into_bytes();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(body.len() + 1);
+            match rng.below(4) {
+                0 if at < body.len() => body[at] = alphabet[rng.below(alphabet.len())],
+                1 => body.insert(at, alphabet[rng.below(alphabet.len())]),
+                2 if at < body.len() => {
+                    body.remove(at);
+                }
+                _ => body.truncate(at),
+            }
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let (status, v) = post(&node.daemon.addr, endpoint, TOKEN, &text);
+        let code = v["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("round {round}: no code in {v}"));
+        assert!(
+            v["msg"].is_string() && v["data"].is_object(),
+            "round {round}: {v}"
+        );
+        // With the safe defaults nothing disruptive can run: only these endings are possible.
+        assert!(
+            [0, 30003, 30004, 30005, 30006].contains(&code),
+            "round {round} {endpoint} {text:?}: {status} {v}"
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 240);
+    healthy(&node);
+    assert!(calls(node.dir.path(), "power").is_empty());
+    assert!(
+        calls(node.dir.path(), "systemctl")
+            .iter()
+            .all(|c| c.starts_with("start ") || c.starts_with("enable "))
+    );
+}
