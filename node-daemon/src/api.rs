@@ -1,12 +1,13 @@
-//! The node API (seed 002 §二): `POST /api/v1/monitor/<name>` with bearer-token auth, plus
-//! `/healthz` and `/metrics`. Handlers only authenticate, validate and dispatch to
-//! [`crate::monitor`]; answers go through [`crate::envelope`].
+//! The node API (seed 002 §二, §三, §五): `POST /api/v1/monitor/<name>` with bearer-token auth,
+//! plus `/healthz` and `/metrics`. Handlers only authenticate, validate and dispatch to
+//! [`crate::monitor`] (queries) or [`crate::task::Runner`] (tasks); answers go through
+//! [`crate::envelope`].
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -18,6 +19,7 @@ use crate::envelope;
 use crate::error::ApiError;
 use crate::monitor::{self, ENDPOINTS, Limits};
 use crate::sampler::Sampler;
+use crate::task::{Caller, IDENTITY_NODE_API, Runner, TASK_ENDPOINTS};
 
 /// Largest request body the node API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -32,8 +34,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Request limits.
     pub limits: Limits,
-    /// The report timer (TimerHandler).
-    pub reporter: Arc<crate::reporter::Reporter>,
+    /// The task runner (seed 002 §三, §五, §二.12–15; TimerHandler included).
+    pub tasks: Arc<Runner>,
 }
 
 /// The daemon's HTTP routes.
@@ -90,6 +92,14 @@ async fn fallback(State(state): State<Arc<AppState>>, request: Request) -> Respo
 }
 
 async fn monitor_endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let name = request.uri().path().trim_start_matches("/api/v1/monitor/");
+    if TASK_ENDPOINTS.contains(&name) {
+        let name = name.to_owned();
+        return match task_endpoint(&state, &name, request).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+    }
     match answer(&state, request).await {
         Ok(data) => envelope::success(data),
         Err(e) => e.into_response(),
@@ -103,17 +113,11 @@ async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
         .path()
         .trim_start_matches("/api/v1/monitor/")
         .to_owned();
-    if name == "task" {
-        if request.method() != Method::POST {
-            return Err(ApiError::MethodNotAllowed(request.method().to_string()));
-        }
-        let body = json_body(request.into_body()).await?;
-        return task(state, &body);
-    }
     if !ENDPOINTS.contains(&name.as_str()) {
         return Err(ApiError::UnknownEndpoint(format!(
-            "/api/v1/monitor/{name} (known: {})",
-            ENDPOINTS.join(", ")
+            "/api/v1/monitor/{name} (known: {}, {})",
+            ENDPOINTS.join(", "),
+            TASK_ENDPOINTS.join(", ")
         )));
     }
     if request.method() != Method::POST {
@@ -139,57 +143,35 @@ async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
     }
 }
 
-/// `POST /api/v1/monitor/task` (seed 002 §三/§五). TimerHandler is served here; the other
-/// handlers come with the task runner.
-fn task(state: &AppState, body: &Value) -> Result<Value, ApiError> {
-    let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
-    let handler = field("handler");
-    let command = field("command");
-    if handler.is_empty() || command.is_empty() {
-        return Err(ApiError::InvalidParameter(
-            "a task needs \"handler\" and \"command\" strings".into(),
-        ));
+/// A task endpoint: authenticated here, then parsed, authorized, run and audited by the
+/// [`Runner`]; the caller is the HTTP peer holding the node API token.
+async fn task_endpoint(
+    state: &AppState,
+    name: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize(state, request.headers())?;
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed(request.method().to_string()));
     }
-    if handler != "TimerHandler" {
-        return Err(ApiError::Unsupported(format!(
-            "handler {handler} is not available on this node-daemon yet (TimerHandler is)"
-        )));
-    }
-    let persist = |r: Result<(), crate::reporter::PersistError>| {
-        r.map_err(|e| ApiError::System(e.to_string()))
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| ApiError::InvalidParameter(format!("cannot read the body: {e}")))?;
+    let caller = Caller {
+        client,
+        identity: IDENTITY_NODE_API.to_owned(),
     };
-    match command {
-        "update" => {
-            let data = body.get("data").cloned().unwrap_or(Value::Null);
-            let addr = data.get("addr").and_then(Value::as_str).unwrap_or_default();
-            let node_uuid = data
-                .get("node_uuid")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let valid_addr = (addr.starts_with("http://") || addr.starts_with("https://"))
-                && addr.len() > "https://".len()
-                && !addr.chars().any(char::is_whitespace);
-            if !valid_addr {
-                return Err(ApiError::InvalidParameter(format!(
-                    "data.addr must be an http(s) URL such as http://10.0.0.1:8080/, got {addr:?}"
-                )));
-            }
-            if node_uuid.is_empty() || node_uuid.len() > 128 {
-                return Err(ApiError::InvalidParameter(
-                    "data.node_uuid must be a non-empty string of at most 128 characters".into(),
-                ));
-            }
-            persist(state.reporter.update(addr.to_owned(), node_uuid.to_owned()))?;
-        }
-        "pause" => persist(state.reporter.set_paused(true))?,
-        "resume" => persist(state.reporter.set_paused(false))?,
-        other => {
-            return Err(ApiError::InvalidParameter(format!(
-                "TimerHandler takes update, pause or resume, not {other:?}"
-            )));
-        }
-    }
-    Ok(Value::Object(Default::default()))
+    let outcome = state.tasks.submit(name, &body, &caller).await;
+    Ok(envelope::outcome(
+        outcome.kind.status(),
+        outcome.code,
+        &outcome.msg,
+        outcome.data,
+    ))
 }
 
 async fn json_body(body: Body) -> Result<Value, ApiError> {

@@ -63,9 +63,53 @@ pub struct Cli {
     /// The IP in reports; default: NODE_IP (downward API), else empty.
     #[arg(long, env = "NODE_IP", default_value = "")]
     pub report_ip: String,
-    /// Directory of the daemon's state (the report timer survives restarts here).
+    /// Directory of the daemon's state (the report timer and scheduled shutdowns survive
+    /// restarts here).
     #[arg(long, env = "OPSPLANE_STATE_DIR", default_value = "/var/lib/opsplane")]
     pub state_dir: PathBuf,
+    /// Allow disruptive tasks: OsHandler shutdown/reboot, CrontabHandler setup/modify_shutdown
+    /// (and their firing), ServiceHandler stop/restart/disable. Off: refused with 30004.
+    #[arg(long, env = "OPSPLANE_ALLOW_DISRUPTIVE")]
+    pub allow_disruptive: bool,
+    /// Directories (host paths, comma-separated) under which FileHandler delete_file may
+    /// delete. None: delete_file refused with 30004. `/` is not accepted.
+    #[arg(long, env = "OPSPLANE_ALLOW_DELETE_PREFIX", value_delimiter = ',')]
+    pub allow_delete_prefix: Vec<PathBuf>,
+    /// Allow delete_file to delete directories (recursively) under the prefixes.
+    #[arg(long, env = "OPSPLANE_ALLOW_DELETE_DIRS")]
+    pub allow_delete_dirs: bool,
+    /// Command run for OsHandler and scheduled shutdowns (program and arguments,
+    /// space-separated); `poweroff` or `reboot` is appended. In a container e.g.
+    /// `nsenter -t 1 -m -u -i -n -p -- systemctl`.
+    #[arg(long, env = "OPSPLANE_POWER_COMMAND", default_value = "systemctl")]
+    pub power_command: String,
+    /// How long OsHandler waits after answering before it runs the power command (0s–60s).
+    #[arg(long, env = "OPSPLANE_POWER_DELAY", default_value = "1s", value_parser = parse_power_delay)]
+    pub power_delay: Duration,
+    /// How long a power or systemctl command of a task may run (1s–1h).
+    #[arg(long, env = "OPSPLANE_COMMAND_TIMEOUT", default_value = "120s", value_parser = parse_command_timeout)]
+    pub command_timeout: Duration,
+    /// Directory of the IP configurations (`ifcfg-<name>` files) of add_ip / update_ip /
+    /// delete_ip / exchange_ip. Unset: IP tasks refused with 30004.
+    #[arg(long, env = "OPSPLANE_IP_CONFIG_DIR")]
+    pub ip_config_dir: Option<PathBuf>,
+    /// Turn verify_password on (checked against <host-root>/etc/shadow). Off: refused with 30004.
+    #[arg(long, env = "OPSPLANE_PASSWORD_CHECK")]
+    pub password_check: bool,
+    /// Password checks allowed per client IP within --password-window.
+    #[arg(long, env = "OPSPLANE_PASSWORD_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub password_attempts: u32,
+    /// The password-check rate-limit window (1s–24h).
+    #[arg(long, env = "OPSPLANE_PASSWORD_WINDOW", default_value = "60s", value_parser = parse_password_window)]
+    pub password_window: Duration,
+    /// The task audit log (JSON lines); default `<state-dir>/task-audit.log`.
+    #[arg(long, env = "OPSPLANE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Time zone of scheduled shutdowns (IANA name such as `Asia/Shanghai`); default the
+    /// host's `<host-root>/etc/localtime`, else the daemon's own.
+    #[arg(long, env = "OPSPLANE_TIME_ZONE")]
+    pub time_zone: Option<String>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -102,6 +146,90 @@ impl Cli {
             .split_whitespace()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+fn parse_bounded(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{text:?} is outside {}..={}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_power_delay(text: &str) -> Result<Duration, String> {
+    parse_bounded(text, Duration::ZERO, Duration::from_secs(60))
+}
+
+fn parse_command_timeout(text: &str) -> Result<Duration, String> {
+    parse_bounded(text, Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+fn parse_password_window(text: &str) -> Result<Duration, String> {
+    parse_bounded(text, Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
+impl Cli {
+    /// The task runner's settings, checked: errors name the flag.
+    pub fn task_settings(&self) -> anyhow::Result<crate::task::TaskSettings> {
+        let mut settings = crate::task::TaskSettings::new(&self.host_root, &self.state_dir);
+        for prefix in &self.allow_delete_prefix {
+            if !prefix.is_absolute() {
+                anyhow::bail!(
+                    "--allow-delete-prefix {}: must be an absolute host path",
+                    prefix.display()
+                );
+            }
+            if crate::task::file::normalize(prefix) == std::path::Path::new("/") {
+                anyhow::bail!(
+                    "--allow-delete-prefix {}: / is not accepted",
+                    prefix.display()
+                );
+            }
+        }
+        let split = |text: &str, flag: &str| -> anyhow::Result<Vec<String>> {
+            let argv: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+            if argv.is_empty() {
+                anyhow::bail!("{flag} is empty");
+            }
+            Ok(argv)
+        };
+        settings.allow_disruptive = self.allow_disruptive;
+        settings.delete_prefixes = self.allow_delete_prefix.clone();
+        settings.allow_delete_dirs = self.allow_delete_dirs;
+        settings.power_command = split(&self.power_command, "--power-command")?;
+        settings.power_delay = self.power_delay;
+        settings.systemctl = split(&self.systemctl, "--systemctl")?;
+        settings.command_timeout = self.command_timeout;
+        if let Some(dir) = &self.ip_config_dir
+            && !dir.is_absolute()
+        {
+            anyhow::bail!(
+                "--ip-config-dir {}: must be an absolute path",
+                dir.display()
+            );
+        }
+        settings.ip_config_dir = self.ip_config_dir.clone();
+        settings.password_check = self.password_check;
+        settings.password_attempts = self.password_attempts;
+        settings.password_window = self.password_window;
+        if let Some(path) = &self.audit_log {
+            settings.audit_log = path.clone();
+        }
+        settings.time_zone = match &self.time_zone {
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map_err(|e| anyhow::anyhow!("--time-zone {name}: {e}"))?,
+            None => match std::fs::read(self.host_root.join("etc/localtime")) {
+                Ok(bytes) => jiff::tz::TimeZone::tzif("localtime", &bytes)
+                    .unwrap_or_else(|_| jiff::tz::TimeZone::system()),
+                Err(_) => jiff::tz::TimeZone::system(),
+            },
+        };
+        Ok(settings)
     }
 }
 
@@ -145,5 +273,53 @@ mod tests {
         let err = Cli::try_parse_from(["d", "--sample-interval", "2m"]).unwrap_err();
         assert!(err.to_string().contains("sample-interval"), "{err}");
         assert!(Cli::try_parse_from(["d", "--port-threshold", "0"]).is_err());
+    }
+
+    #[test]
+    fn task_flags_default_to_safe_and_are_checked() {
+        let cli = Cli::try_parse_from(["d", "--host-root", "/nonexistent"]).unwrap();
+        let s = cli.task_settings().unwrap();
+        assert!(!s.allow_disruptive && !s.password_check && !s.allow_delete_dirs);
+        assert!(s.delete_prefixes.is_empty() && s.ip_config_dir.is_none());
+        assert_eq!(s.power_command, ["systemctl"]);
+        assert_eq!(
+            s.audit_log,
+            PathBuf::from("/var/lib/opsplane/task-audit.log")
+        );
+        let cli = Cli::try_parse_from([
+            "d",
+            "--allow-disruptive",
+            "--allow-delete-prefix",
+            "/var/tmp/a,/srv/b",
+            "--power-command",
+            "chroot /host systemctl",
+            "--password-window",
+            "10m",
+            "--time-zone",
+            "UTC",
+        ])
+        .unwrap();
+        let s = cli.task_settings().unwrap();
+        assert!(s.allow_disruptive);
+        assert_eq!(
+            s.delete_prefixes,
+            [PathBuf::from("/var/tmp/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(s.power_command, ["chroot", "/host", "systemctl"]);
+        assert_eq!(s.password_window, Duration::from_secs(600));
+        for bad in [
+            &["d", "--allow-delete-prefix", "/tmp/../"][..],
+            &["d", "--allow-delete-prefix", "tmp"][..],
+            &["d", "--ip-config-dir", "rel"][..],
+            &["d", "--time-zone", "Mars/Olympus"][..],
+        ] {
+            let error = Cli::try_parse_from(bad)
+                .unwrap()
+                .task_settings()
+                .unwrap_err();
+            assert!(error.to_string().contains(bad[1]), "{error}");
+        }
+        assert!(Cli::try_parse_from(["d", "--power-delay", "2m"]).is_err());
+        assert!(Cli::try_parse_from(["d", "--password-attempts", "0"]).is_err());
     }
 }

@@ -46,3 +46,17 @@ pub fn failure(status: StatusCode, code: i32, msg: &str) -> Response {
     )
         .into_response()
 }
+
+/// A task's answer: its status, code and message, with data also on failure (ServiceHandler's
+/// per-unit results).
+pub fn outcome(status: StatusCode, code: i32, msg: &str, data: Value) -> Response {
+    (
+        status,
+        Json(Envelope {
+            code,
+            msg: msg.to_owned(),
+            data,
+        }),
+    )
+        .into_response()
+}

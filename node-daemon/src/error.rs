@@ -1,5 +1,19 @@
-//! The seed 002 return-code table (§一.2) as the node API's error type: each error knows its
+//! The seed 002 return-code table (§一.2) as the node API's error types: each error knows its
 //! seed `code` and its HTTP status in one place, and renders through [`crate::envelope`].
+//! [`ApiError`] is the query endpoints' error, [`TaskError`] the task runner's
+//! ([`crate::task`]), whose [`OutcomeKind`] tells the HTTP status and a NodeTask watcher's phase.
+//!
+//! | code | meaning (seed) | used for |
+//! |---|---|---|
+//! | 0 | 成功 | success; for OsHandler: accepted, the power command follows the answer |
+//! | 10001 | 登录失败 | bearer token missing/wrong; verify_password: wrong password, locked account |
+//! | 10002 | 用户名错误 | verify_password: no such user |
+//! | 30003 | 网络设备不存在 | IP tasks: the NIC does not exist |
+//! | 30004 | 不支持的设备操作 | unknown handler/command; a command this node's configuration refuses |
+//! | 30005 | 网络设备名称过长 | IP tasks: NIC name or label longer than 15 bytes (IFNAMSIZ) |
+//! | 30006 | 无效的设备参数值 | malformed body, bad or missing parameter, unknown endpoint |
+//! | 40001–40502 | 获取…信息失败 | a probe failed |
+//! | 99999 | 系统异常，请稍后重试 | no reading yet; a task that ran and failed; too many password attempts |
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -116,6 +130,120 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What kind of ending a task had: the HTTP layer maps it to a status, a NodeTask watcher to a
+/// phase, without parsing codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Done (code 0). For OsHandler: accepted, the power command runs right after the answer.
+    Succeeded,
+    /// The body or a value in it is invalid (30006) or a name too long (30005): nothing ran.
+    Invalid,
+    /// Unknown handler or command (30004): nothing ran.
+    Unsupported,
+    /// Known, but not allowed by this node's configuration (30004): nothing ran.
+    Refused,
+    /// The network device does not exist (30003): nothing ran.
+    NotFound,
+    /// verify_password ran and the password or user is wrong (10001 / 10002).
+    Denied,
+    /// Too many attempts from this client (99999): nothing ran.
+    RateLimited,
+    /// The task ran and failed (99999); changes were rolled back where the task says so.
+    Failed,
+}
+
+/// An error of a node task (seed 002 §三, §五, §二.12–15), with its seed return code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// 30006 无效的设备参数值: a missing or invalid parameter; nothing was changed.
+    #[error("无效的设备参数值: {0}")]
+    Invalid(String),
+    /// 30005 网络设备名称过长: an interface name or label longer than 15 bytes (IFNAMSIZ).
+    #[error("网络设备名称过长: {0}")]
+    NameTooLong(String),
+    /// 30004 不支持的设备操作: unknown handler or command.
+    #[error("不支持的设备操作: {0}")]
+    Unsupported(String),
+    /// 30004 不支持的设备操作: refused because this node's configuration does not allow it.
+    #[error("不支持的设备操作: refused by the node-daemon configuration: {0}")]
+    Refused(String),
+    /// 30003 网络设备不存在: no such network device.
+    #[error("网络设备不存在: {0}")]
+    DeviceNotFound(String),
+    /// 10001 登录失败: the password does not match (or the account has no usable password).
+    #[error("登录失败: {0}")]
+    LoginFailed(String),
+    /// 10002 用户名错误: no such user in the shadow file.
+    #[error("用户名错误: {0}")]
+    UnknownUser(String),
+    /// 99999: too many attempts from one client; retry later.
+    #[error("系统异常，请稍后重试: {0}")]
+    RateLimited(String),
+    /// 99999: the task ran and failed (a command exited non-zero, the host refused a change).
+    #[error("系统异常，请稍后重试: {0}")]
+    Failed(String),
+}
+
+impl TaskError {
+    /// The message without the seed's prefix.
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::Invalid(d)
+            | Self::NameTooLong(d)
+            | Self::Unsupported(d)
+            | Self::Refused(d)
+            | Self::DeviceNotFound(d)
+            | Self::LoginFailed(d)
+            | Self::UnknownUser(d)
+            | Self::RateLimited(d)
+            | Self::Failed(d) => d,
+        }
+    }
+
+    /// The seed return code.
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Invalid(_) => 30006,
+            Self::NameTooLong(_) => 30005,
+            Self::Unsupported(_) | Self::Refused(_) => 30004,
+            Self::DeviceNotFound(_) => 30003,
+            Self::LoginFailed(_) => 10001,
+            Self::UnknownUser(_) => 10002,
+            Self::RateLimited(_) | Self::Failed(_) => 99999,
+        }
+    }
+
+    /// The kind of ending.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Self::Invalid(_) | Self::NameTooLong(_) => OutcomeKind::Invalid,
+            Self::Unsupported(_) => OutcomeKind::Unsupported,
+            Self::Refused(_) => OutcomeKind::Refused,
+            Self::DeviceNotFound(_) => OutcomeKind::NotFound,
+            Self::LoginFailed(_) | Self::UnknownUser(_) => OutcomeKind::Denied,
+            Self::RateLimited(_) => OutcomeKind::RateLimited,
+            Self::Failed(_) => OutcomeKind::Failed,
+        }
+    }
+}
+
+impl OutcomeKind {
+    /// The HTTP status the node API answers with. A password check that ran and said "no" is
+    /// a 200 carrying 10001/10002 (401 would read as a bad bearer token).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Succeeded | Self::Denied => StatusCode::OK,
+            Self::Invalid => StatusCode::BAD_REQUEST,
+            Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            Self::Refused => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +282,30 @@ mod tests {
         .map(|f| f.code())
         .collect();
         assert_eq!(codes, [40001, 40101, 40201, 40301, 40401, 40501, 40502]);
+    }
+
+    #[test]
+    fn every_task_error_knows_its_seed_code_and_status() {
+        let s = String::new;
+        let cases = [
+            (TaskError::Invalid(s()), 30006, 400),
+            (TaskError::NameTooLong(s()), 30005, 400),
+            (TaskError::Unsupported(s()), 30004, 501),
+            (TaskError::Refused(s()), 30004, 403),
+            (TaskError::DeviceNotFound(s()), 30003, 404),
+            (TaskError::LoginFailed(s()), 10001, 200),
+            (TaskError::UnknownUser(s()), 10002, 200),
+            (TaskError::RateLimited(s()), 99999, 429),
+            (TaskError::Failed(s()), 99999, 500),
+        ];
+        for (error, code, status) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
+            assert_eq!(error.kind().status().as_u16(), status, "{error:?}");
+        }
+        assert!(
+            TaskError::Refused("x".into())
+                .to_string()
+                .starts_with("不支持的设备操作: refused by the node-daemon configuration")
+        );
     }
 }

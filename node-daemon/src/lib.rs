@@ -1,5 +1,6 @@
 //! `opsplane-node-daemon` as a library: host probes (seed 002 §二), the background sampler,
-//! the node API with the seed's `{code, msg, data}` envelope and return codes, and `/metrics`.
+//! the node API with the seed's `{code, msg, data}` envelope and return codes, the task runner
+//! (seed 002 §三, §五, §二.12–15), the reporter (§四) and `/metrics`.
 //! The binary (`main.rs`) wires these together from the configuration.
 
 pub mod api;
@@ -12,3 +13,4 @@ pub mod monitor;
 pub mod probe;
 pub mod reporter;
 pub mod sampler;
+pub mod task;

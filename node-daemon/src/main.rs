@@ -15,6 +15,7 @@ use opsplane_node_daemon::monitor::Limits;
 use opsplane_node_daemon::probe::{self, ProbeSettings};
 use opsplane_node_daemon::reporter::{Reporter, ReporterConfig, TimerState};
 use opsplane_node_daemon::sampler::Sampler;
+use opsplane_node_daemon::task::{self, Runner, SystemClock};
 
 async fn shutdown_signal() {
     let terminate = async {
@@ -105,8 +106,21 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let timer = tokio::spawn(reporter.clone().run_timer(sampler.clone()));
     let sender = tokio::spawn(reporter.clone().run_sender());
+    let task_settings = cli.task_settings()?;
+    if let Some(dir) = &task_settings.ip_config_dir {
+        let (restored, failed) = task::ip::restore(dir).await;
+        if !restored.is_empty() {
+            tracing::info!(?restored, dir = %dir.display(), "re-added IP configurations missing from their NICs");
+        }
+        for problem in failed {
+            tracing::warn!(%problem, "cannot restore an IP configuration");
+        }
+    }
+    let tasks = Runner::new(task_settings, Some(reporter), Arc::new(SystemClock))
+        .map_err(|e| anyhow::anyhow!("task runner: {e}"))?;
+    let schedules = tokio::spawn(tasks.clone().run_schedules());
     let state = Arc::new(AppState {
-        reporter,
+        tasks,
         registry,
         sampler,
         token,
@@ -118,12 +132,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     tracing::info!(address = %cli.listen, host_root = %cli.host_root.display(), "node-daemon serving");
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("node API server failed");
+    let served = axum::serve(
+        listener,
+        api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("node API server failed");
     sampling.abort();
     timer.abort();
     sender.abort();
+    schedules.abort();
     served
 }

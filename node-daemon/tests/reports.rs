@@ -242,7 +242,8 @@ fn timer_handler_pauses_resumes_and_updates_and_its_state_survives_a_restart() {
             &daemon,
             json!({"handler": "TimerHandler", "command": "explode"})
         )["code"],
-        30006
+        30004,
+        "an unknown command is an unsupported operation"
     );
     assert_eq!(task(&daemon, json!({"command": "pause"}))["code"], 30006);
     assert_eq!(

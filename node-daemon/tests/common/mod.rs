@@ -34,12 +34,14 @@ pub fn free_addr() -> String {
 /// Starts the binary with `--listen <free addr>`, the arguments and the environment given, and
 /// waits until it listens.
 pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    start_logging(args, env, Stdio::null())
+}
+
+/// [`start`] with the daemon's stderr (its log) going to `stderr`.
+pub fn start_logging(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Daemon {
     let addr = free_addr();
     let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"));
-    command
-        .args(["--listen", &addr])
-        .args(args)
-        .stderr(Stdio::null());
+    command.args(["--listen", &addr]).args(args).stderr(stderr);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -53,4 +55,113 @@ pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         std::thread::sleep(Duration::from_millis(50));
     }
     Daemon { child, addr }
+}
+
+/// Sends `POST /api/v1/monitor/<endpoint>` with a bearer token and a raw body over `stream`;
+/// returns the HTTP status and the JSON body.
+pub fn post_on(
+    mut stream: TcpStream,
+    endpoint: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set a read timeout");
+    write!(
+        stream,
+        "POST /api/v1/monitor/{endpoint} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    (status, json)
+}
+
+/// [`post_on`] over a new connection to `addr`.
+pub fn post(addr: &str, endpoint: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    post_on(
+        TcpStream::connect(addr).expect("connect to the daemon"),
+        endpoint,
+        token,
+        body,
+    )
+}
+
+/// The audit log's lines, parsed.
+pub fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Writes an executable shell script that appends its arguments to `<dir>/<name>.calls` and
+/// then runs `tail` (shell code deciding the exit status); returns its path.
+pub fn recording_script(dir: &std::path::Path, name: &str, tail: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let calls = dir.join(format!("{name}.calls"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n{tail}\n", calls.display()),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the script executable");
+    path
+}
+
+/// The lines a [`recording_script`] recorded.
+pub fn calls(dir: &std::path::Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(format!("{name}.calls")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits up to `limit` for `check`.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Connects to `addr` from inside the network namespace `name` (the socket keeps its
+/// namespace; only a short-lived thread enters it).
+pub fn connect_in(name: &str, addr: &str) -> Option<TcpStream> {
+    let path = format!("/var/run/netns/{name}");
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).ok()?;
+        // SAFETY: setns on a valid namespace fd changes only this short-lived thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        TcpStream::connect(&addr).ok()
+    })
+    .join()
+    .ok()
+    .flatten()
 }
