@@ -45,6 +45,18 @@ pub fn helm() -> anyhow::Result<PathBuf> {
     cache_bin("helm", "OPSPLANE_HELM")
 }
 
+/// A fresh path for one operator process's embedded store (no Redis in these tests), so that
+/// operators running at once never share a database file.
+pub fn operator_store_path(identity: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("opsplane-e2e-store-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{identity}-{n}.redb"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
 /// A binary of this workspace, from the same target directory as the running test.
 pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;

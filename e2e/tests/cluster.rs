@@ -371,6 +371,10 @@ fn operator(cluster: &Cluster, identity: &str, namespace: &str, listen: u16) -> 
             "6",
         ])
         .env("KUBECONFIG", &cluster.kubeconfig)
+        .env(
+            "OPSPLANE_STORE_PATH",
+            opsplane_e2e::operator_store_path(identity),
+        )
         .env("OPSPLANE_TOKEN", "e2e-token-0123456789")
         .env("OPSPLANE_LOG", "info,kube=warn");
     Process::spawn(identity, command).expect("operator starts")
@@ -649,6 +653,10 @@ async fn service_ref_instances_from_endpointslices_are_checked_one_by_one_with_e
         ])
         .args(["--lease-namespace", ns])
         .env("KUBECONFIG", &kubeconfig)
+        .env(
+            "OPSPLANE_STORE_PATH",
+            opsplane_e2e::operator_store_path("operator-endpoints"),
+        )
         .env("OPSPLANE_TOKEN", "e2e-token-0123456789")
         .env("OPSPLANE_LOG", "info,kube=warn");
     let _operator = Process::spawn("operator-endpoints", command).expect("operator starts");

@@ -270,6 +270,48 @@ impl Recorder {
         self.store.ingest(&samples).await
     }
 
+    /// Availability of a checked service over the last 24 hours, in percent: passing instance
+    /// checks over all instance checks (`check.up`), from the hour roll-ups and this hour's
+    /// minutes. `None` before the first recorded check.
+    pub async fn availability(&self, service: &str) -> Result<Option<f64>, StoreError> {
+        let (Some(metric), Some(id)) = (
+            self.existing_id(Kind::Metric, "check.up").await?,
+            self.existing_id(Kind::Service, service).await?,
+        ) else {
+            return Ok(None);
+        };
+        let now = now_ms().div_euclid(1000);
+        let hour = now.div_euclid(3600) * 3600;
+        let filter = opsplane_store::SeriesFilter {
+            services: Some(vec![id]),
+            ..Default::default()
+        };
+        let mut rows = self
+            .store
+            .buckets(
+                metric,
+                opsplane_store::Resolution::Hour,
+                hour - 23 * 3600,
+                hour,
+                &filter,
+            )
+            .await?;
+        rows.extend(
+            self.store
+                .buckets(
+                    metric,
+                    opsplane_store::Resolution::Minute,
+                    hour,
+                    now + 60,
+                    &filter,
+                )
+                .await?,
+        );
+        let samples: u64 = rows.iter().map(|r| r.agg.samples).sum();
+        let up: f64 = rows.iter().map(|r| r.agg.sum).sum();
+        Ok((samples > 0).then(|| 100.0 * up / samples as f64))
+    }
+
     /// Records one round of checks of a MonitoredService: `check.up` and `response.time` per
     /// instance (label and resource = the instance), `response.status` by status code, and an
     /// exception record for every failed instance. Also keeps the service in the registry

@@ -235,14 +235,18 @@ async fn check_forever(
                     std::slice::from_ref(&result),
                 )
                 .await;
+                let availability =
+                    crate::controller::monitored_service::availability(&store, &metrics, &key)
+                        .await;
                 let mut guard = services.write().await;
                 if let Some(entry) = guard.get_mut(index) {
-                    let status = decide_status(
+                    let mut status = decide_status(
                         entry.status.as_ref(),
                         entry.metadata.generation,
                         std::slice::from_ref(&result),
                         Timestamp::now(),
                     );
+                    status.availability = availability;
                     entry.status = Some(status);
                 }
             }

@@ -169,6 +169,41 @@ fn standalone_checks_services_and_serves_them_with_status() {
     assert!(web["status"]["latencyMs"].is_u64());
     assert!(web["status"]["lastCheck"].as_str().unwrap().ends_with('Z'));
     assert_eq!(web["status"]["instances"][0]["address"], up.to_string());
+    // Availability over the last 24 h, from the store's check.up aggregates.
+    assert_eq!(web["status"]["availability"], "100.00", "{web}");
+    assert_eq!(items[0]["status"]["availability"], "0.00", "{}", items[0]);
+
+    // Every result is a metric in the store (by instance), every failure an exception.
+    let (status, response) = get(
+        listen,
+        "/monitoring/api/metric_data/check.up/?last=600&interval=600&group_by=resource&service=prod/web",
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{response}");
+    let data = body(&response);
+    let rows: Vec<&serde_json::Value> = data["data"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["data"].as_array().unwrap())
+        .collect();
+    assert!(!rows.is_empty(), "{data}");
+    for row in &rows {
+        assert_eq!(row["resource"]["name"], up.to_string(), "{data}");
+        assert_eq!(row["resource"]["type"], "instance");
+        assert_eq!(row["val"], "1.0000");
+    }
+    let (status, response) = get(listen, "/monitoring/api/exceptions/", Some(TOKEN));
+    assert_eq!(status, 200, "{response}");
+    let exceptions = body(&response);
+    let first = &exceptions["exceptions"][0];
+    assert_eq!(first["service"]["name"], "default/broken", "{exceptions}");
+    assert_eq!(first["error_type"], "check.unexpected_response");
+    let (status, response) = get(listen, first["url"].as_str().unwrap(), Some(TOKEN));
+    assert_eq!(status, 200, "{response}");
+    let detail = body(&response);
+    assert_eq!(detail["request"]["response"]["status"], 503, "{detail}");
+    assert_eq!(detail["request"]["resources"][0]["name"], down.to_string());
 
     assert_eq!(broken["metadata"]["name"], "broken");
     let available = condition(broken, "Available").unwrap();

@@ -198,6 +198,10 @@ pub struct MonitoredServiceStatus {
     /// Latency of the last check in milliseconds (the slowest healthy instance for serviceRef).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Share of passing instance checks over the last 24 hours, in percent with two decimals
+    /// (e.g. `99.95`), from the metric store's `check.up` aggregates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
     /// Error of the last failed check; empty when the last check passed.
     #[serde(default)]
     pub last_error: String,

@@ -196,6 +196,10 @@ async fn main() -> anyhow::Result<()> {
             ns,
         ])
         .env("KUBECONFIG", &cluster.kubeconfig)
+        .env(
+            "OPSPLANE_STORE_PATH",
+            opsplane_e2e::operator_store_path("bench"),
+        )
         .env("OPSPLANE_TOKEN", "bench-token-0123456789")
         .env("OPSPLANE_LOG", "warn");
     let operator = Process::spawn("operator", command)?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use opsplane_store::catalog::{self, EVENT_TYPES, METRICS, RESOURCE_TYPES};
 use opsplane_store::model::split_resource_key;
@@ -282,7 +282,7 @@ pub async fn metric_data(
     State(state): State<AppState>,
     Path(metric_name): Path<String>,
     Query(q): Params,
-) -> Answer {
+) -> Result<Response, MonitoringError> {
     let def = catalog::metric(&metric_name).ok_or_else(|| {
         MonitoringError::bad(
             "metric",
@@ -428,44 +428,32 @@ pub async fn metric_data(
         } else {
             HashMap::new()
         };
-    let resource_names: HashMap<u32, (String, String)> = resources
-        .iter()
-        .map(|e| {
-            let (t, n) = split_resource_key(&e.name);
-            (e.id, (t.to_string(), n.to_string()))
-        })
-        .collect();
-    let label_of = |id: u32| labels.get(&id).cloned().unwrap_or_default();
-    let resource_of = |id: u32| resource_names.get(&id).cloned().unwrap_or_default();
-    let event_of = |id: u32| event_types.get(&id).cloned().unwrap_or_default();
     let names = geonode::Names {
-        label: &label_of,
-        resource: &resource_of,
-        event_type: &event_of,
+        labels,
+        resources: resources
+            .iter()
+            .map(|e| {
+                let (t, n) = split_resource_key(&e.name);
+                (e.id, (t.to_string(), n.to_string()))
+            })
+            .collect(),
+        event_types,
     };
-    let with_id = group_by == GroupBy::ResourceNoLabel;
-    let rendered = intervals
-        .into_iter()
-        .map(|i| {
-            let rows = i
-                .rows
-                .iter()
-                .filter(|r| r.resource != Some(0) && r.event_type != Some(0))
-                .map(|r| geonode::metric_row(r, &names, with_id))
-                .collect();
-            (i, rows)
-        })
-        .collect();
-    Ok(Json(geonode::metric_data(
-        def.name,
-        def.kind.as_str(),
-        def.unit,
-        window.start,
-        window.end,
-        window.interval,
-        label_name.as_deref(),
-        rendered,
-    )))
+    let body = geonode::metric_data(
+        &geonode::MetricData {
+            metric: def.name,
+            metric_type: def.kind.as_str(),
+            unit: def.unit,
+            from: window.start,
+            to: window.end,
+            interval: window.interval,
+            label: label_name.as_deref(),
+            resource_with_id: group_by == GroupBy::ResourceNoLabel,
+        },
+        &intervals,
+        &names,
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn exception_service(e: &opsplane_store::ExceptionRecord) -> Value {

@@ -145,6 +145,8 @@ pub fn decide_status(
         observed_generation: generation,
         last_check: Some(stamp.clone()),
         latency_ms,
+        // Kept until the caller refreshes it from the store.
+        availability: previous.and_then(|p| p.availability.clone()),
         last_error,
         conditions: vec![
             condition(
@@ -276,6 +278,23 @@ pub async fn record_checks(
     {
         metrics.store_error("checks");
         tracing::warn!(service = key, %error, "could not store check results");
+    }
+}
+
+/// The service's availability over the last 24 hours for status (`"99.95"`); `None` when the
+/// store has no checks of it yet or cannot be read (logged and counted).
+pub async fn availability(
+    store: &crate::recorder::Recorder,
+    metrics: &crate::metrics::Metrics,
+    key: &str,
+) -> Option<String> {
+    match store.availability(key).await {
+        Ok(a) => a.map(|p| format!("{p:.2}")),
+        Err(error) => {
+            metrics.store_error("availability");
+            tracing::warn!(service = key, %error, "could not read availability");
+            None
+        }
     }
 }
 
@@ -494,6 +513,8 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
             interval,
         )));
     }
+    let mut status = status;
+    status.availability = availability(&ctx.store, &ctx.metrics, &key).await;
     let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({
         "apiVersion": "opsplane.io/v1alpha1",
