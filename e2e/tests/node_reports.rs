@@ -101,6 +101,30 @@ fn node_daemon_reports_reach_the_operator_and_bad_reports_are_refused() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The real reports became host metrics in the store: the host is listed with the
+    // machine's host name, and its CPU count is the machine's.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, response) = request(op_port, "GET", "/monitoring/api/hosts/", Some(TOKEN), "").unwrap();
+    assert_eq!(status, 200, "{response}");
+    assert!(response.contains(&format!("\"name\":\"{hostname}\"")), "{response}");
+    let (status, response) = request(
+        op_port,
+        "GET",
+        "/monitoring/api/metric_data/cpu.count/?last=600&interval=600",
+        Some(TOKEN),
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{response}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        response.contains(&format!("\"val\":\"{cores}.0000\"")),
+        "cpu.count must be {cores}: {response}"
+    );
+
     let seed_example = r#"{"hostname": "zhouli33", "ip": "172.16.1.33", "utc": 1577183023, "type": "service",
         "node_uuid": "123142342342342342343", "data": {"httpd": "not found", "libvirtd": "running"}}"#;
     let (status, _) = request(op_port, "POST", "/", None, seed_example).unwrap();
