@@ -1,6 +1,7 @@
 //! The host as the probes see it: a filesystem root (`/` on a plain host, `/host` in the
-//! DaemonSet, a fixture tree in tests) plus the two things that are not files — filesystem
-//! usage (`statvfs`) and interface addresses (netlink via `getifaddrs`). Seed 002 §二 data is
+//! DaemonSet, a fixture tree in tests) plus the things that are not files — filesystem
+//! usage (`statvfs`), interface addresses (netlink via `getifaddrs`) and TCP connections by
+//! local port (netlink `NETLINK_SOCK_DIAG`). Seed 002 §二 data is
 //! read only through this type, so every probe can be pointed at a fixture.
 
 use std::collections::BTreeMap;
@@ -8,6 +9,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::sock_diag::Established;
 
 /// Capacity of one mounted filesystem, in bytes, as `statvfs` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +38,18 @@ pub trait HostCalls: Send + Sync + std::fmt::Debug {
     fn fs_usage(&self, path: &Path) -> io::Result<FsUsage>;
     /// First IPv4 address of each interface of the daemon's network namespace, by name.
     fn ipv4_addresses(&self) -> io::Result<BTreeMap<String, Ipv4Assignment>>;
+    /// ESTABLISHED TCP connections (IPv4 and IPv6) of the daemon's network namespace whose
+    /// local port is one of `ports`, counted by port. A host without a socket-diagnostics
+    /// interface (a fixture) answers [`io::ErrorKind::Unsupported`], and `port_status` reads
+    /// `/proc/net/tcp*` under the host root instead.
+    fn established_tcp(&self, ports: &[u16]) -> io::Result<Established> {
+        let _ = ports;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
-/// The live kernel: `statvfs(2)` and `getifaddrs(3)` (netlink under the hood).
+/// The live kernel: `statvfs(2)`, `getifaddrs(3)` (netlink under the hood) and
+/// `NETLINK_SOCK_DIAG` ([`crate::sock_diag`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LiveCalls;
 
@@ -70,6 +82,10 @@ impl HostCalls for LiveCalls {
                 });
         }
         Ok(out)
+    }
+
+    fn established_tcp(&self, ports: &[u16]) -> io::Result<Established> {
+        crate::sock_diag::established_by_local_port(ports)
     }
 }
 
@@ -141,6 +157,12 @@ impl HostRoot {
     /// Primary IPv4 address per interface.
     pub fn ipv4_addresses(&self) -> io::Result<BTreeMap<String, Ipv4Assignment>> {
         self.calls.ipv4_addresses()
+    }
+
+    /// ESTABLISHED TCP connections by local port for `ports`, from the host's system calls
+    /// (see [`HostCalls::established_tcp`]).
+    pub fn established_tcp(&self, ports: &[u16]) -> io::Result<Established> {
+        self.calls.established_tcp(ports)
     }
 }
 

@@ -12,3 +12,4 @@ pub mod monitor;
 pub mod probe;
 pub mod reporter;
 pub mod sampler;
+pub mod sock_diag;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::Failure;
 use crate::host::HostRoot;
 use crate::metrics::ProbeMetrics;
-use crate::probe::{Probe, Sample, cpu, networkio};
+use crate::probe::{Probe, Sample, cpu, networkio, port_status};
 
 /// How much history the ring keeps (the seed limits `statis_period` to 60 s).
 pub const HISTORY: Duration = Duration::from_secs(60);
@@ -107,6 +107,36 @@ impl Sampler {
             memory: RwLock::new(Memory::default()),
             last_errors: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The host the probes read.
+    pub fn host(&self) -> &HostRoot {
+        &self.host
+    }
+
+    /// ESTABLISHED connections by local port for `ports`, read now (seed 002 §二.11
+    /// `port_status` is a query, not part of the cycle); recorded in the probe metrics as
+    /// probe `port_status`.
+    pub fn port_status(&self, ports: &[u16]) -> Result<port_status::Established, ProbeFailure> {
+        let started = Instant::now();
+        let query = || {
+            port_status::established(&self.host, ports).map_err(|e| ProbeFailure {
+                failure: Failure::Network,
+                detail: e.to_string(),
+            })
+        };
+        // The kernel walks its whole connection table (about a millisecond on a big host):
+        // on the multi-threaded runtime the worker hands its other tasks over meanwhile.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(query)
+            }
+            _ => query(),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe("port_status", started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     /// The latest snapshot, `None` before the first cycle.

@@ -99,7 +99,7 @@ fn render_all(name: &str, calls: impl FnOnce(PathBuf) -> FixtureCalls, services:
     for endpoint in monitor::ENDPOINTS {
         let data = match *endpoint {
             "port_status" => monitor::port_status(
-                &snapshot,
+                &sampler,
                 &monitor::parse_ports(&json!({"ports": "5900,5901,5902,22"})).unwrap(),
                 Limits { port_threshold: 4 },
             ),
@@ -223,7 +223,7 @@ fn an_unreadable_host_fails_each_endpoint_with_its_seed_code() {
         let err = monitor::render(endpoint, &snapshot).unwrap_err();
         assert_eq!(err.code(), code, "{endpoint}: {err}");
     }
-    let err = monitor::port_status(&snapshot, &[5900], Limits { port_threshold: 4 }).unwrap_err();
+    let err = monitor::port_status(&sampler, &[5900], Limits { port_threshold: 4 }).unwrap_err();
     assert_eq!(err.code(), 40301, "{err}");
     // one cycle gives no interval yet; the next cycle has no CPU reading either
     let err = monitor::resource_statis(&sampler, &snapshot, Duration::from_secs(15)).unwrap_err();

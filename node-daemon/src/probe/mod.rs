@@ -1,6 +1,8 @@
 //! Host probes (seed 002 §二.1-11): one file per probe, one small trait, and [`registry`]
 //! listing them all — node_exporter's collector pattern. Adding a probe is adding one file,
-//! one [`Sample`] variant and one line in [`registry`].
+//! one [`Sample`] variant and one line in [`registry`]. `port_status` is the exception: it
+//! depends on the request's ports, so it is a query answered on demand
+//! ([`port_status::established`]), not a probe of the cycle.
 //!
 //! Probes only read; they return raw readings (cumulative counters included). Rates and
 //! utilizations need two readings and are derived by the sampler (`crate::sampler`).
@@ -74,8 +76,6 @@ pub enum Sample {
     Hardware(hardware::Hardware),
     /// [`service::Services`].
     Service(service::Services),
-    /// [`port_status::Established`].
-    PortStatus(port_status::Established),
 }
 
 /// A host probe.
@@ -117,7 +117,6 @@ pub fn registry(settings: &ProbeSettings) -> Vec<Arc<dyn Probe>> {
             services: settings.services.clone(),
             systemctl: settings.systemctl.clone(),
         }),
-        Arc::new(port_status::PortStatusProbe),
     ]
 }
 
