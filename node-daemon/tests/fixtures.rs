@@ -89,6 +89,7 @@ fn render_all(name: &str, calls: impl FnOnce(PathBuf) -> FixtureCalls, services:
         services: services.iter().map(|s| (*s).to_owned()).collect(),
         systemctl: vec![systemctl.display().to_string()],
         nics: None,
+        service_interval: Duration::from_secs(10),
     };
     let sampler = Sampler::new(host, probe::registry(&settings), None);
     sampler.cycle_at(100.0, 1_576_751_518);
@@ -204,6 +205,7 @@ fn an_unreadable_host_fails_each_endpoint_with_its_seed_code() {
         services: vec!["libvirtd".into()],
         systemctl: vec![empty.path().join("no-systemctl").display().to_string()],
         nics: None,
+        service_interval: Duration::from_secs(10),
     };
     let sampler = Sampler::new(host, probe::registry(&settings), None);
     let snapshot = sampler.cycle_at(0.0, 1);

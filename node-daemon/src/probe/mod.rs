@@ -20,6 +20,7 @@ pub mod service;
 pub mod vm;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Failure;
 use crate::host::HostRoot;
@@ -86,7 +87,16 @@ pub trait Probe: Send + Sync {
     fn failure(&self) -> Failure;
     /// Reads the host once.
     fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError>;
+    /// How often the host must be read: `None` every cycle (the default); `Some(period)` at
+    /// most once per `period`, the sampler reusing the last reading (or failure) in between —
+    /// for data that rarely changes or costs a process to read.
+    fn refresh(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// How often the hardware inventory (and the OS variant) is read again.
+pub const HARDWARE_REFRESH: Duration = Duration::from_secs(60);
 
 /// Settings some probes need; everything else they read from the host.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +105,8 @@ pub struct ProbeSettings {
     pub services: Vec<String>,
     /// Command (program + leading arguments) used as `systemctl`.
     pub systemctl: Vec<String>,
+    /// How often `systemctl` is run for the service states (zero: every cycle).
+    pub service_interval: Duration,
     /// When set, exactly these interfaces are the "physical" NICs of `network`.
     pub nics: Option<Vec<String>>,
 }
@@ -103,19 +115,20 @@ pub struct ProbeSettings {
 pub fn registry(settings: &ProbeSettings) -> Vec<Arc<dyn Probe>> {
     vec![
         Arc::new(cpu::CpuProbe),
-        Arc::new(cpuvt::CpuVtProbe),
+        Arc::new(cpuvt::CpuVtProbe::default()),
         Arc::new(memory::MemoryProbe),
-        Arc::new(disk::DiskProbe),
+        Arc::new(disk::DiskProbe::default()),
         Arc::new(diskio::DiskIoProbe),
         Arc::new(network::NetworkProbe {
             only: settings.nics.clone(),
         }),
         Arc::new(networkio::NetworkIoProbe),
-        Arc::new(vm::VmProbe),
+        Arc::new(vm::VmProbe::default()),
         Arc::new(hardware::HardwareProbe),
         Arc::new(service::ServiceProbe {
             services: settings.services.clone(),
             systemctl: settings.systemctl.clone(),
+            every: settings.service_interval,
         }),
     ]
 }
