@@ -5,7 +5,7 @@
 //! read only through this type, so every probe can be pointed at a fixture.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Read};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,6 +89,30 @@ impl HostCalls for LiveCalls {
     }
 }
 
+/// Reads a whole file whose size is not known in advance. `/proc` and `/sys` files say they
+/// are empty (or one page), so asking for the size (`statx`, `lseek`), as
+/// `std::fs::read_to_string` does, is two wasted system calls per file: read page-sized
+/// chunks until end of file instead.
+fn read_unsized(path: &Path) -> io::Result<String> {
+    const CHUNK: usize = 4096;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    loop {
+        let filled = buf.len();
+        buf.resize(filled + CHUNK.max(filled), 0);
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => {
+                buf.truncate(filled);
+                break;
+            }
+            Ok(n) => buf.truncate(filled + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(filled),
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// The root of the host's filesystem plus the host's system calls.
 #[derive(Debug, Clone)]
 pub struct HostRoot {
@@ -125,13 +149,13 @@ impl HostRoot {
     /// Reads a host file to a string; the error names the file.
     pub fn read(&self, host_path: impl AsRef<Path>) -> io::Result<String> {
         let path = self.path(host_path);
-        std::fs::read_to_string(&path)
+        read_unsized(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
 
     /// Reads a one-line host file (sysfs attribute) and trims it; `None` when unreadable.
     pub fn read_attr(&self, host_path: impl AsRef<Path>) -> Option<String> {
-        std::fs::read_to_string(self.path(host_path))
+        read_unsized(&self.path(host_path))
             .ok()
             .map(|s| s.trim().to_owned())
     }
@@ -175,6 +199,36 @@ mod tests {
         let host = HostRoot::new("/host");
         assert_eq!(host.path("/proc/stat"), PathBuf::from("/host/proc/stat"));
         assert_eq!(host.path("proc/stat"), PathBuf::from("/host/proc/stat"));
+    }
+
+    #[test]
+    fn files_of_any_size_read_like_std_does() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4095, 4096, 4097, 8192, 100_000] {
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            std::fs::write(dir.path().join("f"), &text).unwrap();
+            assert_eq!(read_unsized(&dir.path().join("f")).unwrap(), text, "{len}");
+        }
+        for proc_file in ["/proc/self/status", "/proc/self/mounts", "/proc/stat"] {
+            let ours = read_unsized(Path::new(proc_file)).unwrap();
+            assert!(
+                ours.ends_with('\n') && ours.len() > 100,
+                "{proc_file}: {ours:?}"
+            );
+        }
+        std::fs::write(dir.path().join("bad"), [0xff, 0xfe]).unwrap();
+        let host = HostRoot::new(dir.path());
+        let err = host.read("/bad").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("bad"), "{err}");
+        assert!(
+            host.read("/missing")
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
     }
 
     #[test]

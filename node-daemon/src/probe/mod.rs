@@ -119,9 +119,7 @@ pub fn registry(settings: &ProbeSettings) -> Vec<Arc<dyn Probe>> {
         Arc::new(memory::MemoryProbe),
         Arc::new(disk::DiskProbe::default()),
         Arc::new(diskio::DiskIoProbe),
-        Arc::new(network::NetworkProbe {
-            only: settings.nics.clone(),
-        }),
+        Arc::new(network::NetworkProbe::new(settings.nics.clone())),
         Arc::new(networkio::NetworkIoProbe),
         Arc::new(vm::VmProbe::default()),
         Arc::new(hardware::HardwareProbe),
