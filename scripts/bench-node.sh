@@ -2,7 +2,8 @@
 # Benchmark of the node-daemon against Prometheus node_exporter on this host (issue 3), in one
 # run: CPU per probe cycle vs CPU per node_exporter scrape, resident memory of both, the
 # daemon's steady CPU share at 1 s sampling, node API latency at a fixed rate (open loop,
-# bench-rate: 1,000 req/s on cpu and on disk) and throughput under wrk (closed loop).
+# bench-rate: 1,000 req/s on cpu and on disk, 100 req/s on port_status) and throughput under
+# wrk (closed loop).
 # Usage: bench-node.sh [WINDOW_SECONDS] ; RATE (req/s) and RATE_SECONDS override the fixed-rate run.
 # Installs prometheus-node-exporter and wrk from Debian when missing. Prints figures; not a test.
 set -euo pipefail
@@ -57,9 +58,10 @@ ne_scrape_ms=$(python3 -c "print(round(($e1-$e0)/1e6/$scrapes, 3))")
 ne_rss=$(rss $ne)
 
 # Node API latency at a fixed rate: open loop, latency from each request's scheduled send time.
-fixed_rate() {
-  "$bench_rate" --url "http://127.0.0.1:$nd_port/api/v1/monitor/$1" --rate "$rate" \
-    --duration "${rate_seconds}s" --token bench | tee /dev/stderr | awk '/^RESULT/ { $1 = ""; print }'
+fixed_rate() {  # endpoint [rate] [seconds] [body]
+  "$bench_rate" --url "http://127.0.0.1:$nd_port/api/v1/monitor/$1" --rate "${2:-$rate}" \
+    --duration "${3:-$rate_seconds}s" --body "${4:-}" --token bench \
+    | tee /dev/stderr | awk '/^RESULT/ { $1 = ""; print }'
 }
 # What else ran meanwhile: the other jobs on this host and the hypervisor's steal time show in
 # the tail of any latency measured here, the client's pacing lag included.
@@ -68,6 +70,8 @@ read -r b0 s0 < <(busy); l0=$(cut -d' ' -f1 /proc/loadavg)
 cpu_rate=$(fixed_rate cpu)
 disk_rate=$(fixed_rate disk)
 read -r b1 s1 < <(busy); l1=$(cut -d' ' -f1 /proc/loadavg)
+# port_status asks the kernel on each request (sock_diag walks the connection hash table).
+port_rate=$(fixed_rate port_status 100 10 '{"ports": "5900,5901,5902,22"}')
 cores=$(nproc)
 host_load=$(python3 -c "t=2*$rate_seconds+4; print(f'host CPU busy {($b1-$b0)/$hz/t/$cores*100:.0f} % of {$cores} cores, steal {($s1-$s0)/$hz/t/$cores*100:.1f} %, load average {$l0} -> {$l1}')")
 nd_rss_loaded=$(rss $nd)
@@ -88,5 +92,6 @@ echo "  node-daemon steady CPU:            ${nd_share} % of one core   (target <
 echo "  RSS node-daemon / node_exporter:   $((nd_rss / 1024)) MiB / $((ne_rss / 1024)) MiB   (target <= 15 MB; node-daemon after the load runs: $((nd_rss_loaded / 1024)) MiB)"
 echo "  node API at ${rate} req/s, ${rate_seconds} s, cpu:   ${cpu_rate}   (target p99 < 1 ms)"
 echo "  node API at ${rate} req/s, ${rate_seconds} s, disk:  ${disk_rate}"
-echo "    during the fixed-rate runs: ${host_load}"
+echo "    during these two runs: ${host_load}"
+echo "  node API at 100 req/s, 10 s, port_status (4 ports): ${port_rate}"
 echo "  node API under wrk (10 conns, closed loop): ${rps} req/s, p99 ${p99}"
