@@ -136,9 +136,33 @@ pub fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
+/// The first `N` whitespace-separated fields of a line, without allocating (these parsers run
+/// every cycle over every line of their file); `None` when the line has fewer.
+pub(crate) fn first_fields<const N: usize>(line: &str) -> Option<[&str; N]> {
+    let mut out = [""; N];
+    let mut fields = line.split_ascii_whitespace();
+    for slot in &mut out {
+        *slot = fields.next()?;
+    }
+    Some(out)
+}
+
 /// Parses a whitespace-separated unsigned field, naming the file on error.
 pub(crate) fn parse_u64(file: &'static str, field: &str) -> Result<u64, ProbeError> {
     field
         .parse()
         .map_err(|_| ProbeError::format(file, format!("{field:?} is not a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_fields_takes_exactly_n_fields_or_none() {
+        assert_eq!(first_fields::<2>("  a \t b c"), Some(["a", "b"]));
+        assert_eq!(first_fields::<3>("a b c"), Some(["a", "b", "c"]));
+        assert_eq!(first_fields::<3>("a b"), None);
+        assert_eq!(first_fields::<1>(""), None);
+    }
 }

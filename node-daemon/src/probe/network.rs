@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Probe, ProbeError, Sample};
+use super::{Probe, ProbeError, Sample, first_fields};
 use crate::error::Failure;
 use crate::host::{HostRoot, Ipv4Assignment};
 
@@ -189,8 +189,10 @@ pub fn default_gateways(routes: &str) -> BTreeMap<String, Ipv4Addr> {
     const RTF_GATEWAY: u32 = 0x2;
     let mut out = BTreeMap::new();
     for line in routes.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+        let Some(f) = first_fields::<8>(line) else {
+            continue;
+        };
+        if f[1] != "00000000" || f[7] != "00000000" {
             continue;
         }
         let (Ok(gateway), Ok(flags)) =
