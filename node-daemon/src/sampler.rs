@@ -95,6 +95,8 @@ pub struct Sampler {
     last_errors: Mutex<BTreeMap<&'static str, String>>,
     /// Last reading and its time of the probes that are not read every cycle.
     kept: Mutex<BTreeMap<&'static str, Kept>>,
+    /// `port_status` counts shared for a second.
+    recent_ports: port_status::Recent,
 }
 
 impl Sampler {
@@ -113,6 +115,7 @@ impl Sampler {
             memory: RwLock::new(Memory::default()),
             last_errors: Mutex::new(BTreeMap::new()),
             kept: Mutex::new(BTreeMap::new()),
+            recent_ports: port_status::Recent::default(),
         }
     }
 
@@ -121,16 +124,24 @@ impl Sampler {
         &self.host
     }
 
-    /// ESTABLISHED connections by local port for `ports`, read now (seed 002 §二.11
-    /// `port_status` is a query, not part of the cycle); recorded in the probe metrics as
-    /// probe `port_status`.
+    /// ESTABLISHED connections by local port for `ports`, asked when requested (seed 002
+    /// §二.11 `port_status` is a query, not part of the cycle) and shared for
+    /// [`port_status::FRESH`]; recorded in the probe metrics as probe `port_status`.
     pub fn port_status(&self, ports: &[u16]) -> Result<port_status::Established, ProbeFailure> {
         let started = Instant::now();
+        if let Some(counts) = self.recent_ports.cached(ports, started) {
+            if let Some(metrics) = &self.metrics {
+                metrics.observe("port_status", started.elapsed(), true);
+            }
+            return Ok(counts);
+        }
         let query = || {
-            port_status::established(&self.host, ports).map_err(|e| ProbeFailure {
-                failure: Failure::Network,
-                detail: e.to_string(),
-            })
+            self.recent_ports
+                .established(&self.host, ports, Instant::now())
+                .map_err(|e| ProbeFailure {
+                    failure: Failure::Network,
+                    detail: e.to_string(),
+                })
         };
         // The kernel walks its whole connection table (about a millisecond on a big host):
         // on the multi-threaded runtime the worker hands its other tasks over meanwhile.
