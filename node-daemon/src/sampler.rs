@@ -119,11 +119,6 @@ impl Sampler {
         }
     }
 
-    /// The host the probes read.
-    pub fn host(&self) -> &HostRoot {
-        &self.host
-    }
-
     /// ESTABLISHED connections by local port for `ports`, asked when requested (seed 002
     /// §二.11 `port_status` is a query, not part of the cycle) and shared for
     /// [`port_status::FRESH`]; recorded in the probe metrics as probe `port_status`.
@@ -143,8 +138,8 @@ impl Sampler {
                     detail: e.to_string(),
                 })
         };
-        // The kernel walks its whole connection table (about a millisecond on a big host):
-        // on the multi-threaded runtime the worker hands its other tasks over meanwhile.
+        // The kernel walks its whole connection table (milliseconds on a host with a big
+        // one): on the multi-threaded runtime the worker hands its other tasks over meanwhile.
         let result = match tokio::runtime::Handle::try_current() {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(query)
