@@ -131,7 +131,7 @@ async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
         "port_status" => {
             let body = json_body(request.into_body()).await?;
             let ports = monitor::parse_ports(&body)?;
-            monitor::port_status(&snapshot, &ports, state.limits)
+            monitor::port_status(&state.sampler, &ports, state.limits)
         }
         "resource_statis" => {
             let body = json_body(request.into_body()).await?;

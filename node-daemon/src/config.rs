@@ -40,6 +40,9 @@ pub struct Cli {
     /// e.g. `chroot /host systemctl` in a container.
     #[arg(long, env = "OPSPLANE_SYSTEMCTL", default_value = "systemctl")]
     pub systemctl: String,
+    /// How often systemctl is run for the service states (0s: every sampling cycle).
+    #[arg(long, env = "OPSPLANE_SERVICE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub service_interval: Duration,
     /// Report exactly these NICs in `network` instead of the physical-NIC rule.
     #[arg(long, env = "OPSPLANE_NICS", value_delimiter = ',')]
     pub nics: Option<Vec<String>>,

@@ -13,4 +13,5 @@ pub mod monitor;
 pub mod probe;
 pub mod reporter;
 pub mod sampler;
+pub mod sock_diag;
 pub mod task;

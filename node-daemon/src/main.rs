@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .collect(),
         systemctl: cli.systemctl_command(),
+        service_interval: cli.service_interval,
         nics: cli.nics.clone(),
     };
     let sampler = Arc::new(Sampler::new(

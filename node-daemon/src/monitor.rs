@@ -112,11 +112,13 @@ pub fn parse_ports(body: &Value) -> Result<Vec<u16>, ApiError> {
     Ok(list)
 }
 
-/// `data` of `port_status`: each asked port → at least `threshold` ESTABLISHED connections.
-pub fn port_status(snapshot: &Snapshot, ports: &[u16], limits: Limits) -> Result<Value, ApiError> {
-    let Sample::PortStatus(established) = sample(snapshot, "port_status")? else {
-        return Err(wrong_sample("port_status"));
-    };
+/// `data` of `port_status`: each asked port → at least `threshold` ESTABLISHED connections,
+/// read when asked (see [`crate::probe::port_status`]).
+pub fn port_status(sampler: &Sampler, ports: &[u16], limits: Limits) -> Result<Value, ApiError> {
+    let established = sampler.port_status(ports).map_err(|f| ApiError::Probe {
+        failure: f.failure,
+        detail: f.detail,
+    })?;
     let mut data = Map::new();
     for port in ports {
         let count = established.get(port).copied().unwrap_or(0);

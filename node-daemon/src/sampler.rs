@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::Failure;
 use crate::host::HostRoot;
 use crate::metrics::ProbeMetrics;
-use crate::probe::{Probe, Sample, cpu, networkio};
+use crate::probe::{Probe, Sample, cpu, networkio, port_status};
 
 /// How much history the ring keeps (the seed limits `statis_period` to 60 s).
 pub const HISTORY: Duration = Duration::from_secs(60);
@@ -33,7 +33,8 @@ pub struct Snapshot {
     pub samples: BTreeMap<&'static str, Result<Sample, ProbeFailure>>,
     /// CPU busy percent since the previous cycle (since boot in the first cycle).
     pub cpu_utilization: Option<f64>,
-    /// Probe durations of this cycle, by probe name.
+    /// Durations of the probes that read the host in this cycle, by probe name (a probe whose
+    /// last reading was reused has none).
     pub durations: BTreeMap<&'static str, Duration>,
 }
 
@@ -73,6 +74,9 @@ struct Previous {
     networkio: Option<networkio::NetworkIo>,
 }
 
+/// A reading kept for reuse and the monotonic time (seconds) it was made.
+type Kept = (f64, Result<Sample, ProbeFailure>);
+
 #[derive(Debug, Default)]
 struct Memory {
     latest: Option<Arc<Snapshot>>,
@@ -89,6 +93,10 @@ pub struct Sampler {
     memory: RwLock<Memory>,
     /// Last error per probe, so a persistent failure is logged once, not every cycle.
     last_errors: Mutex<BTreeMap<&'static str, String>>,
+    /// Last reading and its time of the probes that are not read every cycle.
+    kept: Mutex<BTreeMap<&'static str, Kept>>,
+    /// `port_status` counts shared for a second.
+    recent_ports: port_status::Recent,
 }
 
 impl Sampler {
@@ -106,7 +114,42 @@ impl Sampler {
             previous: Mutex::new(None),
             memory: RwLock::new(Memory::default()),
             last_errors: Mutex::new(BTreeMap::new()),
+            kept: Mutex::new(BTreeMap::new()),
+            recent_ports: port_status::Recent::default(),
         }
+    }
+
+    /// ESTABLISHED connections by local port for `ports`, asked when requested (seed 002
+    /// §二.11 `port_status` is a query, not part of the cycle) and shared for
+    /// [`port_status::FRESH`]; recorded in the probe metrics as probe `port_status`.
+    pub fn port_status(&self, ports: &[u16]) -> Result<port_status::Established, ProbeFailure> {
+        let started = Instant::now();
+        if let Some(counts) = self.recent_ports.cached(ports, started) {
+            if let Some(metrics) = &self.metrics {
+                metrics.observe("port_status", started.elapsed(), true);
+            }
+            return Ok(counts);
+        }
+        let query = || {
+            self.recent_ports
+                .established(&self.host, ports, Instant::now())
+                .map_err(|e| ProbeFailure {
+                    failure: Failure::Network,
+                    detail: e.to_string(),
+                })
+        };
+        // The kernel walks its whole connection table (milliseconds on a host with a big
+        // one): on the multi-threaded runtime the worker hands its other tasks over meanwhile.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(query)
+            }
+            _ => query(),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe("port_status", started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     /// The latest snapshot, `None` before the first cycle.
@@ -146,7 +189,16 @@ impl Sampler {
         let cycle_started = Instant::now();
         let mut samples = BTreeMap::new();
         let mut durations = BTreeMap::new();
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         for probe in &self.probes {
+            if let Some(period) = probe.refresh()
+                && let Some((read_at, reading)) = kept.get(probe.name())
+                && at >= *read_at
+                && at - read_at < period.as_secs_f64()
+            {
+                samples.insert(probe.name(), reading.clone());
+                continue;
+            }
             let started = Instant::now();
             let result = probe.collect(&self.host).map_err(|e| ProbeFailure {
                 failure: probe.failure(),
@@ -158,8 +210,12 @@ impl Sampler {
             }
             self.log_transition(probe.name(), &result);
             durations.insert(probe.name(), took);
+            if probe.refresh().is_some() {
+                kept.insert(probe.name(), (at, result.clone()));
+            }
             samples.insert(probe.name(), result);
         }
+        drop(kept);
 
         let cpu_now = match samples.get("cpu") {
             Some(Ok(Sample::Cpu(t))) => Some(*t),
@@ -282,6 +338,7 @@ mod tests {
     struct Scripted {
         name: &'static str,
         readings: Mutex<VecDeque<Sample>>,
+        refresh: Option<Duration>,
     }
 
     impl Probe for Scripted {
@@ -290,6 +347,9 @@ mod tests {
         }
         fn failure(&self) -> Failure {
             Failure::Cpu
+        }
+        fn refresh(&self) -> Option<Duration> {
+            self.refresh
         }
         fn collect(&self, _host: &HostRoot) -> Result<Sample, ProbeError> {
             self.readings
@@ -328,10 +388,12 @@ mod tests {
                 Arc::new(Scripted {
                     name: "cpu",
                     readings: Mutex::new(cpus.into()),
+                    refresh: None,
                 }),
                 Arc::new(Scripted {
                     name: "networkio",
                     readings: Mutex::new(nics.into()),
+                    refresh: None,
                 }),
             ],
             None,
@@ -383,6 +445,35 @@ mod tests {
         assert_eq!(s.history(HISTORY).len(), 60);
         assert_eq!(s.history(Duration::from_secs(15)).len(), 15);
         assert_eq!(s.history(Duration::from_secs(1)).len(), 1);
+    }
+
+    #[test]
+    fn a_probe_with_a_refresh_period_is_read_once_per_period_and_reused_between() {
+        let vms = |n| Sample::Vm(crate::probe::vm::VmCount { numbers: n });
+        let s = Sampler::new(
+            HostRoot::new("/nonexistent"),
+            vec![Arc::new(Scripted {
+                name: "vm",
+                readings: Mutex::new(vec![vms(1), vms(2)].into()),
+                refresh: Some(Duration::from_secs(10)),
+            })],
+            None,
+        );
+        let count = |snap: &Snapshot| match snap.sample("vm") {
+            Some(Ok(Sample::Vm(v))) => Some(v.numbers),
+            _ => None,
+        };
+        let first = s.cycle_at(0.0, 0);
+        assert_eq!(count(&first), Some(1));
+        assert!(first.durations.contains_key("vm"));
+        let reused = s.cycle_at(9.5, 9);
+        assert_eq!(count(&reused), Some(1));
+        assert!(!reused.durations.contains_key("vm"), "not read again");
+        assert_eq!(count(&s.cycle_at(10.0, 10)), Some(2));
+        assert_eq!(count(&s.cycle_at(15.0, 15)), Some(2));
+        // the script is exhausted: the failure is read at the next period and kept as well
+        assert_eq!(count(&s.cycle_at(20.0, 20)), None);
+        assert_eq!(count(&s.cycle_at(21.0, 21)), None);
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn render_all(name: &str, calls: impl FnOnce(PathBuf) -> FixtureCalls, services:
         services: services.iter().map(|s| (*s).to_owned()).collect(),
         systemctl: vec![systemctl.display().to_string()],
         nics: None,
+        service_interval: Duration::from_secs(10),
     };
     let sampler = Sampler::new(host, probe::registry(&settings), None);
     sampler.cycle_at(100.0, 1_576_751_518);
@@ -99,7 +100,7 @@ fn render_all(name: &str, calls: impl FnOnce(PathBuf) -> FixtureCalls, services:
     for endpoint in monitor::ENDPOINTS {
         let data = match *endpoint {
             "port_status" => monitor::port_status(
-                &snapshot,
+                &sampler,
                 &monitor::parse_ports(&json!({"ports": "5900,5901,5902,22"})).unwrap(),
                 Limits { port_threshold: 4 },
             ),
@@ -204,6 +205,7 @@ fn an_unreadable_host_fails_each_endpoint_with_its_seed_code() {
         services: vec!["libvirtd".into()],
         systemctl: vec![empty.path().join("no-systemctl").display().to_string()],
         nics: None,
+        service_interval: Duration::from_secs(10),
     };
     let sampler = Sampler::new(host, probe::registry(&settings), None);
     let snapshot = sampler.cycle_at(0.0, 1);
@@ -223,7 +225,7 @@ fn an_unreadable_host_fails_each_endpoint_with_its_seed_code() {
         let err = monitor::render(endpoint, &snapshot).unwrap_err();
         assert_eq!(err.code(), code, "{endpoint}: {err}");
     }
-    let err = monitor::port_status(&snapshot, &[5900], Limits { port_threshold: 4 }).unwrap_err();
+    let err = monitor::port_status(&sampler, &[5900], Limits { port_threshold: 4 }).unwrap_err();
     assert_eq!(err.code(), 40301, "{err}");
     // one cycle gives no interval yet; the next cycle has no CPU reading either
     let err = monitor::resource_statis(&sampler, &snapshot, Duration::from_secs(15)).unwrap_err();

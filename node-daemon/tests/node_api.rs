@@ -266,7 +266,7 @@ fn port_status_turns_true_at_the_threshold_of_established_connections() {
         let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         conns.push((c, listener.accept().unwrap().0));
     }
-    // several sampling cycles have seen the 3 connections: still false
+    // 3 ESTABLISHED connections, below the threshold: false
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(status(&d), Some(false));
     let c = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -1,5 +1,11 @@
 //! Hardware virtualization support and host name (seed 002 §二.2 `cpuvt`): the `vmx` (Intel
 //! VT-x) or `svm` (AMD-V) flag in `/proc/cpuinfo`.
+//!
+//! The flag cannot change while the host runs, and producing `/proc/cpuinfo` is costly (the
+//! kernel asks every CPU for its current frequency), so it is read once, on the first cycle
+//! that can read it; the host name (it can change) is read every cycle.
+
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -17,7 +23,10 @@ pub struct CpuVt {
 }
 
 /// Reads [`CpuVt`].
-pub struct CpuVtProbe;
+#[derive(Debug, Default)]
+pub struct CpuVtProbe {
+    vt: OnceLock<bool>,
+}
 
 impl Probe for CpuVtProbe {
     fn name(&self) -> &'static str {
@@ -27,9 +36,16 @@ impl Probe for CpuVtProbe {
         Failure::Cpu
     }
     fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
-        let cpuinfo = host.read("/proc/cpuinfo")?;
+        let cpuvt = match self.vt.get() {
+            Some(vt) => *vt,
+            // Only a successful read is remembered; a failure is this cycle's failure.
+            None => {
+                let vt = has_vt_flag(&host.read("/proc/cpuinfo")?);
+                *self.vt.get_or_init(|| vt)
+            }
+        };
         Ok(Sample::CpuVt(CpuVt {
-            cpuvt: has_vt_flag(&cpuinfo),
+            cpuvt,
             hostname: hostname(host),
         }))
     }
@@ -55,6 +71,39 @@ pub fn hostname(host: &HostRoot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flag_is_read_once_and_the_hostname_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        let probe = CpuVtProbe::default();
+        assert!(probe.collect(&host).is_err(), "no cpuinfo yet");
+        std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(dir.path().join("proc/cpuinfo"), "flags\t: fpu vmx\n").unwrap();
+        std::fs::write(dir.path().join("proc/sys/kernel/hostname"), "a\n").unwrap();
+        let read = |probe: &CpuVtProbe| match probe.collect(&host).unwrap() {
+            Sample::CpuVt(vt) => vt,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            read(&probe),
+            CpuVt {
+                cpuvt: true,
+                hostname: "a".into()
+            }
+        );
+        std::fs::write(dir.path().join("proc/cpuinfo"), "flags\t: fpu\n").unwrap();
+        std::fs::write(dir.path().join("proc/sys/kernel/hostname"), "b\n").unwrap();
+        assert_eq!(
+            read(&probe),
+            CpuVt {
+                cpuvt: true,
+                hostname: "b".into()
+            }
+        );
+        // a new probe (a restarted daemon) reads the flag again
+        assert!(!read(&CpuVtProbe::default()).cpuvt);
+    }
 
     #[test]
     fn vmx_or_svm_flag_means_virtualization_support() {

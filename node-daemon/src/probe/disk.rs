@@ -10,9 +10,12 @@
 //! `type` is derived from the disk under the filesystem (partitions, device-mapper and md
 //! devices are followed to their first underlying disk):
 //! 0 rotational disk (HDD), 1 other/unknown, 2 non-rotational SATA/SAS/SCSI disk (SSD),
-//! 3 NVMe, 4 virtio (`vd*`).
+//! 3 NVMe, 4 virtio (`vd*`). That walk through sysfs is remembered per device and done again
+//! every [`super::HARDWARE_REFRESH`]; usage (`statvfs`) is read every cycle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -51,7 +54,11 @@ pub struct MountUsage {
 pub type Disks = BTreeMap<String, MountUsage>;
 
 /// Reads [`Disks`].
-pub struct DiskProbe;
+#[derive(Debug, Default)]
+pub struct DiskProbe {
+    /// Disk type by device, and when that map was started.
+    types: Mutex<(Option<Instant>, HashMap<String, u8>)>,
+}
 
 impl Probe for DiskProbe {
     fn name(&self) -> &'static str {
@@ -65,6 +72,14 @@ impl Probe for DiskProbe {
             .read("/proc/1/mounts")
             .or_else(|_| host.read("/proc/self/mounts"))?;
         let mut disks = Disks::new();
+        let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if types
+            .0
+            .is_none_or(|since| now.duration_since(since) >= super::HARDWARE_REFRESH)
+        {
+            *types = (Some(now), HashMap::new());
+        }
         for (device, mount_point) in block_mounts(&mounts) {
             let usage = match host.fs_usage(&mount_point) {
                 Ok(u) => u,
@@ -83,7 +98,10 @@ impl Probe for DiskProbe {
             disks.insert(
                 mount_point,
                 MountUsage {
-                    disk_type: disk_type(host, &device),
+                    disk_type: *types
+                        .1
+                        .entry(device)
+                        .or_insert_with_key(|device| disk_type(host, device)),
                     total: usage.total,
                     used,
                     free: usage.available,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Probe, ProbeError, Sample, parse_u64};
+use super::{Probe, ProbeError, Sample, first_fields, parse_u64};
 use crate::error::Failure;
 use crate::host::HostRoot;
 
@@ -43,10 +43,9 @@ impl Probe for DiskIoProbe {
 pub fn parse(text: &str) -> Result<DiskIo, ProbeError> {
     let mut out = DiskIo::new();
     for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 10 {
+        let Some(fields) = first_fields::<10>(line) else {
             continue;
-        }
+        };
         let name = fields[2];
         if name.starts_with("loop") || name.starts_with("ram") {
             continue;

@@ -10,6 +10,9 @@
 //! - `memory`: populated SMBIOS type 17 (memory device) entries from
 //!   `/sys/firmware/dmi/entries/17-*/raw`: manufacturer + part number, `unknown` when the
 //!   firmware leaves both empty. Empty when the firmware exposes no DMI table.
+//!
+//! The inventory hardly ever changes and reading it is costly (`/proc/cpuinfo`, the PCI and
+//! DMI trees, `pci.ids`), so it is read again only every [`super::HARDWARE_REFRESH`].
 
 use std::collections::BTreeMap;
 
@@ -46,6 +49,9 @@ impl Probe for HardwareProbe {
     }
     fn failure(&self) -> Failure {
         Failure::Hardware
+    }
+    fn refresh(&self) -> Option<std::time::Duration> {
+        Some(super::HARDWARE_REFRESH)
     }
     fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
         let cpuinfo = host.read("/proc/cpuinfo")?;

@@ -1,6 +1,8 @@
 //! Host probes (seed 002 §二.1-11): one file per probe, one small trait, and [`registry`]
 //! listing them all — node_exporter's collector pattern. Adding a probe is adding one file,
-//! one [`Sample`] variant and one line in [`registry`].
+//! one [`Sample`] variant and one line in [`registry`]. `port_status` is the exception: it
+//! depends on the request's ports, so it is a query answered on demand
+//! ([`port_status::established`]), not a probe of the cycle.
 //!
 //! Probes only read; they return raw readings (cumulative counters included). Rates and
 //! utilizations need two readings and are derived by the sampler (`crate::sampler`).
@@ -18,6 +20,7 @@ pub mod service;
 pub mod vm;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Failure;
 use crate::host::HostRoot;
@@ -74,8 +77,6 @@ pub enum Sample {
     Hardware(hardware::Hardware),
     /// [`service::Services`].
     Service(service::Services),
-    /// [`port_status::Established`].
-    PortStatus(port_status::Established),
 }
 
 /// A host probe.
@@ -86,7 +87,16 @@ pub trait Probe: Send + Sync {
     fn failure(&self) -> Failure;
     /// Reads the host once.
     fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError>;
+    /// How often the host must be read: `None` every cycle (the default); `Some(period)` at
+    /// most once per `period`, the sampler reusing the last reading (or failure) in between —
+    /// for data that rarely changes or costs a process to read.
+    fn refresh(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// How often the hardware inventory (and the OS variant) is read again.
+pub const HARDWARE_REFRESH: Duration = Duration::from_secs(60);
 
 /// Settings some probes need; everything else they read from the host.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +105,8 @@ pub struct ProbeSettings {
     pub services: Vec<String>,
     /// Command (program + leading arguments) used as `systemctl`.
     pub systemctl: Vec<String>,
+    /// How often `systemctl` is run for the service states (zero: every cycle).
+    pub service_interval: Duration,
     /// When set, exactly these interfaces are the "physical" NICs of `network`.
     pub nics: Option<Vec<String>>,
 }
@@ -103,21 +115,19 @@ pub struct ProbeSettings {
 pub fn registry(settings: &ProbeSettings) -> Vec<Arc<dyn Probe>> {
     vec![
         Arc::new(cpu::CpuProbe),
-        Arc::new(cpuvt::CpuVtProbe),
+        Arc::new(cpuvt::CpuVtProbe::default()),
         Arc::new(memory::MemoryProbe),
-        Arc::new(disk::DiskProbe),
+        Arc::new(disk::DiskProbe::default()),
         Arc::new(diskio::DiskIoProbe),
-        Arc::new(network::NetworkProbe {
-            only: settings.nics.clone(),
-        }),
+        Arc::new(network::NetworkProbe::new(settings.nics.clone())),
         Arc::new(networkio::NetworkIoProbe),
-        Arc::new(vm::VmProbe),
+        Arc::new(vm::VmProbe::default()),
         Arc::new(hardware::HardwareProbe),
         Arc::new(service::ServiceProbe {
             services: settings.services.clone(),
             systemctl: settings.systemctl.clone(),
+            every: settings.service_interval,
         }),
-        Arc::new(port_status::PortStatusProbe),
     ]
 }
 
@@ -126,9 +136,33 @@ pub fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
+/// The first `N` whitespace-separated fields of a line, without allocating (these parsers run
+/// every cycle over every line of their file); `None` when the line has fewer.
+pub(crate) fn first_fields<const N: usize>(line: &str) -> Option<[&str; N]> {
+    let mut out = [""; N];
+    let mut fields = line.split_ascii_whitespace();
+    for slot in &mut out {
+        *slot = fields.next()?;
+    }
+    Some(out)
+}
+
 /// Parses a whitespace-separated unsigned field, naming the file on error.
 pub(crate) fn parse_u64(file: &'static str, field: &str) -> Result<u64, ProbeError> {
     field
         .parse()
         .map_err(|_| ProbeError::format(file, format!("{field:?} is not a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_fields_takes_exactly_n_fields_or_none() {
+        assert_eq!(first_fields::<2>("  a \t b c"), Some(["a", "b"]));
+        assert_eq!(first_fields::<3>("a b c"), Some(["a", "b", "c"]));
+        assert_eq!(first_fields::<3>("a b"), None);
+        assert_eq!(first_fields::<1>(""), None);
+    }
 }

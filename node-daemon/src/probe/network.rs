@@ -11,14 +11,17 @@
 //! its master's address and gateway. The gateway is the NIC's default route in
 //! `/proc/net/route`; `dns1`/`dns2` are the first two `nameserver`s of `/etc/resolv.conf`
 //! (host-wide, so the same for every NIC). Missing values are empty strings; `speed` is in
-//! Mb/s and 0 when the kernel does not know it (link down).
+//! Mb/s and 0 when the kernel does not know it (link down). Whether an interface is physical
+//! is remembered per name while it exists, for at most 60 s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Probe, ProbeError, Sample};
+use super::{Probe, ProbeError, Sample, first_fields};
 use crate::error::Failure;
 use crate::host::{HostRoot, Ipv4Assignment};
 
@@ -47,9 +50,23 @@ pub struct NicInfo {
 pub type Nics = BTreeMap<String, NicInfo>;
 
 /// Reads [`Nics`].
+#[derive(Debug)]
 pub struct NetworkProbe {
     /// Explicit NIC list replacing the physical-NIC rule.
     pub only: Option<Vec<String>>,
+    /// The rule's verdict per interface name (four sysfs lookups each), made again every
+    /// [`super::HARDWARE_REFRESH`]: when that map was started, and the map.
+    physical: Mutex<(Option<Instant>, HashMap<String, bool>)>,
+}
+
+impl NetworkProbe {
+    /// A probe reporting the NICs in `only`, or the physical NICs when `None`.
+    pub fn new(only: Option<Vec<String>>) -> Self {
+        Self {
+            only,
+            physical: Mutex::default(),
+        }
+    }
 }
 
 const VIRTUAL_PREFIXES: &[&str] = &[
@@ -70,10 +87,26 @@ impl Probe for NetworkProbe {
         let gateways = default_gateways(&routes);
         let (dns1, dns2) = name_servers(&host.read("/etc/resolv.conf").unwrap_or_default());
         let mut nics = Nics::new();
-        for name in host.list("/sys/class/net") {
+        let mut physical = self.physical.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if physical
+            .0
+            .is_none_or(|since| now.duration_since(since) >= super::HARDWARE_REFRESH)
+        {
+            *physical = (Some(now), HashMap::new());
+        }
+        let names = host.list("/sys/class/net");
+        // interfaces that are gone are forgotten (veths come and go on a Kubernetes node)
+        physical
+            .1
+            .retain(|name, _| names.binary_search(name).is_ok());
+        for name in names {
             let wanted = match &self.only {
                 Some(list) => list.contains(&name),
-                None => is_physical(host, &name),
+                None => *physical
+                    .1
+                    .entry(name.clone())
+                    .or_insert_with(|| is_physical(host, &name)),
             };
             if !wanted {
                 continue;
@@ -156,8 +189,10 @@ pub fn default_gateways(routes: &str) -> BTreeMap<String, Ipv4Addr> {
     const RTF_GATEWAY: u32 = 0x2;
     let mut out = BTreeMap::new();
     for line in routes.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+        let Some(f) = first_fields::<8>(line) else {
+            continue;
+        };
+        if f[1] != "00000000" || f[7] != "00000000" {
             continue;
         }
         let (Ok(gateway), Ok(flags)) =
@@ -189,6 +224,38 @@ pub fn name_servers(resolv_conf: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_physical_verdict_is_kept_while_the_interface_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(dir.path());
+        let nic = |name: &str, device: bool| {
+            let d = dir.path().join("sys/class/net").join(name);
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            if device {
+                std::fs::create_dir_all(d.join("device")).unwrap();
+            }
+        };
+        let names = |probe: &NetworkProbe| match probe.collect(&host).unwrap() {
+            Sample::Network(nics) => nics.into_keys().collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        nic("eth0", true);
+        nic("br0", false);
+        let probe = NetworkProbe::new(None);
+        assert_eq!(names(&probe), ["eth0"]);
+        // same name, no bus device any more: the kept verdict stands ...
+        nic("eth0", false);
+        assert_eq!(names(&probe), ["eth0"]);
+        // ... until the interface is gone for a cycle
+        std::fs::remove_dir_all(dir.path().join("sys/class/net/eth0")).unwrap();
+        assert!(names(&probe).is_empty());
+        nic("eth0", false);
+        assert!(names(&probe).is_empty());
+        nic("eth0", true);
+        assert!(names(&NetworkProbe::new(None)) == ["eth0"]);
+    }
 
     #[test]
     fn default_route_gateway_is_decoded_per_interface() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Probe, ProbeError, Sample, parse_u64};
+use super::{Probe, ProbeError, Sample, first_fields, parse_u64};
 use crate::error::Failure;
 use crate::host::HostRoot;
 
@@ -45,10 +45,9 @@ pub fn parse(text: &str) -> Result<NetworkIo, ProbeError> {
         let Some((name, rest)) = line.split_once(':') else {
             continue;
         };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() < 9 {
+        let Some(fields) = first_fields::<9>(rest) else {
             return Err(ProbeError::format(FILE, format!("short line {line:?}")));
-        }
+        };
         out.insert(
             name.trim().to_owned(),
             NicCounters {

@@ -2,9 +2,11 @@
 //! `running`, `not found` when the unit does not exist, else systemd's sub-state (`dead`,
 //! `failed`, `exited`, ...). Only `running` is healthy, as the seed says.
 //!
-//! One `systemctl show` per cycle for all services, through a configurable command so the
-//! DaemonSet can reach the host's systemd (e.g. `chroot /host systemctl`) and tests can use a
-//! fixture script.
+//! One `systemctl show` for all services, through a configurable command so the DaemonSet can
+//! reach the host's systemd (e.g. `chroot /host systemctl`) and tests can use a fixture
+//! script. Starting a process is the most expensive thing a probe can do, so it runs once per
+//! `--service-interval` (10 s by default), not every cycle; the sampler reuses the last states
+//! in between.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -27,6 +29,8 @@ pub struct ServiceProbe {
     pub services: Vec<String>,
     /// Program and leading arguments standing for `systemctl`.
     pub systemctl: Vec<String>,
+    /// How often `systemctl` runs (zero: every cycle).
+    pub every: Duration,
 }
 
 impl Probe for ServiceProbe {
@@ -35,6 +39,9 @@ impl Probe for ServiceProbe {
     }
     fn failure(&self) -> Failure {
         Failure::Services
+    }
+    fn refresh(&self) -> Option<Duration> {
+        (!self.every.is_zero()).then_some(self.every)
     }
     fn collect(&self, _host: &HostRoot) -> Result<Sample, ProbeError> {
         if self.services.is_empty() {
