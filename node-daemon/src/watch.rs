@@ -204,6 +204,9 @@ pub struct Watcher {
     ledger: Ledger,
     instance: String,
     boot_id_path: PathBuf,
+    /// The last report this process wrote per task uid: watch events queued before that write
+    /// still show the older entry and must not trigger a rewrite.
+    written: BTreeMap<String, Report>,
 }
 
 impl Watcher {
@@ -228,6 +231,7 @@ impl Watcher {
             ledger,
             instance,
             boot_id_path: host_root.join("proc/sys/kernel/random/boot_id"),
+            written: BTreeMap::new(),
         })
     }
 
@@ -266,7 +270,8 @@ impl Watcher {
         match step(entry, self.ledger.get(&uid), &self.instance) {
             Step::Ignore => {}
             Step::Run => self.run_task(task, &uid, &name).await,
-            Step::Report(report) => self.write(&name, &report).await,
+            Step::Report(report) if self.written.get(&uid) == Some(&report) => {}
+            Step::Report(report) => self.write(&uid, &name, &report).await,
             Step::Returned(mut l) => {
                 let boot = self.boot_id();
                 let how = if !l.boot_id.is_empty() && !boot.is_empty() && l.boot_id != boot {
@@ -306,7 +311,7 @@ impl Watcher {
         if let Err(error) = self.ledger.put(uid, entry) {
             tracing::error!(task = %name, %error, "cannot record the task's result in the ledger");
         }
-        self.write(name, &report).await;
+        self.write(uid, name, &report).await;
     }
 
     async fn run_task(&mut self, task: &NodeTask, uid: &str, name: &str) {
@@ -343,10 +348,10 @@ impl Watcher {
                 started_at: started_at.clone(),
                 finished_at: Some(jiff::Timestamp::now().to_string()),
             };
-            self.write(name, &report).await;
+            self.write(uid, name, &report).await;
             return;
         }
-        self.write(name, &entry.report).await;
+        self.write(uid, name, &entry.report).await;
         let data = match &task.spec.data {
             Some(d) => serde_json::to_value(d).unwrap_or_else(|_| json!({})),
             None => json!({}),
@@ -393,12 +398,12 @@ impl Watcher {
         if let Err(error) = self.ledger.put(uid, entry) {
             tracing::error!(task = %name, %error, "cannot record the task's result in the ledger");
         }
-        self.write(name, &report).await;
+        self.write(uid, name, &report).await;
     }
 
     /// Applies this node's entry; retried a few times, then left to the next watch event
     /// (the ledger keeps the result, [`step`] re-reports what the status does not show).
-    async fn write(&self, name: &str, report: &Report) {
+    async fn write(&mut self, uid: &str, name: &str, report: &Report) {
         let api: Api<NodeTask> = Api::all(self.client.clone());
         let mut node = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
         if let Some(object) = node.as_object_mut() {
@@ -415,6 +420,7 @@ impl Watcher {
             match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
                 Ok(_) => {
                     tracing::info!(task = %name, phase = ?report.phase, code = report.code, "NodeTask result written");
+                    self.written.insert(uid.to_string(), report.clone());
                     return;
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
