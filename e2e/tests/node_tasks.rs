@@ -245,6 +245,8 @@ async fn setup() -> Env {
             "e2e-ntask",
         ])
         .env("KUBECONFIG", &cluster.kubeconfig)
+        // Its own embedded store: the default path is shared by every operator on the machine.
+        .env("OPSPLANE_STORE_PATH", base.join("store.redb"))
         .env("OPSPLANE_TOKEN", TOKEN)
         .env("OPSPLANE_LOG", "info,kube=warn");
     let operator = Process::spawn("operator-ntask", operator).expect("operator starts");
