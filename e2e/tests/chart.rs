@@ -137,6 +137,81 @@ fn operator_runs_two_replicas_with_leader_election_identity_and_probes() {
 }
 
 #[test]
+fn node_daemon_may_only_read_node_tasks_and_patch_their_status() {
+    let objects = render(&[]);
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-node-daemon"))
+        })
+        .expect("node-daemon ClusterRole");
+    let mut grants: Vec<String> = Vec::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        for group in rule["apiGroups"].as_array().into_iter().flatten() {
+            for resource in rule["resources"].as_array().into_iter().flatten() {
+                for verb in rule["verbs"].as_array().into_iter().flatten() {
+                    grants.push(format!(
+                        "{}/{}:{}",
+                        group.as_str().unwrap_or("?"),
+                        resource.as_str().unwrap_or("?"),
+                        verb.as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            "opsplane.io/nodetasks/status:patch",
+            "opsplane.io/nodetasks:get",
+            "opsplane.io/nodetasks:list",
+            "opsplane.io/nodetasks:watch",
+        ]
+    );
+    // The watcher is on, and the settings reach the daemon under the names it reads.
+    let daemon = objects
+        .iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .expect("node-daemon DaemonSet");
+    let env = &daemon["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(value("OPSPLANE_NODE_TASKS"), Some(Value::from("auto")));
+    assert!(value("OPSPLANE_ALLOW_DELETE_PREFIX").is_none());
+    let objects = render(&[
+        "nodeDaemon.fileDeletePrefixes={/var/tmp/a,/srv/b}",
+        "nodeDaemon.nodeTasks=false",
+    ]);
+    let daemon = objects
+        .iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .expect("node-daemon DaemonSet");
+    let env = &daemon["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        value("OPSPLANE_ALLOW_DELETE_PREFIX"),
+        Some(Value::from("/var/tmp/a,/srv/b"))
+    );
+    assert_eq!(value("OPSPLANE_NODE_TASKS"), Some(Value::from("off")));
+}
+
+#[test]
 fn every_value_in_values_yaml_is_commented() {
     let text = std::fs::read_to_string(repo_root().join("charts/opsplane/values.yaml")).unwrap();
     let lines: Vec<&str> = text.lines().collect();

@@ -70,6 +70,10 @@ pub struct Cli {
     /// restarts here).
     #[arg(long, env = "OPSPLANE_STATE_DIR", default_value = "/var/lib/opsplane")]
     pub state_dir: PathBuf,
+    /// Watch the NodeTasks released to this node and run them (`auto`: when `NODE_NAME` is set
+    /// and a cluster is configured — in-cluster service account or `KUBECONFIG`; `on`; `off`).
+    #[arg(long, env = "OPSPLANE_NODE_TASKS", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub node_tasks: String,
     /// Allow disruptive tasks: OsHandler shutdown/reboot, CrontabHandler setup/modify_shutdown
     /// (and their firing), ServiceHandler stop/restart/disable. Off: refused with 30004.
     #[arg(long, env = "OPSPLANE_ALLOW_DISRUPTIVE")]

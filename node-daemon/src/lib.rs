@@ -1,6 +1,6 @@
 //! `opsplane-node-daemon` as a library: host probes (seed 002 §二), the background sampler,
 //! the node API with the seed's `{code, msg, data}` envelope and return codes, the task runner
-//! (seed 002 §三, §五, §二.12–15), the reporter (§四) and `/metrics`.
+//! (seed 002 §三, §五, §二.12–15), the NodeTask watcher, the reporter (§四) and `/metrics`.
 //! The binary (`main.rs`) wires these together from the configuration.
 
 pub mod api;
@@ -15,3 +15,4 @@ pub mod reporter;
 pub mod sampler;
 pub mod sock_diag;
 pub mod task;
+pub mod watch;

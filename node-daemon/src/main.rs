@@ -16,6 +16,7 @@ use opsplane_node_daemon::probe::{self, ProbeSettings};
 use opsplane_node_daemon::reporter::{Reporter, ReporterConfig, TimerState};
 use opsplane_node_daemon::sampler::Sampler;
 use opsplane_node_daemon::task::{self, Runner, SystemClock};
+use opsplane_node_daemon::watch;
 
 async fn shutdown_signal() {
     let terminate = async {
@@ -120,6 +121,22 @@ async fn main() -> anyhow::Result<()> {
     let tasks = Runner::new(task_settings, Some(reporter), Arc::new(SystemClock))
         .map_err(|e| anyhow::anyhow!("task runner: {e}"))?;
     let schedules = tokio::spawn(tasks.clone().run_schedules());
+    let node_tasks = match (
+        watch::enabled(&cli.node_tasks, cli.node_name.as_deref()),
+        cli.node_name.clone().filter(|n| !n.is_empty()),
+    ) {
+        (true, Some(node)) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("NodeTask watcher: no usable kubeconfig or in-cluster configuration (--node-tasks off turns the watcher off)")?;
+            let watcher =
+                watch::Watcher::new(client, node, tasks.clone(), &cli.state_dir, &cli.host_root)
+                    .map_err(|e| anyhow::anyhow!("NodeTask watcher: {e}"))?;
+            Some(tokio::spawn(watcher.run()))
+        }
+        (true, None) => anyhow::bail!("--node-tasks on needs --node-name (NODE_NAME)"),
+        (false, _) => None,
+    };
     let state = Arc::new(AppState {
         tasks,
         registry,
@@ -144,5 +161,8 @@ async fn main() -> anyhow::Result<()> {
     timer.abort();
     sender.abort();
     schedules.abort();
+    if let Some(node_tasks) = node_tasks {
+        node_tasks.abort();
+    }
     served
 }

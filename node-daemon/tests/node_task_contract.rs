@@ -1,8 +1,8 @@
 //! The contract between the NodeTask custom resource (`opsplane-resources`) and the task
 //! runner a NodeTask watcher will call: every handler/command pair the CRD accepts, with data
 //! shaped as the CRD holds it (`TaskData` serialized), parses with `TaskRequest::from_parts`
-//! into the same handler and command, and every command the resource calls disruptive is
-//! refused by a node-daemon with the default (safe) configuration.
+//! into the same handler and command, and a command is refused by a node-daemon with the default
+//! (safe) configuration exactly when the resource calls it disruptive.
 
 use opsplane_node_daemon::task::{TaskRequest, TaskSettings};
 use opsplane_resources::node_task::{TaskCommand, TaskData, TaskHandler};
@@ -80,6 +80,12 @@ fn every_crd_handler_and_command_parses_into_the_same_task_and_disruptive_ones_a
                     .permission(&safe)
                     .expect_err(&format!("{h} {c} allowed by default"));
                 assert_eq!(refusal.code(), 30004);
+            } else {
+                // The converse: what the resource does not call disruptive (and so releases on
+                // every node at once) runs on a daemon with the default configuration.
+                request.permission(&safe).unwrap_or_else(|e| {
+                    panic!("{h} {c} is not disruptive for the operator but refused by default: {e}")
+                });
             }
             seen += 1;
         }

@@ -103,8 +103,8 @@ pub struct NodeTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<TaskData>,
 
-    /// How many nodes may run a disruptive command (shutdown, reboot, service stop/restart/disable,
-    /// IP changes) at once. Defaults to 1: one node at a time, the next after the previous succeeded.
+    /// How many nodes may run a disruptive command (shutdown, reboot, scheduled shutdowns, service
+    /// stop/restart/disable, delete_file, IP changes) at once. Defaults to 1: one node at a time, the next after the previous succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_unavailable: Option<i32>,
@@ -184,11 +184,16 @@ impl TaskHandler {
 impl TaskCommand {
     /// Commands that take a node, a service or an address away, or destroy data: they roll out
     /// `maxUnavailable` nodes at a time and are refused by a node-daemon not configured to allow them.
+    /// CrontabHandler setup/modify_shutdown count: they schedule a power-off (the node-daemon
+    /// refuses them without `--allow-disruptive`, and nodes released together would all go down
+    /// at the same minute).
     pub fn is_disruptive(self) -> bool {
         use TaskCommand::*;
         matches!(
             self,
-            Shutdown
+            SetupShutdown
+                | ModifyShutdown
+                | Shutdown
                 | Reboot
                 | Stop
                 | Restart
@@ -316,8 +321,12 @@ pub struct NodeTaskStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Per-node results.
+    /// The plan and the per-node results, one entry per target node in the order the operator
+    /// releases them. A map-list keyed by `name`: the operator (plan, release) and each node's
+    /// daemon (its own result) write their fields with server-side apply under their own field
+    /// managers, so no writer clobbers another's entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub nodes: Vec<NodeResult>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -325,6 +334,9 @@ pub struct NodeTaskStatus {
 }
 
 /// The result of a task on one node, with seed 002's return code and message.
+///
+/// The operator writes `name`, `releasedAt` and — until the node reports — `phase: Pending`;
+/// the node's daemon writes `phase`, `code`, `msg`, `startedAt` and `finishedAt`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeResult {
@@ -332,6 +344,10 @@ pub struct NodeResult {
     pub name: String,
     /// Phase on this node.
     pub phase: TaskPhase,
+    /// When the operator released the task to this node (RFC 3339); a node-daemon runs its part
+    /// only once it is set. Disruptive tasks are released `maxUnavailable` nodes at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
     /// Seed 002 return code (0 success).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,

@@ -2,6 +2,7 @@
 //! clients and metrics, and per-resource `reconcile` / `error_policy` functions.
 
 pub mod monitored_service;
+pub mod node_task;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
-use opsplane_resources::MonitoredService;
+use opsplane_resources::{MonitoredService, NodeTask};
 
 use crate::check::Clients;
 use crate::metrics::Metrics;
@@ -48,6 +49,24 @@ pub const CONCURRENCY: u16 = 256;
 
 /// Runs every controller until the future is dropped (leadership lost or shutdown).
 pub async fn run(ctx: Arc<Context>) {
+    tokio::join!(run_monitored_services(ctx.clone()), run_node_tasks(ctx));
+}
+
+/// The NodeTask controller. Every change triggers a reconcile, status included: the nodes'
+/// reports are what moves a rollout on.
+async fn run_node_tasks(ctx: Arc<Context>) {
+    let tasks: Api<NodeTask> = Api::all(ctx.client.clone());
+    Controller::new(tasks, watcher::Config::default().any_semantic())
+        .run(node_task::reconcile, node_task::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "node task controller event");
+            }
+        })
+        .await;
+}
+
+async fn run_monitored_services(ctx: Arc<Context>) {
     let services: Api<MonitoredService> = Api::all(ctx.client.clone());
     // Only spec changes (generation) trigger a reconcile; status writes of our own do not, and
     // the periodic re-check comes from each reconcile's requeue.
