@@ -107,9 +107,13 @@ fn node_daemon_reports_reach_the_operator_and_bad_reports_are_refused() {
         .unwrap()
         .trim()
         .to_string();
-    let (status, response) = request(op_port, "GET", "/monitoring/api/hosts/", Some(TOKEN), "").unwrap();
+    let (status, response) =
+        request(op_port, "GET", "/monitoring/api/hosts/", Some(TOKEN), "").unwrap();
     assert_eq!(status, 200, "{response}");
-    assert!(response.contains(&format!("\"name\":\"{hostname}\"")), "{response}");
+    assert!(
+        response.contains(&format!("\"name\":\"{hostname}\"")),
+        "{response}"
+    );
     let (status, response) = request(
         op_port,
         "GET",
