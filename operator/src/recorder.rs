@@ -21,6 +21,9 @@ pub struct Recorder {
     store: Arc<dyn Store>,
     /// Registry ids never change, so every replica may cache them forever.
     ids: Arc<RwLock<HashMap<(Kind, String), u32>>>,
+    /// Service attributes this process last wrote from events, so a steady stream of events
+    /// does not rewrite the same registry entry with every batch.
+    event_services: Arc<RwLock<HashMap<String, (String, String)>>>,
 }
 
 /// A sample before its names are resolved to ids.
@@ -174,6 +177,7 @@ impl Recorder {
         Recorder {
             store,
             ids: Default::default(),
+            event_services: Default::default(),
         }
     }
 
@@ -666,6 +670,10 @@ impl Recorder {
             );
         }
         for (name, (service_type, host)) in seen_services {
+            let attrs = (service_type.to_string(), host.unwrap_or("").to_string());
+            if self.event_services.read().await.get(name) == Some(&attrs) {
+                continue;
+            }
             self.store
                 .upsert(
                     Kind::Service,
@@ -676,6 +684,10 @@ impl Recorder {
             if let Some(h) = host.filter(|h| !h.is_empty()) {
                 self.store.upsert(Kind::Host, h, &json!({})).await?;
             }
+            self.event_services
+                .write()
+                .await
+                .insert(name.to_string(), attrs);
         }
         for x in &exceptions {
             self.store.add_exception(x).await?;

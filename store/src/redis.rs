@@ -378,7 +378,7 @@ impl Store for RedisStore {
             for s in chunk {
                 pipe.hgetall(self.bucket_key(resolution, metric, *s));
             }
-            let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            let maps: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
             for (start, map) in chunk.iter().zip(maps) {
                 for (field, value) in map {
                     let key = SeriesKey::from_field(metric, &field).ok_or_else(|| {
