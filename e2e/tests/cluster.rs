@@ -701,6 +701,16 @@ async fn service_ref_instances_from_endpointslices_are_checked_one_by_one_with_e
         .to_string();
     assert!(message.contains(&format!("192.0.2.3:{port}")), "{message}");
     assert_eq!(condition(&degraded, "Available").unwrap()["status"], "True");
+    // Availability comes from the store's check.up aggregates: a failed instance check
+    // pulls it below 100 %.
+    let percent = |s: &Value| -> f64 {
+        s["availability"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no availability in {s}"))
+    };
+    assert!((0.0..=100.0).contains(&percent(&healthy)), "{healthy}");
+    assert!(percent(&degraded) < 100.0, "{degraded}");
 
     // All fail: unavailable, and a ServiceDown event.
     a_up.store(false, Ordering::SeqCst);
