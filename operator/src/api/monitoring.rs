@@ -136,34 +136,45 @@ pub async fn services(State(state): State<AppState>) -> Answer {
     Ok(Json(geonode::list("services", items)))
 }
 
-/// `GET /monitoring/api/resources/?metric_name&resource_type&valid_from&valid_to`.
-pub async fn resources(State(state): State<AppState>, Query(q): Params) -> Answer {
-    let metric = metric_param(&q)?;
-    let from = time_param(&q, "valid_from")?;
-    let to = time_param(&q, "valid_to")?;
-    let store = state.recorder.store();
+/// Which ids of `kind` pass the `metric_name` / `valid_from` / `valid_to` filters of
+/// `/resources/` and `/labels/`: `Ok(None)` when none is given (everything passes),
+/// `Ok(Some(ids))` otherwise (empty when the metric was never recorded).
+async fn seen_filter(
+    state: &AppState,
+    kind: Kind,
+    q: &HashMap<String, String>,
+) -> Result<Option<Vec<u32>>, MonitoringError> {
+    let metric = metric_param(q)?;
+    let from = time_param(q, "valid_from")?;
+    let to = time_param(q, "valid_to")?;
     let metric_id = match metric {
         Some(m) => match state.recorder.existing_id(Kind::Metric, m.name).await? {
             Some(id) => Some(id),
-            None => return Ok(Json(geonode::list("resources", vec![]))),
+            None => return Ok(Some(Vec::new())),
         },
         None => None,
     };
-    let filtered = metric_id.is_some() || from.is_some() || to.is_some();
-    let seen: Option<Vec<u32>> = if filtered {
-        Some(
-            store
-                .seen(
-                    Kind::Resource,
-                    metric_id,
-                    from.map(|f| f / 1000),
-                    to.map(|t| t / 1000),
-                )
-                .await?,
-        )
-    } else {
-        None
-    };
+    if metric_id.is_none() && from.is_none() && to.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        state
+            .recorder
+            .store()
+            .seen(
+                kind,
+                metric_id,
+                from.map(|f| f / 1000),
+                to.map(|t| t / 1000),
+            )
+            .await?,
+    ))
+}
+
+/// `GET /monitoring/api/resources/?metric_name&resource_type&valid_from&valid_to`.
+pub async fn resources(State(state): State<AppState>, Query(q): Params) -> Answer {
+    let seen = seen_filter(&state, Kind::Resource, &q).await?;
+    let store = state.recorder.store();
     let wanted_type = q.get("resource_type").filter(|v| !v.is_empty());
     let items = store
         .entries(Kind::Resource)
@@ -217,32 +228,8 @@ pub async fn event_types(Query(q): Params) -> Answer {
 
 /// `GET /monitoring/api/labels/?metric_name&valid_from&valid_to`.
 pub async fn labels(State(state): State<AppState>, Query(q): Params) -> Answer {
-    let metric = metric_param(&q)?;
-    let from = time_param(&q, "valid_from")?;
-    let to = time_param(&q, "valid_to")?;
+    let seen = seen_filter(&state, Kind::Label, &q).await?;
     let store = state.recorder.store();
-    let metric_id = match metric {
-        Some(m) => match state.recorder.existing_id(Kind::Metric, m.name).await? {
-            Some(id) => Some(id),
-            None => return Ok(Json(geonode::list("labels", vec![]))),
-        },
-        None => None,
-    };
-    let filtered = metric_id.is_some() || from.is_some() || to.is_some();
-    let seen = if filtered {
-        Some(
-            store
-                .seen(
-                    Kind::Label,
-                    metric_id,
-                    from.map(|f| f / 1000),
-                    to.map(|t| t / 1000),
-                )
-                .await?,
-        )
-    } else {
-        None
-    };
     let items = store
         .entries(Kind::Label)
         .await?
