@@ -14,7 +14,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::model::{
     Agg, BucketRow, ExceptionRecord, HOUR, Kind, RegistryEntry, Resolution, Retention, Sample,
-    SeriesFilter, SeriesKey, fold_minutes, validate,
+    SeriesFilter, SeriesKey, dirty_hours, fold_minutes, seen_spans, validate,
 };
 use crate::{Result, Store, StoreError};
 
@@ -78,6 +78,29 @@ fn hour_agg(v: HourValue) -> Agg {
         minute_max: v.5,
         metric_count: v.6,
     }
+}
+
+/// Appends the rows of `table` in `range` that pass `filter`, decoding values with `agg`.
+fn scan<V: redb::Value + 'static>(
+    table: &redb::ReadOnlyTable<BucketKey, V>,
+    range: std::ops::Range<BucketKey>,
+    filter: &SeriesFilter,
+    agg: impl Fn(V::SelfType<'_>) -> Agg,
+    out: &mut Vec<BucketRow>,
+) -> Result<()> {
+    for row in table.range(range)? {
+        let (k, v) = row?;
+        let k = k.value();
+        let key = series_of(&k);
+        if filter.matches(&key) {
+            out.push(BucketRow {
+                start: k.1,
+                key,
+                agg: agg(v.value()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The embedded store.
@@ -275,7 +298,6 @@ impl Store for EmbeddedStore {
                 let mut minutes = txn.open_table(MINUTES)?;
                 let mut dirty = txn.open_table(DIRTY)?;
                 let mut seen = txn.open_table(SEEN)?;
-                let mut seen_batch: HashMap<(u8, u32, u32), (i64, i64)> = HashMap::new();
                 for ((key, minute), agg) in &folded {
                     let k = key_of(key, *minute);
                     let mut merged = *agg;
@@ -285,21 +307,12 @@ impl Store for EmbeddedStore {
                         merged = stored;
                     }
                     minutes.insert(k, (merged.samples, merged.sum, merged.min, merged.max))?;
-                    dirty.insert((key.metric, minute.div_euclid(HOUR) * HOUR), ())?;
-                    for (kind, id) in [(Kind::Resource, key.resource), (Kind::Label, key.label)] {
-                        if id == 0 {
-                            continue;
-                        }
-                        for metric in [key.metric, 0] {
-                            let e = seen_batch
-                                .entry((kind.code(), metric, id))
-                                .or_insert((*minute, *minute));
-                            e.0 = e.0.min(*minute);
-                            e.1 = e.1.max(*minute);
-                        }
-                    }
                 }
-                for (k, (first, last)) in seen_batch {
+                for hour in dirty_hours(&folded) {
+                    dirty.insert(hour, ())?;
+                }
+                for ((kind, metric, id), (first, last)) in seen_spans(&folded) {
+                    let k = (kind.code(), metric, id);
                     let value = match seen.get(k)? {
                         Some(old) => {
                             let (f, l) = old.value();
@@ -386,35 +399,15 @@ impl Store for EmbeddedStore {
             }
             let range = (metric, from, 0, 0, 0, 0)..(metric, to, 0, 0, 0, 0);
             match resolution {
-                Resolution::Minute => {
-                    let table = txn.open_table(MINUTES)?;
-                    for row in table.range(range)? {
-                        let (k, v) = row?;
-                        let k = k.value();
-                        let key = series_of(&k);
-                        if filter.matches(&key) {
-                            out.push(BucketRow {
-                                start: k.1,
-                                key,
-                                agg: minute_agg(v.value()),
-                            });
-                        }
-                    }
-                }
+                Resolution::Minute => scan(
+                    &txn.open_table(MINUTES)?,
+                    range,
+                    &filter,
+                    minute_agg,
+                    &mut out,
+                )?,
                 Resolution::Hour => {
-                    let table = txn.open_table(HOURS)?;
-                    for row in table.range(range)? {
-                        let (k, v) = row?;
-                        let k = k.value();
-                        let key = series_of(&k);
-                        if filter.matches(&key) {
-                            out.push(BucketRow {
-                                start: k.1,
-                                key,
-                                agg: hour_agg(v.value()),
-                            });
-                        }
-                    }
+                    scan(&txn.open_table(HOURS)?, range, &filter, hour_agg, &mut out)?
                 }
             }
             Ok(out)

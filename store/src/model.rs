@@ -375,6 +375,37 @@ pub fn fold_minutes(samples: &[Sample]) -> HashMap<(SeriesKey, i64), Agg> {
     out
 }
 
+/// The hours `(metric, hour start)` whose roll-up the folded minutes invalidate.
+pub fn dirty_hours(
+    folded: &HashMap<(SeriesKey, i64), Agg>,
+) -> std::collections::BTreeSet<(u32, i64)> {
+    folded
+        .keys()
+        .map(|(key, minute)| (key.metric, minute.div_euclid(HOUR) * HOUR))
+        .collect()
+}
+
+/// First and last minute each resource and label appears in the folded minutes, per metric
+/// and for any metric (metric 0): what a backend merges into its first/last-seen records.
+pub fn seen_spans(
+    folded: &HashMap<(SeriesKey, i64), Agg>,
+) -> HashMap<(Kind, u32, u32), (i64, i64)> {
+    let mut out: HashMap<(Kind, u32, u32), (i64, i64)> = HashMap::new();
+    for (key, minute) in folded.keys() {
+        for (kind, id) in [(Kind::Resource, key.resource), (Kind::Label, key.label)] {
+            if id == 0 {
+                continue;
+            }
+            for metric in [key.metric, 0] {
+                let e = out.entry((kind, metric, id)).or_insert((*minute, *minute));
+                e.0 = e.0.min(*minute);
+                e.1 = e.1.max(*minute);
+            }
+        }
+    }
+    out
+}
+
 /// Checks samples before any backend writes them: finite values, known-looking ids.
 pub fn validate(samples: &[Sample]) -> Result<(), String> {
     for s in samples {

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use crate::model::{
     Agg, BucketRow, ExceptionRecord, HOUR, Kind, MINUTE, RegistryEntry, Resolution, Retention,
-    Sample, SeriesFilter, SeriesKey, fold_minutes, validate,
+    Sample, SeriesFilter, SeriesKey, dirty_hours, fold_minutes, seen_spans, validate,
 };
 use crate::{Result, Store, StoreError};
 
@@ -276,8 +276,8 @@ impl Store for RedisStore {
             return Ok(());
         }
         let folded = fold_minutes(samples);
-        let mut marks = BTreeSet::new();
-        let mut seen: HashMap<(Kind, u32, u32), (i64, i64)> = HashMap::new();
+        let marks = dirty_hours(&folded);
+        let seen = seen_spans(&folded);
         let mut inv = self.ingest.prepare_invoke();
         inv.arg(self.retention.minutes + MINUTE)
             .arg(now_secs())
@@ -291,17 +291,6 @@ impl Store for RedisStore {
                 .arg(format!("{}", agg.min))
                 .arg(format!("{}", agg.max))
                 .arg(*minute);
-            marks.insert((key.metric, minute.div_euclid(HOUR) * HOUR));
-            for (kind, id) in [(Kind::Resource, key.resource), (Kind::Label, key.label)] {
-                if id == 0 {
-                    continue;
-                }
-                for metric in [key.metric, 0] {
-                    let e = seen.entry((kind, metric, id)).or_insert((*minute, *minute));
-                    e.0 = e.0.min(*minute);
-                    e.1 = e.1.max(*minute);
-                }
-            }
         }
         inv.arg(marks.len());
         for (metric, hour) in &marks {
