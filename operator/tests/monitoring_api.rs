@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opsplane_store::testing::RedisServer;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "monitoring-test-token";
@@ -37,23 +38,6 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// A redis-server of this test's own (random port, temp dir).
-fn redis(dir: &Path) -> (Guard, String) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/test.sh installs it)");
-    let guard = Guard(child);
-    wait_for_port(port, "redis-server");
-    (guard, format!("redis://127.0.0.1:{port}/"))
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Embedded,
@@ -62,7 +46,7 @@ enum Backend {
 
 struct Api {
     _operator: Guard,
-    _redis: Option<Guard>,
+    _redis: Option<RedisServer>,
     base: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -112,8 +96,10 @@ impl Api {
         let (redis, url) = match backend {
             Backend::Embedded => (None, None),
             Backend::Redis => {
-                let (g, u) = redis(dir.path());
-                (Some(g), Some(u))
+                let server = RedisServer::start(dir.path())
+                    .expect("redis-server must be installed (scripts/test.sh installs it)");
+                let url = server.url();
+                (Some(server), Some(url))
             }
         };
         let (operator, base) = start_operator(dir.path(), url.as_deref());

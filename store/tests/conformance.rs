@@ -1,69 +1,21 @@
 //! The store conformance suite: every case runs against the embedded store (a redb file in a
-//! temp dir) and against a real redis-server started by this test binary on a free loopback
-//! port (one server, one key prefix per case).
+//! temp dir) and against a real redis-server on a free loopback port, one per case.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use opsplane_store::embedded::EmbeddedStore;
 use opsplane_store::model::{HOUR, resource_key};
 use opsplane_store::redis::RedisStore;
+use opsplane_store::testing::RedisServer;
 use opsplane_store::{
     Agg, ExceptionRecord, Kind, Resolution, Retention, Sample, SeriesFilter, SeriesKey, Store,
 };
-
-struct RedisServer {
-    url: String,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
-}
-
-fn redis_server() -> &'static RedisServer {
-    static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let guard = ChildGuard(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer {
-            url: format!("redis://127.0.0.1:{port}/"),
-            _child: guard,
-            _dir: dir,
-        }
-    })
 }
 
 fn retention() -> Retention {
@@ -74,13 +26,15 @@ fn retention() -> Retention {
     }
 }
 
-async fn redis_store(case: &str) -> Arc<dyn Store> {
-    let server = redis_server();
-    Arc::new(
-        RedisStore::connect_with_prefix(&server.url, &format!("test:{case}:"), retention())
+/// A redis-server of the case's own (stopped when the returned guard drops) and a store on it.
+async fn redis_store(case: &str, dir: &tempfile::TempDir) -> (Arc<dyn Store>, RedisServer) {
+    let server = RedisServer::start(dir.path())
+        .expect("redis-server must be installed (scripts/test.sh installs it)");
+    let store =
+        RedisStore::connect_with_prefix(&server.url(), &format!("test:{case}:"), retention())
             .await
-            .expect("connect to the test redis-server"),
-    )
+            .expect("connect to the test redis-server");
+    (Arc::new(store), server)
 }
 
 fn embedded_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
@@ -536,7 +490,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::$case(super::redis_store(stringify!($case)).await).await;
+                    let dir = tempfile::tempdir().unwrap();
+                    let (store, _server) = super::redis_store(stringify!($case), &dir).await;
+                    super::$case(store).await;
                 }
             )*
         }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use opsplane_store::model::MINUTE;
+use opsplane_store::testing::RedisServer;
 use opsplane_store::{Kind, Retention, Sample, SeriesKey, Store};
 use serde_json::{Value, json};
 
@@ -52,21 +53,6 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(25));
     }
     Ok(())
-}
-
-fn redis_server(dir: &Path) -> anyhow::Result<(Guard, u16)> {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("redis-server")?;
-    let g = Guard(child);
-    wait_port(port)?;
-    Ok((g, port))
 }
 
 fn operator(dir: &Path, redis_port: Option<u16>) -> anyhow::Result<(Guard, String)> {
@@ -123,7 +109,8 @@ fn event_batch(n: usize, seed: usize, ts: i64) -> String {
 }
 
 async fn bench_ingest(seconds: u64, dir: &Path) -> anyhow::Result<()> {
-    let (_redis, redis_port) = redis_server(dir)?;
+    let redis = RedisServer::start(dir).context("redis-server")?;
+    let redis_port = redis.port();
     let (_op, base) = operator(dir, Some(redis_port))?;
     let http = reqwest::Client::new();
     let batch_size = 1000;
@@ -315,7 +302,8 @@ async fn bench_query(dir: &Path) -> anyhow::Result<()> {
     // Redis.
     let rdir = dir.join("redis-q");
     std::fs::create_dir_all(&rdir)?;
-    let (_redis, redis_port) = redis_server(&rdir)?;
+    let redis = RedisServer::start(&rdir).context("redis-server")?;
+    let redis_port = redis.port();
     let store = opsplane_store::redis::RedisStore::connect(
         &format!("redis://127.0.0.1:{redis_port}/"),
         Retention {
