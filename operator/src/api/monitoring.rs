@@ -363,8 +363,15 @@ pub async fn metric_data(
             None => nothing = true,
         }
     }
-    let resources = store.entries(Kind::Resource).await?;
-    if let Some(t) = q.get("resource_type").filter(|v| !v.is_empty()) {
+    let resource_type = q.get("resource_type").filter(|v| !v.is_empty());
+    let by_resource = matches!(group_by, GroupBy::Resource | GroupBy::ResourceNoLabel);
+    // The resource registry is read only when a filter or the rows need it.
+    let resources = if resource_type.is_some() || by_resource {
+        store.entries(Kind::Resource).await?
+    } else {
+        Vec::new()
+    };
+    if let Some(t) = resource_type {
         let ids: Vec<u32> = resources
             .iter()
             .filter(|e| split_resource_key(&e.name).0 == t)
