@@ -1,0 +1,14 @@
+//! The HTTP serving pieces that both opsplane binaries (the operator and the node-daemon) share,
+//! so that each is written once:
+//!
+//! - [`logging`]: log set-up (colour only on a terminal, `--log-format json` for machines).
+//! - [`shutdown`]: the SIGTERM/SIGINT future both servers stop on.
+//! - [`bearer`]: `Authorization: Bearer` parsing and constant-time token comparison.
+//! - [`observe`]: the tower layers every router gets — a request id, a trace span per request,
+//!   a request timeout — and request metrics by API and matched route, with the logging of
+//!   failed requests that handlers' errors leave in the response.
+
+pub mod bearer;
+pub mod logging;
+pub mod observe;
+pub mod shutdown;
