@@ -11,9 +11,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use opsplane_serve::bearer::{self, BearerToken};
 use prometheus::Registry;
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 
 use crate::envelope;
 use crate::error::ApiError;
@@ -31,7 +31,7 @@ pub struct AppState {
     /// The probes' memory.
     pub sampler: Arc<Sampler>,
     /// The bearer token; `None` refuses every node API request.
-    pub token: Option<String>,
+    pub token: Option<BearerToken>,
     /// Request limits.
     pub limits: Limits,
     /// The task runner (seed 002 §三, §五, §二.12–15; TimerHandler included).
@@ -69,14 +69,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             "the node API has no token configured (OPSPLANE_TOKEN or --token-file)",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized(
-            "missing Authorization: Bearer <token> header",
-        ))?;
-    if bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())) {
+    let given = bearer::presented(headers).ok_or(ApiError::Unauthorized(
+        "missing Authorization: Bearer <token> header",
+    ))?;
+    if expected.matches(given) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized("wrong bearer token"))

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use opsplane_serve::bearer::BearerToken;
 
 /// opsplane node-daemon: probes this host and runs node tasks.
 #[derive(Debug, Parser)]
@@ -23,6 +24,12 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `opsplane_node_daemon=debug`.
     #[arg(long, env = "OPSPLANE_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, env = "OPSPLANE_LOG_FORMAT", value_enum, default_value_t = opsplane_serve::logging::LogFormat::Text)]
+    pub log_format: opsplane_serve::logging::LogFormat,
+    /// Longest a node API request may take before it is answered with 503 (code 99999).
+    #[arg(long, env = "OPSPLANE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
     /// Bearer token the node API requires. Without a token (or token file) the node API
     /// refuses every request.
     #[arg(long, env = "OPSPLANE_TOKEN", hide_env_values = true)]
@@ -129,22 +136,30 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 impl Cli {
     /// The bearer token from `--token` or `--token-file`.
-    pub fn resolve_token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) {
-            return Ok(Some(token.to_owned()));
-        }
-        match &self.token_file {
-            Some(path) => {
-                let token = std::fs::read_to_string(path)
+    ///
+    /// White space around the token is removed (a Secret made from a file often ends in a
+    /// newline, which no client sends), with a warning when there was some.
+    pub fn resolve_token(&self) -> anyhow::Result<Option<BearerToken>> {
+        let token = match (self.token.as_deref(), &self.token_file) {
+            (Some(raw), _) if !raw.is_empty() => BearerToken::from_config(raw)
+                .map_err(|_| anyhow::anyhow!("--token / OPSPLANE_TOKEN is only white space"))?,
+            (_, Some(path)) => {
+                let raw = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
-                let token = token.trim().to_owned();
-                if token.is_empty() {
-                    anyhow::bail!("--token-file {} is empty", path.display());
+                let token = BearerToken::from_config(&raw)
+                    .map_err(|_| anyhow::anyhow!("--token-file {} is empty", path.display()))?;
+                // A file's final newline is expected; only other white space is worth a word.
+                if raw.trim_end_matches('\n').len() != token.expose().len() {
+                    tracing::warn!(path = %path.display(), "the token file has white space around the token; it was removed");
                 }
-                Ok(Some(token))
+                return Ok(Some(token));
             }
-            None => Ok(None),
+            _ => return Ok(None),
+        };
+        if token.was_trimmed() {
+            tracing::warn!("--token / OPSPLANE_TOKEN has white space around it; it was removed");
         }
+        Ok(Some(token))
     }
 
     /// The `--systemctl` command split into program and arguments.

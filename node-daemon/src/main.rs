@@ -9,6 +9,7 @@ use prometheus::Registry;
 
 use opsplane_node_daemon::api::{self, AppState};
 use opsplane_node_daemon::config::Cli;
+use opsplane_node_daemon::envelope;
 use opsplane_node_daemon::host::HostRoot;
 use opsplane_node_daemon::metrics::{self, ProbeMetrics};
 use opsplane_node_daemon::monitor::Limits;
@@ -17,31 +18,14 @@ use opsplane_node_daemon::reporter::{Reporter, ReporterConfig, TimerState};
 use opsplane_node_daemon::sampler::Sampler;
 use opsplane_node_daemon::task::{self, Runner, SystemClock};
 use opsplane_node_daemon::watch;
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
-}
+use opsplane_serve::logging;
+use opsplane_serve::observe::{self, Api, RequestMetrics};
+use opsplane_serve::shutdown::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(&cli.log, cli.log_format);
     if !cli.host_root.is_dir() {
         anyhow::bail!(
             "--host-root {} is not a directory (in the DaemonSet it is /host, the node's / mounted read-only)",
@@ -100,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             interval: cli.report_interval,
             queue_limit: cli.report_queue as usize,
             state_file: Some(cli.state_dir.join("report-timer.json")),
-            token: token.clone(),
+            token: token.as_ref().map(|t| t.expose().to_owned()),
             hostname,
             ip: cli.report_ip.clone(),
         },
@@ -137,6 +121,12 @@ async fn main() -> anyhow::Result<()> {
         (true, None) => anyhow::bail!("--node-tasks on needs --node-name (NODE_NAME)"),
         (false, _) => None,
     };
+    let http = Api {
+        name: "node",
+        metrics: RequestMetrics::register(&registry)?,
+        timeout: cli.request_timeout,
+        envelope: |status, msg| envelope::failure(status, 99999, msg),
+    };
     let state = Arc::new(AppState {
         tasks,
         registry,
@@ -152,7 +142,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(address = %cli.listen, host_root = %cli.host_root.display(), "node-daemon serving");
     let served = axum::serve(
         listener,
-        api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        observe::outer(http.wrap(api::router(state)))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await

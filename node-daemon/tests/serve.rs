@@ -30,11 +30,21 @@ fn serves_health_and_metrics_then_stops_on_sigterm() {
     let (status, body) = get(&addr, "/healthz");
     assert_eq!(status, 200);
     assert!(body.ends_with("ok"));
+    assert!(
+        body.to_ascii_lowercase().contains("x-request-id: "),
+        "every answer carries a request id: {body}"
+    );
     let (status, body) = get(&addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
         body.contains("opsplane_node_daemon_info{node=\"node-a\""),
         "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"opsplane_http_requests_total{api="node",method="GET",route="/healthz",status="200"} 1"#
+        ),
+        "requests are counted by matched route: {body}"
     );
 
     let pid = daemon.child.id().to_string();

@@ -28,7 +28,7 @@ pub enum Command {
         out_dirs: Vec<PathBuf>,
     },
     /// Run without Kubernetes: checks of the MonitoredServices in --config, and the API.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
 }
 
 /// Settings shared by every serving mode.
@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `opsplane_operator=debug,kube=warn`.
     #[arg(long, env = "OPSPLANE_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, env = "OPSPLANE_LOG_FORMAT", value_enum, default_value_t = opsplane_serve::logging::LogFormat::Text)]
+    pub log_format: opsplane_serve::logging::LogFormat,
+    /// Longest a request may take before it is answered with 503 in its API's envelope.
+    #[arg(long, env = "OPSPLANE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
     /// The metric store.
     #[command(flatten)]
     pub store: StoreArgs,

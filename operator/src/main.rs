@@ -24,14 +24,17 @@ use crate::config::{Cli, ClusterArgs, Command, ServeArgs, StandaloneArgs};
 use crate::controller::Context;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
+use opsplane_serve::bearer::BearerToken;
+use opsplane_serve::logging;
+use opsplane_serve::shutdown::shutdown_signal;
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// The name of this host, as the kernel has it (`localhost` when it cannot be read).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[tokio::main]
@@ -40,11 +43,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Crds { out_dirs }) => write_crds(&out_dirs),
         Some(Command::Standalone(args)) => {
-            init_logging(&args.serve.log);
-            run_standalone(args).await
+            logging::init(&args.serve.log, args.serve.log_format);
+            run_standalone(*args).await
         }
         None => {
-            init_logging(&cli.cluster.serve.log);
+            logging::init(&cli.cluster.serve.log, cli.cluster.serve.log_format);
             run_cluster(cli.cluster).await
         }
     }
@@ -65,40 +68,29 @@ fn write_crds(out_dirs: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
+/// `OPSPLANE_TOKEN`, without surrounding white space (a Secret made from a file often ends in
+/// a newline; clients never send it). An empty or blank value counts as unset.
+fn token_from_env() -> Option<BearerToken> {
+    let raw = std::env::var("OPSPLANE_TOKEN").ok()?;
+    let token = BearerToken::from_config(&raw).ok()?;
+    if token.was_trimmed() {
+        tracing::warn!("OPSPLANE_TOKEN has white space around it; it was removed");
     }
-}
-
-fn token_from_env() -> Option<String> {
-    std::env::var("OPSPLANE_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
+    Some(token)
 }
 
 /// The standalone token: OPSPLANE_TOKEN, else one kept in `<data_dir>/token` (created 0600).
-fn standalone_token(data_dir: &Path) -> anyhow::Result<String> {
+fn standalone_token(data_dir: &Path) -> anyhow::Result<BearerToken> {
     if let Some(token) = token_from_env() {
         return Ok(token);
     }
     let path = data_dir.join("token");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_string();
-        if !existing.is_empty() {
-            tracing::info!(path = %path.display(), "API token read from file (OPSPLANE_TOKEN is unset)");
-            return Ok(existing);
-        }
+    if let Some(token) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|existing| BearerToken::from_config(&existing).ok())
+    {
+        tracing::info!(path = %path.display(), "API token read from file (OPSPLANE_TOKEN is unset)");
+        return Ok(token);
     }
     use rand::Rng;
     use std::io::Write;
@@ -119,7 +111,7 @@ fn standalone_token(data_dir: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{token}")?;
     tracing::info!(path = %path.display(), "generated an API token (OPSPLANE_TOKEN is unset)");
-    Ok(token)
+    BearerToken::from_config(&token).map_err(|e| anyhow::anyhow!("generated token: {e}"))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -213,10 +205,12 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let state = AppState {
         catalog: Catalog::Local(services),
         metrics,
-        token: token.into(),
+        token,
         public_reads: args.serve.public_reads,
         ready: Arc::new(AtomicBool::new(true)),
         recorder: store,
+        hostname: hostname().into(),
+        request_timeout: args.serve.request_timeout,
     };
     let result = serve(&args.serve, state).await;
     checks.abort();
@@ -238,10 +232,10 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     )
     .await?;
     let ready = Arc::new(AtomicBool::new(false));
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let lease = LeaseConfig {
         namespace: args
             .lease_namespace
@@ -270,10 +264,12 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let state = AppState {
         catalog: Catalog::Cluster(client.clone()),
         metrics: metrics.clone(),
-        token: token.into(),
+        token,
         public_reads: args.serve.public_reads,
         ready: ready.clone(),
         recorder: store,
+        hostname: hostname().into(),
+        request_timeout: args.serve.request_timeout,
     };
     let probe_client = client.clone();
     let ready_flag = ready.clone();

@@ -25,6 +25,8 @@ pub struct Metrics {
     store_errors: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
+    /// Requests of every API by route (`opsplane_http_*`).
+    pub http: opsplane_serve::observe::RequestMetrics,
 }
 
 impl Metrics {
@@ -125,6 +127,7 @@ impl Metrics {
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let http = opsplane_serve::observe::RequestMetrics::register(&registry)?;
         Ok(Self {
             registry,
             check_duration,
@@ -140,6 +143,7 @@ impl Metrics {
             events_ingested,
             store_errors,
             leader,
+            http,
         })
     }
 

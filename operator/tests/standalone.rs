@@ -428,3 +428,63 @@ fn config_edits_are_followed_and_a_bad_edit_keeps_the_last_good_config() {
     assert_eq!(web["metadata"]["generation"], 2);
     assert_eq!(web["spec"]["timeout"], "400ms");
 }
+
+/// Starts standalone with stderr in a file and `extra` flags; returns the log once it says the
+/// API is served.
+fn log_of(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    let log = dir.path().join("stderr.log");
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
+        .args(["standalone", "--listen", &listen.to_string(), "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(extra)
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .env_remove("OPSPLANE_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("serving the API") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never served; log:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let text = log_of(&[]);
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape in a log file:\n{text:?}"
+    );
+    assert!(text.contains("INFO"), "{text}");
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let text = log_of(&["--log-format", "json"]);
+    let mut served = false;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["timestamp"].is_string(),
+            "{line}"
+        );
+        served |= event["fields"]["message"] == "serving the API";
+    }
+    assert!(served, "{text}");
+}

@@ -236,8 +236,11 @@ mod tests {
             .filter(|f| f.name() == "opsplane_http_requests_total")
             .flat_map(|f| f.get_metric().iter())
             .filter(|m| {
-                let labels: Vec<(&str, &str)> =
-                    m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                let labels: Vec<(&str, &str)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
                 labels.contains(&("route", route)) && labels.contains(&("status", status))
             })
             .map(|m| m.get_counter().get_value() as u64)

@@ -33,6 +33,12 @@ pub fn ok() -> Value {
     json!({"status": "ok", "success": true, "errors": {}})
 }
 
+/// The answer of `POST /monitoring/api/ingest/`: the envelope with what was kept.
+pub fn ingested(events: usize, samples: usize, exceptions: usize) -> Value {
+    json!({"status": "ok", "success": true, "errors": {},
+           "data": {"events": events, "samples": samples, "exceptions": exceptions}})
+}
+
 /// The error envelope, naming the parameter (or `request`) that is wrong.
 pub fn error(param: &str, message: &str) -> Value {
     let mut errors = Map::new();

@@ -1,29 +1,45 @@
 //! The REST API served by the operator binary (every replica in a cluster; the one process in
-//! standalone mode): health, metrics, and the Eve-style resource endpoints under `/api/v1`.
+//! standalone mode). Each API is a router of its own, nested under its prefix, with its own
+//! error envelope, auth layer and fallback:
 //!
-//! Handlers are thin: they extract and validate, ask the [`Catalog`], and render through
-//! [`eve`]. Errors are [`ApiError`], which knows its status code and renders Eve's error body.
+//! | prefix | module | envelope |
+//! |---|---|---|
+//! | `/api/v1` | [`resources`] (seed 004, Eve) | [`eve`] |
+//! | `/monitoring/api` | [`monitoring`] (seed 001, GeoNode) | [`geonode`] |
+//! | `POST /` | [`report`] (seed 002 §四 node reports) | [`eve`] |
+//! | `/healthz`, `/readyz`, `/metrics` | here | plain text |
+//!
+//! Cross-cutting work is tower layers from `opsplane_serve::observe` (request id, trace span,
+//! request metrics by matched route, timeout, failure logging) and [`require_token`].
 
 pub mod eve;
 pub mod geonode;
 pub mod monitoring;
+pub mod report;
+pub mod resources;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::Client;
 use opsplane_resources::MonitoredService;
+use opsplane_serve::bearer::BearerToken;
+use opsplane_serve::observe::{self, Api, Envelope};
 use tokio::sync::RwLock;
 
 use crate::metrics::Metrics;
+
+pub use resources::ApiError;
+
+/// Largest request body any API reads (a batch of events or a node report).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Where the API reads MonitoredServices from.
 #[derive(Clone)]
@@ -34,22 +50,6 @@ pub enum Catalog {
     Local(Arc<RwLock<Vec<MonitoredService>>>),
 }
 
-impl Catalog {
-    async fn services(&self) -> Result<Vec<MonitoredService>, ApiError> {
-        match self {
-            Catalog::Cluster(client) => {
-                let api: Api<MonitoredService> = Api::all(client.clone());
-                let list = api
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(|e| ApiError::Upstream(e.to_string()))?;
-                Ok(list.items)
-            }
-            Catalog::Local(services) => Ok(services.read().await.clone()),
-        }
-    }
-}
-
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -58,189 +58,62 @@ pub struct AppState {
     /// The operator's metrics.
     pub metrics: Metrics,
     /// The API token (`OPSPLANE_TOKEN`).
-    pub token: Arc<str>,
+    pub token: BearerToken,
     /// Whether reads are allowed without a token.
     pub public_reads: bool,
     /// Set once the process can serve requests.
     pub ready: Arc<AtomicBool>,
     /// Writes observations (node reports, events) into the metric store and reads it back.
     pub recorder: crate::recorder::Recorder,
+    /// The name of the host this process runs on (registered by autoconfigure).
+    pub hostname: Arc<str>,
+    /// Longest a request may take before it is answered with 503.
+    pub request_timeout: Duration,
 }
 
-/// Errors of the REST API, each with its status code, rendered as Eve's error body.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// No or a wrong credential.
-    #[error("authentication required: send Authorization: Bearer <token>")]
-    Unauthorized,
-    /// A query parameter is malformed.
-    #[error("invalid query parameter {name}: {reason}")]
-    BadParameter {
-        /// The parameter.
-        name: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The Kubernetes API failed.
-    #[error("the Kubernetes API failed: {0}")]
-    Upstream(String),
-    /// A request body is malformed.
-    #[error("invalid body: {0}")]
-    BadBody(String),
-    /// The metric store failed; the report was not kept and should be resent.
-    #[error("the metric store failed: {0}")]
-    Store(String),
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::BadParameter { .. } | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+impl AppState {
+    /// The layers of the API named `name`, answering its timeouts in `envelope`.
+    fn api(&self, name: &'static str, envelope: Envelope) -> Api {
+        Api {
+            name,
+            metrics: self.metrics.http.clone(),
+            timeout: self.request_timeout,
+            envelope,
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response =
-            (status, Json(eve::error(status.as_u16(), &self.to_string()))).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"opsplane\""),
-            );
-        }
-        response
-    }
-}
+/// A request without the credential its method needs. Each API turns it into its own envelope.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("authentication required: send Authorization: Bearer <token>")]
+pub struct Unauthorized;
 
-/// Compares without leaking where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The auth layer of an API whose error type is `E`: reads pass when public reads are
+/// configured, everything else needs the bearer token.
+async fn require_token<E>(State(state): State<AppState>, request: Request, next: Next) -> Response
+where
+    E: From<Unauthorized> + IntoResponse,
+{
     let is_read = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if is_read && state.public_reads {
-        return next.run(request).await;
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
-            next.run(request).await
-        }
-        _ if request.uri().path().starts_with("/monitoring/") => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer realm=\"opsplane\"")],
-            Json(geonode::error(
-                "authorization",
-                "authentication required: send Authorization: Bearer <token>",
-            )),
-        )
-            .into_response(),
-        _ => ApiError::Unauthorized.into_response(),
+    if (is_read && state.public_reads) || state.token.accepts(request.headers()) {
+        next.run(request).await
+    } else {
+        E::from(Unauthorized).into_response()
     }
 }
 
-fn page_from(query: &HashMap<String, String>) -> Result<eve::Page, ApiError> {
-    let mut page = eve::Page::default();
-    if let Some(raw) = query.get("page") {
-        page.page = raw
-            .parse::<usize>()
-            .ok()
-            .filter(|p| *p >= 1)
-            .ok_or_else(|| ApiError::BadParameter {
-                name: "page",
-                reason: format!("{raw:?} is not a page number (1, 2, ...)"),
-            })?;
-    }
-    if let Some(raw) = query.get("max_results") {
-        page.max_results = raw
-            .parse::<usize>()
-            .ok()
-            .filter(|m| (1..=eve::MAX_RESULTS_LIMIT).contains(m))
-            .ok_or_else(|| ApiError::BadParameter {
-                name: "max_results",
-                reason: format!("{raw:?} is not between 1 and {}", eve::MAX_RESULTS_LIMIT),
-            })?;
-    }
-    Ok(page)
-}
-
-async fn list_services(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let page = page_from(&query)?;
-    let mut services = state.catalog.services().await?;
-    services.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    let items = services
-        .into_iter()
-        .map(|s| serde_json::to_value(s).unwrap_or_default())
-        .collect();
-    Ok(Json(eve::collection("services", items, page)))
-}
-
-/// Checks a node report (seed 002 §四 body) and names the first field that is wrong.
-pub fn validate_node_report(report: &serde_json::Value) -> Result<(String, String), ApiError> {
-    let bad = |m: &str| ApiError::BadBody(m.to_string());
-    let object = report
-        .as_object()
-        .ok_or_else(|| bad("a node report is a JSON object"))?;
-    let text = |key: &str| object.get(key).and_then(|v| v.as_str());
-    let hostname = text("hostname")
-        .filter(|h| !h.is_empty() && h.len() <= 253)
-        .ok_or_else(|| bad("hostname must be a non-empty string"))?;
-    let kind = text("type")
-        .filter(|t| matches!(*t, "resource" | "service"))
-        .ok_or_else(|| bad("type must be \"resource\" or \"service\""))?;
-    if !object.get("utc").is_some_and(|u| u.is_i64() || u.is_u64()) {
-        return Err(bad("utc must be an integer (seconds since the epoch)"));
-    }
-    if text("ip").is_none() {
-        return Err(bad("ip must be a string"));
-    }
-    if text("node_uuid").is_none() {
-        return Err(bad("node_uuid must be a string"));
-    }
-    if !object.get("data").is_some_and(|d| d.is_object()) {
-        return Err(bad("data must be an object"));
-    }
-    Ok((hostname.to_string(), kind.to_string()))
-}
-
-/// `POST /`: a node-daemon's resource or service report, in the seed 002 §四 body unchanged.
-async fn node_report(
-    State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let report: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(format!("not JSON: {e}")))?;
-    let (_hostname, kind) = validate_node_report(&report)?;
-    state.metrics.node_report(&kind);
-    if let Err(error) = state.recorder.node_report(&report).await {
-        state.metrics.store_error("node_report");
-        tracing::warn!(%error, "could not store a node report");
-        return Err(ApiError::Store(error.to_string()));
-    }
-    Ok(Json(serde_json::json!({"_status": "OK"})))
+/// `router` behind the token check of `require_token::<E>`.
+fn with_auth<E>(router: Router<AppState>, state: &AppState) -> Router<AppState>
+where
+    E: From<Unauthorized> + IntoResponse + 'static,
+{
+    router.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_token::<E>,
+    ))
 }
 
 async fn healthz() -> &'static str {
@@ -266,58 +139,193 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The whole router.
-pub fn router(state: AppState) -> Router {
-    use axum::routing::post;
-    let resources = Router::new()
-        .route("/", post(node_report))
-        .route("/api/v1/services", get(list_services))
-        .route("/monitoring/api/hosts/", get(monitoring::hosts))
-        .route("/monitoring/api/services/", get(monitoring::services))
-        .route("/monitoring/api/resources/", get(monitoring::resources))
-        .route(
-            "/monitoring/api/resource_types/",
-            get(monitoring::resource_types),
-        )
-        .route("/monitoring/api/event_types/", get(monitoring::event_types))
-        .route("/monitoring/api/labels/", get(monitoring::labels))
-        .route("/monitoring/api/metrics/", get(monitoring::metrics))
-        .route(
-            "/monitoring/api/metric_data/{metric}/",
-            get(monitoring::metric_data),
-        )
-        .route("/monitoring/api/exceptions/", get(monitoring::exceptions))
-        .route(
-            "/monitoring/api/exceptions/{id}/",
-            get(monitoring::exception),
-        )
-        .route(
-            "/monitoring/api/autoconfigure/",
-            post(monitoring::autoconfigure),
-        )
-        .route("/monitoring/api/ingest/", post(monitoring::ingest))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+fn plain_text(status: StatusCode, message: &str) -> Response {
+    (status, message.to_string()).into_response()
+}
+
+/// Health and the operator's own metrics: open, plain text.
+fn health(state: &AppState) -> Router<AppState> {
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(resources)
-        .fallback(|uri: axum::http::Uri| async move {
-            if uri.path().starts_with("/monitoring/") {
-                (
-                    StatusCode::NOT_FOUND,
-                    Json(geonode::error(
-                        "path",
-                        &format!("no such endpoint: {}", uri.path()),
-                    )),
-                )
-            } else {
-                (
-                    StatusCode::NOT_FOUND,
-                    Json(eve::error(404, "no such endpoint")),
-                )
+        .route("/metrics", get(metrics));
+    state.api("health", plain_text).wrap(router)
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
+    let unmatched = state
+        .api("none", eve)
+        .wrap(Router::new().fallback(resources::no_such_endpoint));
+    let app = Router::new()
+        .merge(health(&state))
+        .merge(report::router(&state))
+        .nest("/api/v1", resources::router(&state))
+        .nest("/monitoring/api", monitoring::router(&state))
+        .fallback_service(unmatched)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state);
+    observe::outer(app)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A router over an embedded store in a temporary directory, for `oneshot` tests.
+    use super::*;
+    use axum::body::Body;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    pub const TOKEN: &str = "router-test-token";
+
+    pub struct TestApp {
+        pub router: Router,
+        pub state: AppState,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestApp {
+        pub async fn new(public_reads: bool) -> TestApp {
+            let dir = tempfile::tempdir().unwrap();
+            let store = opsplane_store::open(
+                None,
+                &dir.path().join("store.redb"),
+                opsplane_store::Retention::default(),
+            )
+            .await
+            .unwrap();
+            let state = AppState {
+                catalog: Catalog::Local(Arc::new(RwLock::new(Vec::new()))),
+                metrics: Metrics::new().unwrap(),
+                token: BearerToken::from_config(TOKEN).unwrap(),
+                public_reads,
+                ready: Arc::new(AtomicBool::new(true)),
+                recorder: crate::recorder::Recorder::new(store),
+                hostname: "test-host".into(),
+                request_timeout: Duration::from_secs(10),
+            };
+            TestApp {
+                router: router(state.clone()),
+                state,
+                _dir: dir,
             }
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
-        .with_state(state)
+        }
+
+        /// Sends one request; returns the status, the headers and the body as JSON (`Null` when
+        /// the body is not JSON).
+        pub async fn call(
+            &self,
+            method: Method,
+            path: &str,
+            token: Option<&str>,
+            body: &str,
+        ) -> (StatusCode, axum::http::HeaderMap, Value) {
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let response = self
+                .router
+                .clone()
+                .oneshot(request.body(Body::from(body.to_string())).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                headers,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        }
+
+        pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+            let (status, _, body) = self.call(Method::GET, path, token, "").await;
+            (status, body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{TOKEN, TestApp};
+    use axum::http::{Method, StatusCode};
+
+    #[tokio::test]
+    async fn each_api_refuses_without_the_token_in_its_own_envelope() {
+        let app = TestApp::new(false).await;
+        let (status, body) = app.get("/api/v1/services", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["_status"], "ERR");
+        assert_eq!(body["_error"]["code"], 401);
+        let (status, body) = app.get("/monitoring/api/hosts/", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["status"], "error");
+        assert!(body["errors"]["authorization"].is_string(), "{body}");
+        let (status, _, body) = app.call(Method::POST, "/", None, "{}").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["_status"], "ERR");
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_is_case_insensitive() {
+        let app = TestApp::new(false).await;
+        let request = axum::http::Request::get("/api/v1/services")
+            .header("authorization", format!("bearer {TOKEN}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app.router.clone(), request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_answer_in_the_envelope_of_the_api_they_fall_under() {
+        let app = TestApp::new(false).await;
+        let (status, body) = app.get("/monitoring/api/nothing/", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["status"], "error");
+        let (status, body) = app.get("/api/v1/nothing", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["_error"]["code"], 404);
+        let (status, body) = app.get("/elsewhere", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["_status"], "ERR");
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_api_and_matched_route() {
+        let app = TestApp::new(true).await;
+        app.get("/monitoring/api/metric_data/request.count/", None)
+            .await;
+        app.get("/api/v1/services", None).await;
+        app.get("/healthz", None).await;
+        let text = app.state.metrics.render();
+        for line in [
+            r#"opsplane_http_requests_total{api="monitoring",method="GET",route="/monitoring/api/metric_data/{metric}/",status="200"} 1"#,
+            r#"opsplane_http_requests_total{api="eve",method="GET",route="/api/v1/services",status="200"} 1"#,
+            r#"opsplane_http_requests_total{api="health",method="GET",route="/healthz",status="200"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains("opsplane_http_request_duration_seconds_bucket{api=\"eve\""));
+    }
+
+    #[tokio::test]
+    async fn public_reads_open_gets_but_never_writes() {
+        let app = TestApp::new(true).await;
+        assert_eq!(
+            app.get("/monitoring/api/hosts/", None).await.0,
+            StatusCode::OK
+        );
+        let (status, _, _) = app
+            .call(Method::POST, "/monitoring/api/autoconfigure/", None, "")
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
 }

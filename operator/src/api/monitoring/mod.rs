@@ -1,0 +1,462 @@
+//! `/monitoring/api/...`: seed 001's monitoring API over opsplane's store — hosts, services,
+//! resources, resource_types, event_types, labels, metrics, metric_data, exceptions,
+//! autoconfigure — plus the batch ingestion endpoint `POST /monitoring/api/ingest/`.
+//!
+//! Its own router with its own envelope ([`super::geonode`]), auth layer and fallback. Handlers
+//! take typed parameters ([`params`]; a wrong one is HTTP 400 naming it), call the store or a
+//! service function ([`metric_data`]), and render through [`super::geonode`].
+
+pub mod metric_data;
+pub mod params;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use opsplane_serve::observe::Failure;
+use opsplane_store::catalog::{self, EVENT_TYPES, METRICS, RESOURCE_TYPES};
+use opsplane_store::model::split_resource_key;
+use opsplane_store::query::{self, ParamError};
+use opsplane_store::{Kind, StoreError};
+use serde_json::{Value, json};
+
+use self::params::SeenQuery;
+use self::params::{EventTypesQuery, ExceptionsQuery, MetricDataQuery, Params, ResourcesQuery};
+use super::{AppState, Unauthorized, geonode};
+use crate::recorder::{RecordError, RequestEvent};
+
+/// Errors of the monitoring API, rendered in GeoNode's error envelope
+/// `{status: "error", success: false, errors: {<parameter>: <message>}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitoringError {
+    /// A parameter (or the body) is wrong: 400.
+    #[error("{message}")]
+    BadParameter {
+        /// What is wrong: a query parameter, `body`, `events[3].status`, ...
+        param: String,
+        /// Why.
+        message: String,
+    },
+    /// What the path names does not exist: 404.
+    #[error("{message}")]
+    NotFound {
+        /// The part of the path that names it.
+        param: String,
+        /// What is missing.
+        message: String,
+    },
+    /// No or a wrong credential: 401.
+    #[error(transparent)]
+    Unauthorized(#[from] Unauthorized),
+    /// The store failed: 503, and the request may be retried.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl MonitoringError {
+    /// A 400 naming `param`.
+    pub fn bad(param: &str, message: impl Into<String>) -> MonitoringError {
+        MonitoringError::BadParameter {
+            param: param.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn not_found(param: &str, message: impl Into<String>) -> MonitoringError {
+        MonitoringError::NotFound {
+            param: param.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// GeoNode's error envelope with `status`, naming `param`.
+    fn render(status: StatusCode, param: &str, message: &str) -> Response {
+        (status, Json(geonode::error(param, message))).into_response()
+    }
+
+    /// The envelope for errors raised outside a handler (timeouts).
+    pub fn envelope(status: StatusCode, message: &str) -> Response {
+        MonitoringError::render(status, "request", message)
+    }
+}
+
+impl From<ParamError> for MonitoringError {
+    fn from(e: ParamError) -> Self {
+        MonitoringError::bad(e.param, e.reason)
+    }
+}
+
+impl From<RecordError> for MonitoringError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::BadEvent { index, message } => {
+                MonitoringError::bad(&format!("events[{index}]"), message)
+            }
+            RecordError::Store(e) => MonitoringError::Store(e),
+        }
+    }
+}
+
+impl IntoResponse for MonitoringError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match &self {
+            MonitoringError::BadParameter { param, .. } => {
+                MonitoringError::render(StatusCode::BAD_REQUEST, param, &message)
+            }
+            MonitoringError::NotFound { param, .. } => {
+                MonitoringError::render(StatusCode::NOT_FOUND, param, &message)
+            }
+            MonitoringError::Unauthorized(_) => {
+                let mut response =
+                    MonitoringError::render(StatusCode::UNAUTHORIZED, "authorization", &message);
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"opsplane\""),
+                );
+                response
+            }
+            MonitoringError::Store(_) => {
+                let mut response =
+                    MonitoringError::render(StatusCode::SERVICE_UNAVAILABLE, "store", &message);
+                Failure::attach(&mut response, &self);
+                response
+            }
+        }
+    }
+}
+
+type Answer = Result<Json<Value>, MonitoringError>;
+
+/// The `/monitoring/api` router.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let routes = Router::new()
+        .route("/hosts/", get(hosts))
+        .route("/services/", get(services))
+        .route("/resources/", get(resources))
+        .route("/resource_types/", get(resource_types))
+        .route("/event_types/", get(event_types))
+        .route("/labels/", get(labels))
+        .route("/metrics/", get(metrics))
+        .route("/metric_data/{metric}/", get(metric_data))
+        .route("/exceptions/", get(exceptions))
+        .route("/exceptions/{id}/", get(exception))
+        .route("/autoconfigure/", post(autoconfigure))
+        .route("/ingest/", post(ingest));
+    let routes = super::with_auth::<MonitoringError>(routes, state).fallback(
+        |uri: axum::http::Uri| async move {
+            MonitoringError::not_found("path", format!("no such endpoint: {}", uri.path()))
+        },
+    );
+    state
+        .api("monitoring", MonitoringError::envelope)
+        .wrap(routes)
+}
+
+/// `GET /monitoring/api/hosts/`.
+pub async fn hosts(State(state): State<AppState>) -> Answer {
+    let entries = state.recorder.store().entries(Kind::Host).await?;
+    let items = entries
+        .into_iter()
+        .map(|e| json!({"ip": e.attrs.get("ip").cloned().unwrap_or(json!("")), "name": e.name}))
+        .collect();
+    Ok(Json(geonode::list("hosts", items)))
+}
+
+/// `GET /monitoring/api/services/`.
+pub async fn services(State(state): State<AppState>) -> Answer {
+    let entries = state.recorder.store().entries(Kind::Service).await?;
+    let items = entries
+        .into_iter()
+        .map(|e| {
+            let a = &e.attrs;
+            json!({
+                "name": e.name,
+                "last_check": a.get("last_check").cloned().unwrap_or(Value::Null),
+                "host": a.get("host").cloned().unwrap_or(json!("")),
+                "check_interval": a.get("check_interval").cloned().unwrap_or(json!(60)),
+                "type": a.get("type").cloned().unwrap_or(json!("application")),
+                "id": e.id,
+            })
+        })
+        .collect();
+    Ok(Json(geonode::list("services", items)))
+}
+
+/// Which ids of `kind` pass the `metric_name` / `valid_from` / `valid_to` filters of
+/// `/resources/` and `/labels/`: `Ok(None)` when none is given (everything passes),
+/// `Ok(Some(ids))` otherwise (empty when the metric was never recorded).
+async fn seen_ids(
+    state: &AppState,
+    kind: Kind,
+    seen: &SeenQuery,
+) -> Result<Option<Vec<u32>>, MonitoringError> {
+    if seen.is_empty() {
+        return Ok(None);
+    }
+    let metric_id = match seen.metric {
+        Some(m) => match state.recorder.existing_id(Kind::Metric, m.name).await? {
+            Some(id) => Some(id),
+            None => return Ok(Some(Vec::new())),
+        },
+        None => None,
+    };
+    let ids = state
+        .recorder
+        .store()
+        .seen(
+            kind,
+            metric_id,
+            seen.from_ms.map(|f| f / 1000),
+            seen.to_ms.map(|t| t / 1000),
+        )
+        .await?;
+    Ok(Some(ids))
+}
+
+/// `GET /monitoring/api/resources/?metric_name&resource_type&valid_from&valid_to`.
+pub async fn resources(State(state): State<AppState>, Params(q): Params<ResourcesQuery>) -> Answer {
+    let seen = seen_ids(&state, Kind::Resource, &q.seen).await?;
+    let items = state
+        .recorder
+        .store()
+        .entries(Kind::Resource)
+        .await?
+        .into_iter()
+        .filter(|e| seen.as_ref().is_none_or(|s| s.contains(&e.id)))
+        .filter_map(|e| {
+            let (t, n) = split_resource_key(&e.name);
+            if q.resource_type.as_deref().is_some_and(|w| w != t) {
+                return None;
+            }
+            Some(json!({"type": t, "id": e.id, "name": n}))
+        })
+        .collect();
+    Ok(Json(geonode::list("resources", items)))
+}
+
+/// `GET /monitoring/api/resource_types/`.
+pub async fn resource_types() -> Json<Value> {
+    let items = RESOURCE_TYPES
+        .iter()
+        .map(|(name, t)| json!({"type": t, "name": name}))
+        .collect();
+    Json(geonode::keyed("resource_types", items))
+}
+
+/// `GET /monitoring/api/event_types/?ows_service=true|false|1|0`: `true` lists machine-made
+/// events (checks, node reports; the seed's OWS side), `false` request events.
+pub async fn event_types(Params(q): Params<EventTypesQuery>) -> Json<Value> {
+    let items = EVENT_TYPES
+        .iter()
+        .filter(|e| q.ows_service.is_none_or(|m| e.machine == m))
+        .map(|e| match q.ows_service {
+            None => json!({"name": e.name}),
+            Some(_) => json!({"name": e.name, "type_label": e.type_label}),
+        })
+        .collect();
+    Json(geonode::keyed("event_types", items))
+}
+
+/// `GET /monitoring/api/labels/?metric_name&valid_from&valid_to`.
+pub async fn labels(State(state): State<AppState>, Params(q): Params<SeenQuery>) -> Answer {
+    let seen = seen_ids(&state, Kind::Label, &q).await?;
+    let items = state
+        .recorder
+        .store()
+        .entries(Kind::Label)
+        .await?
+        .into_iter()
+        .filter(|e| seen.as_ref().is_none_or(|s| s.contains(&e.id)))
+        .map(|e| json!({"id": e.id, "name": e.name}))
+        .collect();
+    Ok(Json(geonode::list("labels", items)))
+}
+
+/// `GET /monitoring/api/metrics/`: every metric, grouped by the service type producing it.
+pub async fn metrics() -> Json<Value> {
+    let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
+    for m in METRICS {
+        for st in m.service_types {
+            let metric = json!({"type": m.kind.as_str(), "name": m.name, "unit": m.unit});
+            match groups.iter_mut().find(|(s, _)| s == st) {
+                Some((_, metrics)) => metrics.push(metric),
+                None => groups.push((st, vec![metric])),
+            }
+        }
+    }
+    let items = groups
+        .into_iter()
+        .map(|(service, metrics)| json!({"metrics": metrics, "service": service}))
+        .collect();
+    Json(geonode::list("metrics", items))
+}
+
+/// Parameters of `metric_data`, parsed after the metric of the path is known (an unknown
+/// metric is named before any parameter).
+pub struct MetricDataRequest {
+    def: &'static catalog::MetricDef,
+    query: MetricDataQuery,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for MetricDataRequest {
+    type Rejection = MonitoringError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(metric) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| MonitoringError::bad("metric", e.body_text()))?;
+        let def = catalog::metric(&metric).ok_or_else(|| {
+            MonitoringError::bad(
+                "metric",
+                format!("unknown metric {metric:?}; see /monitoring/api/metrics/"),
+            )
+        })?;
+        let Params(query) = Params::<MetricDataQuery>::from_request_parts(parts, state).await?;
+        Ok(MetricDataRequest { def, query })
+    }
+}
+
+/// `GET /monitoring/api/metric_data/<metric>/`.
+pub async fn metric_data(
+    State(state): State<AppState>,
+    request: MetricDataRequest,
+) -> Result<Response, MonitoringError> {
+    let body = metric_data::answer(&state.recorder, request.def, &request.query).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn exception_service(e: &opsplane_store::ExceptionRecord) -> Value {
+    json!({"type": e.service_type, "name": e.service})
+}
+
+/// `GET /monitoring/api/exceptions/?valid_from&valid_to&limit`.
+pub async fn exceptions(
+    State(state): State<AppState>,
+    Params(q): Params<ExceptionsQuery>,
+) -> Answer {
+    let list = state
+        .recorder
+        .store()
+        .exceptions(
+            q.from_ms.map(|f| f / 1000),
+            q.to_ms.map(|t| t / 1000),
+            q.limit,
+        )
+        .await?;
+    let items = list
+        .iter()
+        .map(|e| {
+            json!({
+                "url": format!("/monitoring/api/exceptions/{}/", e.id),
+                "error_type": e.error_type,
+                "id": e.id,
+                "service": exception_service(e),
+                "created": query::format_time(e.created_ms),
+            })
+        })
+        .collect();
+    Ok(Json(geonode::list("exceptions", items)))
+}
+
+/// `GET /monitoring/api/exceptions/<id>/`.
+pub async fn exception(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| MonitoringError::bad("id", format!("{id:?} is not an exception id")))?;
+    let e = state
+        .recorder
+        .store()
+        .exception(id)
+        .await?
+        .ok_or_else(|| MonitoringError::not_found("id", format!("no exception {id}")))?;
+    Ok(Json(json!({
+        "error_data": e.error_data,
+        "service": exception_service(&e),
+        "created": query::format_time(e.created_ms),
+        "error_type": e.error_type,
+        "request": e.request,
+        "error_message": e.error_message,
+    })))
+}
+
+/// `POST /monitoring/api/autoconfigure/`: registers opsplane's metrics, event types and this
+/// host in the store so that every list endpoint is populated before data arrives. Needs the
+/// token (every write does).
+pub async fn autoconfigure(State(state): State<AppState>) -> Answer {
+    let store = state.recorder.store();
+    let metrics: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+    store.ids(Kind::Metric, &metrics).await?;
+    let events: Vec<&str> = EVENT_TYPES.iter().map(|e| e.name).collect();
+    store.ids(Kind::EventType, &events).await?;
+    store
+        .upsert(Kind::Host, &state.hostname, &json!({}))
+        .await?;
+    Ok(Json(geonode::ok()))
+}
+
+/// Most events one ingestion request may carry.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// `POST /monitoring/api/ingest/`: request events as a JSON array or NDJSON (one object per
+/// line). All or nothing: a bad event refuses the batch with its index named.
+pub async fn ingest(State(state): State<AppState>, body: axum::body::Bytes) -> Answer {
+    let events = parse_events(&body)?;
+    let (samples, exceptions) = state.recorder.events(&events).await?;
+    state.metrics.events_ingested(events.len() as u64);
+    Ok(Json(geonode::ingested(events.len(), samples, exceptions)))
+}
+
+/// Parses a JSON array or NDJSON body of events, naming the event and field that are wrong.
+pub fn parse_events(body: &[u8]) -> Result<Vec<RequestEvent>, MonitoringError> {
+    let text = std::str::from_utf8(body).map_err(|_| MonitoringError::bad("body", "not UTF-8"))?;
+    let trimmed = text.trim_start();
+    let events: Vec<RequestEvent> = if trimmed.starts_with('[') {
+        let de = &mut serde_json::Deserializer::from_str(trimmed);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let param = match path.split_once('.') {
+                Some((index, field)) => format!("events{index}.{field}"),
+                None => format!("events{path}"),
+            };
+            MonitoringError::bad(&param, e.into_inner().to_string())
+        })?
+    } else {
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let de = &mut serde_json::Deserializer::from_str(line);
+            let event = serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().to_string();
+                MonitoringError::bad(
+                    &format!("line {}: {path}", n + 1),
+                    e.into_inner().to_string(),
+                )
+            })?;
+            out.push(event);
+            if out.len() > MAX_EVENTS {
+                break;
+            }
+        }
+        out
+    };
+    if events.is_empty() {
+        return Err(MonitoringError::bad(
+            "body",
+            "no events: send a JSON array or NDJSON of event objects",
+        ));
+    }
+    if events.len() > MAX_EVENTS {
+        return Err(MonitoringError::bad(
+            "body",
+            format!("more than {MAX_EVENTS} events in one request; split the batch"),
+        ));
+    }
+    Ok(events)
+}
