@@ -8,6 +8,7 @@
 //!   a request timeout — and request metrics by API and matched route, with the logging of
 //!   failed requests that handlers' errors leave in the response.
 
+pub mod auth;
 pub mod bearer;
 pub mod logging;
 pub mod observe;
