@@ -108,6 +108,8 @@ fn scan<V: redb::Value + 'static>(
 pub struct EmbeddedStore {
     db: Arc<Database>,
     retention: Retention,
+    /// Rate-limit windows: key → (window start, count). In memory: see [`Store::rate_hit`].
+    rates: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>>,
 }
 
 impl EmbeddedStore {
@@ -136,6 +138,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             db: Arc::new(db),
             retention,
+            rates: Default::default(),
         })
     }
 
@@ -538,6 +541,28 @@ impl Store for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+
+    async fn rate_hit(&self, key: &str, window_secs: u64, now: i64) -> Result<crate::RateHit> {
+        let (start, reset) = crate::rate_window(window_secs, now);
+        let mut rates = self
+            .rates
+            .lock()
+            .map_err(|_| StoreError::Embedded("rate-limit counters poisoned".into()))?;
+        // Windows that ended are dropped once the map grows, so it stays as big as the number
+        // of clients active in one window.
+        if rates.len() > 100_000 {
+            rates.retain(|_, (s, _)| *s >= start);
+        }
+        let slot = rates.entry(key.to_owned()).or_insert((start, 0));
+        if slot.0 != start {
+            *slot = (start, 0);
+        }
+        slot.1 += 1;
+        Ok(crate::RateHit {
+            count: slot.1,
+            reset,
+        })
     }
 }
 

@@ -142,6 +142,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// Counts one request against the fixed window of `window_secs` that `now` (seconds) falls
+    /// in, under `key`; returns the count in that window so far (this request included) and
+    /// when the window ends. Atomic and shared by every process using the store (Redis: one
+    /// round trip). The embedded backend counts in memory: it serves one process, and a
+    /// counter that survives a restart is not worth a disk write per request.
+    async fn rate_hit(&self, key: &str, window_secs: u64, now: i64) -> Result<RateHit>;
+}
+
+/// One request counted by [`Store::rate_hit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHit {
+    /// Requests in the window so far, this one included.
+    pub count: u64,
+    /// When the window ends (seconds since the epoch).
+    pub reset: i64,
+}
+
+/// The window `now` falls in: `(start, end)` in seconds, windows aligned to the epoch.
+pub fn rate_window(window_secs: u64, now: i64) -> (i64, i64) {
+    let w = window_secs.max(1) as i64;
+    let start = now.div_euclid(w) * w;
+    (start, start + w)
 }
 
 /// Opens the store the configuration asks for: Redis when `redis_url` is set, else the embedded

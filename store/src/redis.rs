@@ -153,7 +153,16 @@ pub struct RedisStore {
     rollup: std::sync::Arc<Script>,
     ids: std::sync::Arc<Script>,
     upsert: std::sync::Arc<Script>,
+    rate: std::sync::Arc<Script>,
 }
+
+/// One request against a fixed rate-limit window: KEYS[1] the window's counter, ARGV[1] its
+/// lifetime in seconds (set when the window's first request creates it).
+const RATE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
 
 fn now_secs() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -182,6 +191,7 @@ impl RedisStore {
             rollup: std::sync::Arc::new(Script::new(ROLLUP)),
             ids: std::sync::Arc::new(Script::new(IDS)),
             upsert: std::sync::Arc::new(Script::new(UPSERT)),
+            rate: std::sync::Arc::new(Script::new(RATE)),
         })
     }
 
@@ -529,5 +539,19 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let _: String = ::redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
+    }
+
+    async fn rate_hit(&self, key: &str, window_secs: u64, now: i64) -> Result<crate::RateHit> {
+        let (start, reset) = crate::rate_window(window_secs, now);
+        let mut conn = self.conn.clone();
+        // INCR and, for a new window, its expiry, in one script: one round trip, and no key
+        // left without an expiry if the process dies between the two.
+        let count: u64 = self
+            .rate
+            .key(format!("{}rl:{key}:{start}", self.prefix))
+            .arg(window_secs.max(1) + 1)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(crate::RateHit { count, reset })
     }
 }
