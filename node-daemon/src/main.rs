@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: RequestMetrics::register(&registry)?,
         timeout: cli.request_timeout,
         envelope: |status, msg| envelope::failure(status, 99999, msg),
+        guard: None,
     };
     let state = Arc::new(AppState {
         tasks,

@@ -37,7 +37,7 @@ pub struct ServeArgs {
     /// Address of the REST API, health and metrics.
     #[arg(long, env = "OPSPLANE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Serve GET requests without a token. Writes always need the token.
+    /// Serve reads (GET) without a credential. Writes always need one.
     #[arg(long, env = "OPSPLANE_PUBLIC_READS", default_value_t = false)]
     pub public_reads: bool,
     /// Log filter, e.g. `info` or `opsplane_operator=debug,kube=warn`.
@@ -52,6 +52,59 @@ pub struct ServeArgs {
     /// The metric store.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Credentials and rate limits.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Who may call the API and how often (docs/auth.md).
+#[derive(Debug, Args, Clone)]
+pub struct AuthArgs {
+    /// YAML list of bearer tokens: `- {name: ci, role: operator, token: ...}` (or `sha256:`
+    /// instead of `token:`). Roles: viewer, operator, admin, reporter. `OPSPLANE_TOKEN` stays
+    /// valid as the admin token.
+    #[arg(long, env = "OPSPLANE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// htpasswd file of bcrypt hashes (`htpasswd -B`) for HTTP Basic; a line may end in
+    /// `:role` (viewer when absent).
+    #[arg(long, env = "OPSPLANE_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    /// YAML list of Eve HMAC users: `- {user: eve-client, role: operator, secret: ...}`.
+    #[arg(long, env = "OPSPLANE_HMAC_FILE")]
+    pub hmac_file: Option<PathBuf>,
+    /// The token node-daemons report with (role reporter: it may only `POST /`).
+    #[arg(long, env = "OPSPLANE_REPORT_TOKEN", hide_env_values = true)]
+    pub report_token: Option<String>,
+    /// Accept Kubernetes tokens (ServiceAccounts, users) through TokenReview and decide with
+    /// SubjectAccessReview: `auto` = in a cluster.
+    #[arg(long, env = "OPSPLANE_KUBERNETES_AUTH", value_enum, default_value_t = KubernetesAuth::Auto)]
+    pub kubernetes_auth: KubernetesAuth,
+    /// Rate limits, `[role:]METHOD=COUNT/WINDOW,...` per client (the principal, else the
+    /// client IP) and method; `off` turns them off.
+    #[arg(long, env = "OPSPLANE_RATE_LIMIT", default_value = opsplane_serve::ratelimit::DEFAULT_RULES)]
+    pub rate_limit: String,
+    /// Failed authentications allowed per client IP, `COUNT/WINDOW`; beyond, its requests with
+    /// credentials are refused with 429 until the window ends.
+    #[arg(long, env = "OPSPLANE_AUTH_FAILURE_LIMIT", default_value = "20/1m")]
+    pub auth_failure_limit: String,
+    /// When the rate limiter's store is unreachable: `open` serves unlimited, `closed` answers
+    /// 503.
+    #[arg(long, env = "OPSPLANE_RATE_LIMIT_ON_ERROR", value_enum, default_value_t = opsplane_serve::ratelimit::OnError::Open)]
+    pub rate_limit_on_error: opsplane_serve::ratelimit::OnError,
+    /// Proxies (CIDRs, comma-separated) whose `X-Forwarded-For` names the client.
+    #[arg(long, env = "OPSPLANE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Whether Kubernetes tokens are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubernetesAuth {
+    /// In a cluster, not standalone.
+    Auto,
+    /// Always (fails at start without a Kubernetes client).
+    On,
+    /// Never.
+    Off,
 }
 
 /// Where metrics, registries and exceptions are kept.

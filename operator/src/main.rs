@@ -2,6 +2,7 @@
 //! and the `crds` generator.
 
 mod api;
+mod auth;
 mod check;
 mod config;
 mod controller;
@@ -173,7 +174,8 @@ async fn serve(serve: &ServeArgs, state: AppState) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     tracing::info!(address = %serve.listen, "serving the API");
-    axum::serve(listener, api::router(state))
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server failed")
@@ -202,11 +204,22 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         store.clone(),
         Duration::from_millis(args.reload_poll_ms),
     ));
+    let kubernetes_auth = args.serve.auth.kubernetes_auth == crate::config::KubernetesAuth::On;
+    if kubernetes_auth {
+        anyhow::bail!("--kubernetes-auth on needs a cluster; standalone has no Kubernetes API");
+    }
+    let guard = auth::guard(
+        &args.serve.auth,
+        args.serve.public_reads,
+        &token,
+        None,
+        store.store().clone(),
+        &metrics,
+    )?;
     let state = AppState {
         catalog: Catalog::Local(services),
         metrics,
-        token,
-        public_reads: args.serve.public_reads,
+        guard,
         ready: Arc::new(AtomicBool::new(true)),
         recorder: store,
         hostname: hostname().into(),
@@ -261,11 +274,23 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         store: store.clone(),
     });
+    let reviewer: Option<Arc<dyn opsplane_serve::auth::Reviewer>> =
+        match args.serve.auth.kubernetes_auth {
+            crate::config::KubernetesAuth::Off => None,
+            _ => Some(Arc::new(auth::KubeReviewer::new(client.clone()))),
+        };
+    let guard = auth::guard(
+        &args.serve.auth,
+        args.serve.public_reads,
+        &token,
+        reviewer,
+        store.store().clone(),
+        &metrics,
+    )?;
     let state = AppState {
         catalog: Catalog::Cluster(client.clone()),
         metrics: metrics.clone(),
-        token,
-        public_reads: args.serve.public_reads,
+        guard,
         ready: ready.clone(),
         recorder: store,
         hostname: hostname().into(),

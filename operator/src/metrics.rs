@@ -208,6 +208,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// The registry every metric of this process is in (layers of other crates add theirs).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();

@@ -4,12 +4,16 @@
 //! - [`logging`]: log set-up (colour only on a terminal, `--log-format json` for machines).
 //! - [`shutdown`]: the SIGTERM/SIGINT future both servers stop on.
 //! - [`bearer`]: `Authorization: Bearer` parsing and constant-time token comparison.
+//! - [`auth`], [`ratelimit`], [`guard`]: who is calling, what they may do, how often — the
+//!   layer every API route goes through, with each route's permission declared once.
 //! - [`observe`]: the tower layers every router gets — a request id, a trace span per request,
 //!   a request timeout — and request metrics by API and matched route, with the logging of
 //!   failed requests that handlers' errors leave in the response.
 
 pub mod auth;
 pub mod bearer;
+pub mod guard;
 pub mod logging;
 pub mod observe;
+pub mod ratelimit;
 pub mod shutdown;

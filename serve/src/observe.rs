@@ -24,6 +24,8 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::guard::{Guard, Rule, Verdict};
+
 /// The header that carries the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -125,8 +127,12 @@ pub struct Api {
     pub metrics: RequestMetrics,
     /// Longest a handler may take before the request is answered with 503.
     pub timeout: Duration,
-    /// The API's error envelope, for the timeout's answer.
+    /// The API's error envelope, for the answers of the layer itself (timeouts, 401, 403,
+    /// 405, 429).
     pub envelope: Envelope,
+    /// Authentication and rate limits with this API's permission table; `None` serves every
+    /// route to anyone (tests of the layer alone).
+    pub guard: Option<(Guard, Arc<[Rule]>)>,
 }
 
 impl Api {
@@ -145,7 +151,20 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
     let route = route.as_deref().unwrap_or(UNMATCHED).to_owned();
     let method = method_label(request.method());
     let start = Instant::now();
-    let response = match tokio::time::timeout(api.timeout, next.run(request)).await {
+    let (request, rate) = match (&api.guard, route != UNMATCHED) {
+        (Some((guard, rules)), true) => match guard.check(api.name, rules, &route, request).await {
+            Verdict::Pass(request, rate) => (*request, rate),
+            Verdict::Refuse(status, message, headers) => {
+                let mut response = (api.envelope)(status, &message);
+                response.headers_mut().extend(headers);
+                api.metrics
+                    .observe(api.name, &route, method, status, start.elapsed());
+                return response;
+            }
+        },
+        _ => (request, None),
+    };
+    let mut response = match tokio::time::timeout(api.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             let message = format!(
@@ -159,6 +178,9 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
             response
         }
     };
+    if let Some(rate) = rate {
+        rate.apply(&mut response);
+    }
     let status = response.status();
     api.metrics
         .observe(api.name, &route, method, status, start.elapsed());
@@ -215,6 +237,7 @@ mod tests {
             metrics: RequestMetrics::register(registry).unwrap(),
             timeout,
             envelope: plain,
+            guard: None,
         };
         let inner = Router::new()
             .route("/items/{id}", get(|| async { "item" }))

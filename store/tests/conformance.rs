@@ -478,29 +478,69 @@ async fn concurrent_ingestion_loses_nothing(store: Arc<dyn Store>) {
 async fn rate_hits_count_per_key_within_a_window(store: Arc<dyn Store>) {
     let now = 1_764_590_400; // a window boundary for 60 s windows
     for n in 1..=3 {
-        let hit = store.rate_hit("ip:10.0.0.1:GET", 60, now + 5).await.unwrap();
-        assert_eq!(hit, opsplane_store::RateHit { count: n, reset: now + 60 });
+        let hit = store
+            .rate_hit("ip:10.0.0.1:GET", 60, now + 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            hit,
+            opsplane_store::RateHit {
+                count: n,
+                reset: now + 60
+            }
+        );
     }
     // Another key, or another method, counts on its own.
-    assert_eq!(store.rate_hit("ip:10.0.0.2:GET", 60, now).await.unwrap().count, 1);
-    assert_eq!(store.rate_hit("ip:10.0.0.1:POST", 60, now).await.unwrap().count, 1);
+    assert_eq!(
+        store
+            .rate_hit("ip:10.0.0.2:GET", 60, now)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    assert_eq!(
+        store
+            .rate_hit("ip:10.0.0.1:POST", 60, now)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
     // The next window starts again at one.
-    let next = store.rate_hit("ip:10.0.0.1:GET", 60, now + 60).await.unwrap();
-    assert_eq!(next, opsplane_store::RateHit { count: 1, reset: now + 120 });
+    let next = store
+        .rate_hit("ip:10.0.0.1:GET", 60, now + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        opsplane_store::RateHit {
+            count: 1,
+            reset: now + 120
+        }
+    );
 }
 
 async fn rate_hits_are_atomic_under_concurrency(store: Arc<dyn Store>) {
     let now = 1_764_590_400;
-    let hits = futures::future::join_all(
-        (0..200).map(|_| {
-            let store = store.clone();
-            async move { store.rate_hit("user:ci:PATCH", 60, now).await.unwrap().count }
-        }),
-    )
+    let hits = futures::future::join_all((0..200).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .rate_hit("user:ci:PATCH", 60, now)
+                .await
+                .unwrap()
+                .count
+        }
+    }))
     .await;
     let mut counts: Vec<u64> = hits;
     counts.sort_unstable();
-    assert_eq!(counts, (1..=200).collect::<Vec<u64>>(), "every count handed out once");
+    assert_eq!(
+        counts,
+        (1..=200).collect::<Vec<u64>>(),
+        "every count handed out once"
+    );
 }
 
 macro_rules! conformance {

@@ -10,7 +10,9 @@
 //! | `/healthz`, `/readyz`, `/metrics` | here | plain text |
 //!
 //! Cross-cutting work is tower layers from `opsplane_serve::observe` (request id, trace span,
-//! request metrics by matched route, timeout, failure logging) and [`require_token`].
+//! request metrics by matched route, timeout, failure logging) and `opsplane_serve::guard`
+//! (authentication, rate limits, and the permission each route declares in its API's
+//! `rules()` — docs/auth.md has the table).
 
 pub mod eve;
 pub mod geonode;
@@ -23,14 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube::Client;
 use opsplane_resources::MonitoredService;
-use opsplane_serve::bearer::BearerToken;
+use opsplane_serve::auth::{Access, Need};
+use opsplane_serve::guard::{Guard, Rule};
 use opsplane_serve::observe::{self, Api, Envelope};
 use tokio::sync::RwLock;
 
@@ -57,10 +59,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// The operator's metrics.
     pub metrics: Metrics,
-    /// The API token (`OPSPLANE_TOKEN`).
-    pub token: BearerToken,
-    /// Whether reads are allowed without a token.
-    pub public_reads: bool,
+    /// Authentication, authorisation and rate limits of every API.
+    pub guard: Guard,
     /// Set once the process can serve requests.
     pub ready: Arc<AtomicBool>,
     /// Writes observations (node reports, events) into the metric store and reads it back.
@@ -72,48 +72,42 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The layers of the API named `name`, answering its timeouts in `envelope`.
-    fn api(&self, name: &'static str, envelope: Envelope) -> Api {
+    /// The layers of the API named `name`: its permission table `rules`, its envelope for the
+    /// answers of the layers themselves.
+    fn api(&self, name: &'static str, envelope: Envelope, rules: Vec<Rule>) -> Api {
         Api {
             name,
             metrics: self.metrics.http.clone(),
             timeout: self.request_timeout,
             envelope,
+            guard: Some((self.guard.clone(), rules.into())),
         }
     }
 }
 
-/// A request without the credential its method needs. Each API turns it into its own envelope.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("authentication required: send Authorization: Bearer <token>")]
-pub struct Unauthorized;
-
-/// The auth layer of an API whose error type is `E`: reads pass when public reads are
-/// configured, everything else needs the bearer token.
-async fn require_token<E>(State(state): State<AppState>, request: Request, next: Next) -> Response
-where
-    E: From<Unauthorized> + IntoResponse,
-{
-    let is_read = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if (is_read && state.public_reads) || state.token.accepts(request.headers()) {
-        next.run(request).await
-    } else {
-        E::from(Unauthorized).into_response()
-    }
+/// Every route's permission, API by API: what `docs/auth.md` lists and the router test walks.
+#[cfg(test)]
+pub fn rules() -> Vec<Rule> {
+    [
+        health_rules(),
+        report::rules(),
+        resources::rules(),
+        monitoring::rules(),
+    ]
+    .concat()
 }
 
-/// `router` behind the token check of `require_token::<E>`.
-fn with_auth<E>(router: Router<AppState>, state: &AppState) -> Router<AppState>
-where
-    E: From<Unauthorized> + IntoResponse + 'static,
-{
-    router.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_token::<E>,
-    ))
+fn health_rules() -> Vec<Rule> {
+    ["/healthz", "/readyz", "/metrics"]
+        .into_iter()
+        .map(|route| {
+            Rule::new(
+                Method::GET,
+                route,
+                Access::new(Need::Public, "health", "get"),
+            )
+        })
+        .collect()
 }
 
 async fn healthz() -> &'static str {
@@ -149,14 +143,14 @@ fn health(state: &AppState) -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    state.api("health", plain_text).wrap(router)
+    state.api("health", plain_text, health_rules()).wrap(router)
 }
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
     let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
     let unmatched = state
-        .api("none", eve)
+        .api("none", eve, Vec::new())
         .wrap(Router::new().fallback(resources::no_such_endpoint));
     let app = Router::new()
         .merge(health(&state))
@@ -174,10 +168,34 @@ pub(crate) mod testing {
     //! A router over an embedded store in a temporary directory, for `oneshot` tests.
     use super::*;
     use axum::body::Body;
+    use axum::extract::Request;
     use serde_json::Value;
     use tower::ServiceExt;
 
     pub const TOKEN: &str = "router-test-token";
+
+    /// A token per role, named after it (`viewer-token` is the viewer's).
+    pub const ROLE_TOKENS: [(&str, opsplane_serve::auth::Role); 3] = [
+        ("viewer-token", opsplane_serve::auth::Role::Viewer),
+        ("operator-token", opsplane_serve::auth::Role::Operator),
+        ("reporter-token", opsplane_serve::auth::Role::Reporter),
+    ];
+
+    /// The admin `TOKEN` and one token per other role, no rate limits.
+    fn test_guard(public_reads: bool, metrics: &Metrics) -> Guard {
+        let mut credentials = opsplane_serve::auth::Credentials::default();
+        credentials.add_token("admin", opsplane_serve::auth::Role::Admin, TOKEN);
+        for (token, role) in ROLE_TOKENS {
+            credentials.add_token(role.as_str(), role, token);
+        }
+        Guard::new(
+            opsplane_serve::auth::Auth::new(credentials, None, public_reads),
+            opsplane_serve::ratelimit::Limits::parse("off").unwrap(),
+            None,
+            metrics.registry(),
+        )
+        .unwrap()
+    }
 
     pub struct TestApp {
         pub router: Router,
@@ -195,11 +213,11 @@ pub(crate) mod testing {
             )
             .await
             .unwrap();
+            let metrics = Metrics::new().unwrap();
             let state = AppState {
                 catalog: Catalog::Local(Arc::new(RwLock::new(Vec::new()))),
-                metrics: Metrics::new().unwrap(),
-                token: BearerToken::from_config(TOKEN).unwrap(),
-                public_reads,
+                metrics: metrics.clone(),
+                guard: test_guard(public_reads, &metrics),
                 ready: Arc::new(AtomicBool::new(true)),
                 recorder: crate::recorder::Recorder::new(store),
                 hostname: "test-host".into(),
@@ -252,8 +270,109 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{TOKEN, TestApp};
+    use super::testing::{ROLE_TOKENS, TOKEN, TestApp};
     use axum::http::{Method, StatusCode};
+    use opsplane_serve::auth::Role;
+
+    /// A path that the route template `route` matches.
+    fn sample_path(route: &str) -> String {
+        route
+            .replace("{metric}", "request.count")
+            .replace("{id}", "1")
+            .replace("{namespace}", "default")
+            .replace("{name}", "x")
+    }
+
+    const METHODS: [Method; 5] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+
+    /// Walks every declared route with every method: a declared one reaches its handler (the
+    /// layer never says 405), an undeclared one is 405 with `Allow` — so a handler added
+    /// without a permission in `rules()` cannot be reached, and this test fails for it.
+    #[tokio::test]
+    async fn every_route_has_a_declared_permission_and_nothing_else_is_reachable() {
+        let app = TestApp::new(false).await;
+        let rules = super::rules();
+        let mut routes: Vec<&str> = rules.iter().map(|r| r.route).collect();
+        routes.dedup();
+        for route in routes {
+            let path = sample_path(route);
+            for method in METHODS {
+                let declared = rules.iter().any(|r| r.route == route && r.method == method);
+                let (status, headers, body) =
+                    app.call(method.clone(), &path, Some(TOKEN), "[]").await;
+                if declared {
+                    assert_ne!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path}: {body}"
+                    );
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {path} is reachable without a declared permission: {body}"
+                    );
+                    assert!(headers.contains_key("allow"), "{method} {path}");
+                }
+            }
+        }
+    }
+
+    /// The permission matrix: every route × no credential, a wrong one, and each role.
+    #[tokio::test]
+    async fn the_permission_matrix_holds_for_every_route() {
+        let app = TestApp::new(false).await;
+        let mut callers: Vec<(Option<&str>, Option<Role>)> = vec![
+            (None, None),
+            (Some("wrong-token"), None),
+            (Some(TOKEN), Some(Role::Admin)),
+        ];
+        callers.extend(ROLE_TOKENS.iter().map(|(t, r)| (Some(*t), Some(*r))));
+        for rule in super::rules() {
+            let path = sample_path(rule.route);
+            for (token, role) in &callers {
+                let (status, _, body) = app.call(rule.method.clone(), &path, *token, "[]").await;
+                let expected = match (token, role) {
+                    _ if rule.access.need == opsplane_serve::auth::Need::Public => None,
+                    (None, _) | (Some(_), None) => Some(StatusCode::UNAUTHORIZED),
+                    (Some(_), Some(role)) if role.grants(rule.access.need) => None,
+                    (Some(_), Some(_)) => Some(StatusCode::FORBIDDEN),
+                };
+                match expected {
+                    Some(code) => {
+                        assert_eq!(status, code, "{} {path} as {role:?}: {body}", rule.method)
+                    }
+                    None => assert!(
+                        ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&status),
+                        "{} {path} as {role:?} should pass the auth layer: {status} {body}",
+                        rule.method
+                    ),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_role_without_the_permission_gets_403_naming_the_role() {
+        let app = TestApp::new(false).await;
+        let (status, _, body) = app
+            .call(
+                Method::POST,
+                "/monitoring/api/autoconfigure/",
+                Some("operator-token"),
+                "",
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let message = body["errors"]["authorization"].as_str().unwrap();
+        assert!(message.contains("admin role"), "{message}");
+    }
 
     #[tokio::test]
     async fn each_api_refuses_without_the_token_in_its_own_envelope() {

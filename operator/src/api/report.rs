@@ -1,16 +1,29 @@
 //! `POST /`: node-daemons' resource and service reports, in the seed 002 §四 body unchanged.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::routing::post;
 use axum::{Json, Router};
+use opsplane_serve::auth::{Access, Need};
+use opsplane_serve::guard::Rule;
 
 use super::{ApiError, AppState};
+
+/// `POST /` needs the report permission (the node-daemons' own token, or an operator).
+pub fn rules() -> Vec<Rule> {
+    vec![Rule::new(
+        Method::POST,
+        "/",
+        Access::new(Need::Report, "nodereports", "create"),
+    )]
+}
 
 /// The report router (`POST /`), answering in Eve's envelope like `/api/v1`.
 pub fn router(state: &AppState) -> Router<AppState> {
     let routes = Router::new().route("/", post(node_report));
-    let routes = super::with_auth::<ApiError>(routes, state);
-    state.api("report", ApiError::envelope).wrap(routes)
+    state
+        .api("report", ApiError::envelope, rules())
+        .wrap(routes)
 }
 
 /// Checks a node report (seed 002 §四 body) and names the first field that is wrong.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,15 +15,15 @@ use kube::api::ListParams;
 use opsplane_resources::MonitoredService;
 use opsplane_serve::observe::Failure;
 
-use super::{AppState, Catalog, Unauthorized, eve};
+use opsplane_serve::auth::{Access, Need};
+use opsplane_serve::guard::Rule;
+
+use super::{AppState, Catalog, eve};
 
 /// Errors of the Eve API and of `POST /`, each with its status code, rendered as Eve's error
 /// body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No or a wrong credential.
-    #[error(transparent)]
-    Unauthorized(#[from] Unauthorized),
     /// A query parameter is malformed.
     #[error("invalid query parameter {name}: {reason}")]
     BadParameter {
@@ -49,7 +49,6 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadParameter { .. } | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -67,15 +66,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = ApiError::envelope(status, &self.to_string());
-        match &self {
-            ApiError::Unauthorized(_) => {
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"opsplane\""),
-                );
-            }
-            ApiError::Upstream(_) | ApiError::Store(_) => Failure::attach(&mut response, &self),
-            _ => {}
+        if matches!(self, ApiError::Upstream(_) | ApiError::Store(_)) {
+            Failure::attach(&mut response, &self);
         }
         response
     }
@@ -86,11 +78,21 @@ pub async fn no_such_endpoint() -> ApiError {
     ApiError::NotFound
 }
 
+/// The permission of every `/api/v1` route.
+pub fn rules() -> Vec<Rule> {
+    vec![Rule::new(
+        Method::GET,
+        "/api/v1/services",
+        Access::new(Need::Read, "monitoredservices", "list"),
+    )]
+}
+
 /// The `/api/v1` router.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let routes = Router::new().route("/services", get(list_services));
-    let routes = super::with_auth::<ApiError>(routes, state).fallback(no_such_endpoint);
-    state.api("eve", ApiError::envelope).wrap(routes)
+    let routes = Router::new()
+        .route("/services", get(list_services))
+        .fallback(no_such_endpoint);
+    state.api("eve", ApiError::envelope, rules()).wrap(routes)
 }
 
 impl Catalog {

@@ -219,12 +219,11 @@ impl Credentials {
     /// The principal of a Basic user:password.
     pub fn basic(&self, user: &str, password: &str) -> Option<Principal> {
         let key = digest(&format!("{user}\u{0}{password}"));
-        if let Ok(verified) = self.verified.lock() {
-            if let Some((p, at)) = verified.get(&key) {
-                if at.elapsed() < BASIC_CACHE {
-                    return Some(p.clone());
-                }
-            }
+        if let Ok(verified) = self.verified.lock()
+            && let Some((p, at)) = verified.get(&key)
+            && at.elapsed() < BASIC_CACHE
+        {
+            return Some(p.clone());
         }
         let entry = self.users.get(user)?;
         if !entry.verify(password) {
@@ -335,9 +334,15 @@ mod tests {
         c.load_tokens(f.path()).unwrap();
         c.add_token("admin", Role::Admin, "admin-token");
         let p = c.bearer("plain-token").unwrap();
-        assert_eq!((p.name.as_str(), p.grant), ("ci", Grant::Role(Role::Operator)));
+        assert_eq!(
+            (p.name.as_str(), p.grant),
+            ("ci", Grant::Role(Role::Operator))
+        );
         assert_eq!(c.bearer("hashed-token").unwrap().name, "dash");
-        assert_eq!(c.bearer("admin-token").unwrap().grant, Grant::Role(Role::Admin));
+        assert_eq!(
+            c.bearer("admin-token").unwrap().grant,
+            Grant::Role(Role::Admin)
+        );
         assert!(c.bearer("nope").is_none());
     }
 
@@ -348,7 +353,10 @@ mod tests {
             ("- {name: a, role: boss, token: x}", "unknown variant"),
             ("- {name: a, role: viewer}", "entry 0 (a): give exactly one"),
             ("- {name: a, role: viewer, sha256: abc}", "64 hex digits"),
-            ("- {name: a, role: viewer, token: x, extra: 1}", "unknown field"),
+            (
+                "- {name: a, role: viewer, token: x, extra: 1}",
+                "unknown field",
+            ),
         ] {
             let f = file(text);
             let e = c.load_tokens(f.path()).unwrap_err().to_string();

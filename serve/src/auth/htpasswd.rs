@@ -38,7 +38,9 @@ pub fn parse(text: &str) -> Result<Vec<User>, String> {
             continue;
         }
         let bad = |why: &str| format!("line {}: {why}", n + 1);
-        let (name, rest) = line.split_once(':').ok_or_else(|| bad("expected user:hash"))?;
+        let (name, rest) = line
+            .split_once(':')
+            .ok_or_else(|| bad("expected user:hash"))?;
         if name.is_empty() {
             return Err(bad("the user name is empty"));
         }
@@ -73,7 +75,10 @@ mod tests {
         let text = format!("# users\nalice:{hash}\n\nbob:{hash}:admin\n");
         let users = parse(&text).unwrap();
         assert_eq!(users.len(), 2);
-        assert_eq!((users[0].name.as_str(), users[0].role), ("alice", Role::Viewer));
+        assert_eq!(
+            (users[0].name.as_str(), users[0].role),
+            ("alice", Role::Viewer)
+        );
         assert_eq!(users[1].role, Role::Admin);
         assert!(users[0].verify("pw"));
         assert!(!users[0].verify("wrong"));
@@ -81,7 +86,11 @@ mod tests {
 
     #[test]
     fn other_hashes_and_bad_roles_are_refused_naming_the_line() {
-        assert!(parse("alice:{SHA}abc\n").unwrap_err().starts_with("line 1:"));
+        assert!(
+            parse("alice:{SHA}abc\n")
+                .unwrap_err()
+                .starts_with("line 1:")
+        );
         assert!(parse("x\n").unwrap_err().contains("expected user:hash"));
         let hash = bcrypt::hash("pw", 4).unwrap();
         assert!(

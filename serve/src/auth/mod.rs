@@ -258,8 +258,7 @@ pub fn presented(headers: &HeaderMap) -> Presented<'_> {
         },
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
             use base64::Engine as _;
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim())
-            else {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
                 return Presented::Malformed("Basic credentials are not base64");
             };
             let Ok(text) = String::from_utf8(decoded) else {

@@ -10,10 +10,12 @@ pub mod metric_data;
 pub mod params;
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use opsplane_serve::auth::{Access, Need};
+use opsplane_serve::guard::Rule;
 use opsplane_serve::observe::Failure;
 use opsplane_store::catalog::{self, EVENT_TYPES, METRICS, RESOURCE_TYPES};
 use opsplane_store::model::split_resource_key;
@@ -23,7 +25,7 @@ use serde_json::{Value, json};
 
 use self::params::SeenQuery;
 use self::params::{EventTypesQuery, ExceptionsQuery, MetricDataQuery, Params, ResourcesQuery};
-use super::{AppState, Unauthorized, geonode};
+use super::{AppState, geonode};
 use crate::recorder::{RecordError, RequestEvent};
 
 /// Errors of the monitoring API, rendered in GeoNode's error envelope
@@ -46,9 +48,6 @@ pub enum MonitoringError {
         /// What is missing.
         message: String,
     },
-    /// No or a wrong credential: 401.
-    #[error(transparent)]
-    Unauthorized(#[from] Unauthorized),
     /// The store failed: 503, and the request may be retried.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -75,9 +74,16 @@ impl MonitoringError {
         (status, Json(geonode::error(param, message))).into_response()
     }
 
-    /// The envelope for errors raised outside a handler (timeouts).
+    /// The envelope for answers of the layers before a handler (401, 403, 405, 429,
+    /// timeouts), naming what they are about.
     pub fn envelope(status: StatusCode, message: &str) -> Response {
-        MonitoringError::render(status, "request", message)
+        let param = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authorization",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit",
+            StatusCode::METHOD_NOT_ALLOWED => "method",
+            _ => "request",
+        };
+        MonitoringError::render(status, param, message)
     }
 }
 
@@ -108,15 +114,6 @@ impl IntoResponse for MonitoringError {
             MonitoringError::NotFound { param, .. } => {
                 MonitoringError::render(StatusCode::NOT_FOUND, param, &message)
             }
-            MonitoringError::Unauthorized(_) => {
-                let mut response =
-                    MonitoringError::render(StatusCode::UNAUTHORIZED, "authorization", &message);
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Bearer realm=\"opsplane\""),
-                );
-                response
-            }
             MonitoringError::Store(_) => {
                 let mut response =
                     MonitoringError::render(StatusCode::SERVICE_UNAVAILABLE, "store", &message);
@@ -128,6 +125,36 @@ impl IntoResponse for MonitoringError {
 }
 
 type Answer = Result<Json<Value>, MonitoringError>;
+
+/// The permission of every `/monitoring/api` route: reads need a viewer, ingestion an
+/// operator, autoconfigure an admin.
+pub fn rules() -> Vec<Rule> {
+    let read = |route: &'static str, resource: &'static str| {
+        Rule::new(Method::GET, route, Access::new(Need::Read, resource, "get"))
+    };
+    vec![
+        read("/monitoring/api/hosts/", "hosts"),
+        read("/monitoring/api/services/", "services"),
+        read("/monitoring/api/resources/", "resources"),
+        read("/monitoring/api/resource_types/", "resources"),
+        read("/monitoring/api/event_types/", "eventtypes"),
+        read("/monitoring/api/labels/", "labels"),
+        read("/monitoring/api/metrics/", "metrics"),
+        read("/monitoring/api/metric_data/{metric}/", "metrics"),
+        read("/monitoring/api/exceptions/", "exceptions"),
+        read("/monitoring/api/exceptions/{id}/", "exceptions"),
+        Rule::new(
+            Method::POST,
+            "/monitoring/api/autoconfigure/",
+            Access::new(Need::Admin, "monitoring", "create"),
+        ),
+        Rule::new(
+            Method::POST,
+            "/monitoring/api/ingest/",
+            Access::new(Need::Write, "events", "create"),
+        ),
+    ]
+}
 
 /// The `/monitoring/api` router.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -144,13 +171,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/exceptions/{id}/", get(exception))
         .route("/autoconfigure/", post(autoconfigure))
         .route("/ingest/", post(ingest));
-    let routes = super::with_auth::<MonitoringError>(routes, state).fallback(
-        |uri: axum::http::Uri| async move {
-            MonitoringError::not_found("path", format!("no such endpoint: {}", uri.path()))
-        },
-    );
+    let routes = routes.fallback(|uri: axum::http::Uri| async move {
+        MonitoringError::not_found("path", format!("no such endpoint: {}", uri.path()))
+    });
     state
-        .api("monitoring", MonitoringError::envelope)
+        .api("monitoring", MonitoringError::envelope, rules())
         .wrap(routes)
 }
 
