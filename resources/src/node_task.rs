@@ -205,6 +205,13 @@ impl TaskCommand {
                 | ExchangeIp
         )
     }
+
+    /// The power commands, OsHandler shutdown and reboot: they succeed by taking the node away,
+    /// so a node-daemon that started one and finds itself started again reports it succeeded
+    /// instead of interrupted.
+    pub fn is_power(self) -> bool {
+        matches!(self, TaskCommand::Shutdown | TaskCommand::Reboot)
+    }
 }
 
 /// Seed 002 `data` fields of every command; each command uses its own subset.
@@ -401,5 +408,26 @@ mod tests {
         all.sort_by_key(|c| format!("{c:?}"));
         all.dedup();
         assert_eq!(all.len(), 19);
+    }
+
+    #[test]
+    fn the_power_commands_are_exactly_os_handlers_and_are_disruptive() {
+        use TaskHandler::*;
+        for handler in [
+            CrontabHandler,
+            OsHandler,
+            ServiceHandler,
+            TimerHandler,
+            FileHandler,
+            NetworkHandler,
+        ] {
+            for command in handler.commands() {
+                assert_eq!(command.is_power(), handler == OsHandler, "{command:?}");
+                assert!(
+                    !command.is_power() || command.is_disruptive(),
+                    "{command:?}"
+                );
+            }
+        }
     }
 }
