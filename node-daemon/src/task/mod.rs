@@ -426,18 +426,16 @@ impl Runner {
     ) -> TaskOutcome {
         match TaskRequest::from_endpoint_bytes(endpoint, body) {
             Ok(request) => self.run(request, caller).await,
-            Err(error) => {
-                let outcome = TaskOutcome::failure(&error, empty());
-                self.record(
-                    "task",
-                    caller,
-                    unparsed_what(endpoint, body),
-                    None,
-                    &outcome,
-                );
-                outcome
-            }
+            Err(error) => self.reject(unparsed_what(endpoint, body), &error, caller),
         }
+    }
+
+    /// Answers and audits a task that did not parse: nothing ran. `what` names the task without
+    /// its data (which may hold a password).
+    pub fn reject(&self, what: Value, error: &TaskError, caller: &Caller) -> TaskOutcome {
+        let outcome = TaskOutcome::failure(error, empty());
+        self.record("task", caller, what, None, &outcome);
+        outcome
     }
 
     fn record(
