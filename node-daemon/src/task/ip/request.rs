@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use crate::task::{TaskError, clip};
+use crate::task::{HandlerRequest, TaskError, TaskSettings, clip};
 
 /// Longest interface name or label (IFNAMSIZ − 1).
 pub const MAX_NAME: usize = 15;
@@ -118,25 +118,6 @@ impl IpTask {
         }
     }
 
-    /// The endpoint / command name.
-    pub fn command(&self) -> &'static str {
-        match self {
-            Self::Add(_) => "add_ip",
-            Self::Update(_) => "update_ip",
-            Self::Delete { .. } => "delete_ip",
-            Self::Exchange { .. } => "exchange_ip",
-        }
-    }
-
-    /// Data for the audit log.
-    pub fn audit_data(&self) -> Value {
-        match self {
-            Self::Add(c) | Self::Update(c) => c.to_seed(),
-            Self::Delete { name, ip } => json!({"name": name, "ip": ip.map(|i| i.to_string())}),
-            Self::Exchange { name1, name2 } => json!({"name1": name1, "name2": name2}),
-        }
-    }
-
     /// The configurations the task reads or changes, in the order it names them.
     pub fn names(&self) -> Vec<&str> {
         match self {
@@ -156,6 +137,41 @@ impl IpTask {
             }
         }
         devices
+    }
+}
+
+impl HandlerRequest for IpTask {
+    /// `NetworkHandler`, the name a NodeTask gives these endpoints.
+    fn handler(&self) -> &'static str {
+        "NetworkHandler"
+    }
+
+    /// The endpoint name.
+    fn command(&self) -> &'static str {
+        match self {
+            Self::Add(_) => "add_ip",
+            Self::Update(_) => "update_ip",
+            Self::Delete { .. } => "delete_ip",
+            Self::Exchange { .. } => "exchange_ip",
+        }
+    }
+
+    fn audit_data(&self) -> Value {
+        match self {
+            Self::Add(c) | Self::Update(c) => c.to_seed(),
+            Self::Delete { name, ip } => json!({"name": name, "ip": ip.map(|i| i.to_string())}),
+            Self::Exchange { name1, name2 } => json!({"name1": name1, "name2": name2}),
+        }
+    }
+
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
+        if settings.ip_config_dir.is_none() {
+            return Err(TaskError::Refused(format!(
+                "{} changes the node's addresses; it needs --ip-config-dir (OPSPLANE_IP_CONFIG_DIR), where the configurations are kept",
+                self.command()
+            )));
+        }
+        Ok(())
     }
 }
 
