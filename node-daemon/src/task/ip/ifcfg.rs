@@ -170,22 +170,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::ip::IpTask;
-    use serde_json::json;
+    use crate::task::ip::request::tests::seed_add_ip;
 
     #[test]
     fn a_configuration_round_trips_through_its_file_text() {
-        let task = IpTask::parse(
-            "add_ip",
-            &json!({
-                "name": "eth0:0", "ip": "172.16.1.34", "netmask": "255.255.255.0",
-                "gateway": "172.16.1.254", "dns1": "8.8.8.8", "dns2": "114.114.114.114"
-            }),
-        )
-        .unwrap();
-        let IpTask::Add(config) = task else {
-            panic!("{task:?}")
-        };
+        let (_, config) = seed_add_ip();
         let text = config.to_ifcfg();
         assert!(
             text.contains("DEVICE=eth0:0\n") && text.contains("NETMASK=255.255.255.0\n"),

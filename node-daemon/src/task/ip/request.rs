@@ -325,15 +325,15 @@ fn parse_config(body: &Value) -> Result<IpConfig, TaskError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn body(name: &str, ip: &str, mask: &str, gw: &str) -> Value {
         json!({"name": name, "ip": ip, "netmask": mask, "gateway": gw, "dns1": "8.8.8.8", "dns2": ""})
     }
 
-    #[test]
-    fn the_seed_body_parses_into_a_configuration() {
+    /// The seed's add_ip example (§二.12), parsed.
+    pub(in crate::task::ip) fn seed_add_ip() -> (IpTask, IpConfig) {
         let task = IpTask::parse(
             "add_ip",
             &json!({
@@ -345,6 +345,13 @@ mod tests {
         let IpTask::Add(config) = &task else {
             panic!("{task:?}")
         };
+        let config = config.clone();
+        (task, config)
+    }
+
+    #[test]
+    fn the_seed_body_parses_into_a_configuration() {
+        let (task, config) = seed_add_ip();
         assert_eq!((config.device(), config.prefix), ("eth0", 24));
         assert_eq!(config.gateway, Some(Ipv4Addr::new(172, 16, 1, 254)));
         assert_eq!(config.to_seed()["netmask"], "255.255.255.0");
