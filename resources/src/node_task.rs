@@ -205,6 +205,13 @@ impl TaskCommand {
                 | ExchangeIp
         )
     }
+
+    /// The power commands, OsHandler shutdown and reboot: they succeed by taking the node away,
+    /// so a node-daemon that started one and finds itself started again reports it succeeded
+    /// instead of interrupted.
+    pub fn is_power(self) -> bool {
+        matches!(self, TaskCommand::Shutdown | TaskCommand::Reboot)
+    }
 }
 
 /// Seed 002 `data` fields of every command; each command uses its own subset.
@@ -401,5 +408,20 @@ mod tests {
         all.sort_by_key(|c| format!("{c:?}"));
         all.dedup();
         assert_eq!(all.len(), 19);
+    }
+
+    #[test]
+    fn the_power_commands_are_exactly_os_handlers_and_are_disruptive() {
+        let power = TaskHandler::OsHandler.commands();
+        assert!(power.iter().all(|c| c.is_power() && c.is_disruptive()));
+        let others = [
+            TaskHandler::CrontabHandler,
+            TaskHandler::ServiceHandler,
+            TaskHandler::TimerHandler,
+            TaskHandler::FileHandler,
+            TaskHandler::NetworkHandler,
+        ];
+        let not_power = others.iter().flat_map(|h| h.commands());
+        assert_eq!(not_power.filter(|c| c.is_power()).count(), 0);
     }
 }

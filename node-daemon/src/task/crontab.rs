@@ -21,7 +21,7 @@ use jiff::{SignedDuration, Timestamp, civil::DateTime, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{TaskError, clip, empty, str_field};
+use super::{HandlerRequest, TaskError, TaskSettings, clip, disruptive, empty, str_field};
 
 /// Most schedules a node keeps.
 pub const MAX_SCHEDULES: usize = 256;
@@ -81,8 +81,18 @@ impl CrontabCommand {
         }
     }
 
-    /// The seed command name.
-    pub fn command(&self) -> &'static str {
+    /// Whether the command schedules a power-off (needs `--allow-disruptive`).
+    pub fn schedules_power_off(&self) -> bool {
+        matches!(self, Self::Setup(..) | Self::Modify(..))
+    }
+}
+
+impl HandlerRequest for CrontabCommand {
+    fn handler(&self) -> &'static str {
+        "CrontabHandler"
+    }
+
+    fn command(&self) -> &'static str {
         match self {
             Self::Setup(..) => "setup_shutdown",
             Self::Modify(..) => "modify_shutdown",
@@ -91,13 +101,7 @@ impl CrontabCommand {
         }
     }
 
-    /// Whether the command schedules a power-off (needs `--allow-disruptive`).
-    pub fn schedules_power_off(&self) -> bool {
-        matches!(self, Self::Setup(..) | Self::Modify(..))
-    }
-
-    /// Data for the audit log.
-    pub fn audit_data(&self) -> Value {
+    fn audit_data(&self) -> Value {
         match self {
             Self::Setup(name, s) | Self::Modify(name, s) => {
                 let mut v = s.to_seed();
@@ -105,6 +109,19 @@ impl CrontabCommand {
                 v
             }
             Self::Select(name) | Self::Delete(name) => json!({"task_name": name}),
+        }
+    }
+
+    /// Scheduling a shutdown is disruptive: nodes released together would all go down at the
+    /// same minute.
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
+        if self.schedules_power_off() {
+            disruptive(
+                settings,
+                &format!("CrontabHandler {} (schedules a shutdown)", self.command()),
+            )
+        } else {
+            Ok(())
         }
     }
 }

@@ -13,9 +13,9 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{TaskError, TaskSettings, clip, empty, str_field};
+use super::{HandlerRequest, TaskError, TaskSettings, clip, empty, str_field};
 
 /// A delete_file task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,29 @@ impl DeleteFile {
         Ok(Self {
             file_name: file_name.to_owned(),
         })
+    }
+}
+
+impl HandlerRequest for DeleteFile {
+    fn handler(&self) -> &'static str {
+        "FileHandler"
+    }
+
+    fn command(&self) -> &'static str {
+        "delete_file"
+    }
+
+    fn audit_data(&self) -> Value {
+        json!({"file_name": self.file_name})
+    }
+
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
+        if settings.delete_prefixes.is_empty() {
+            return Err(TaskError::Refused(
+                "FileHandler delete_file needs --allow-delete-prefix (OPSPLANE_ALLOW_DELETE_PREFIX) naming the directories files may be deleted under".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

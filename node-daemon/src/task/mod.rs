@@ -152,81 +152,64 @@ impl TaskRequest {
         Self::from_endpoint(endpoint, &value)
     }
 
+    /// The handler's own request inside.
+    pub fn handler_request(&self) -> &dyn HandlerRequest {
+        match self {
+            Self::Crontab(c) => c,
+            Self::Os(a) => a,
+            Self::Service(s) => s,
+            Self::Timer(t) => t,
+            Self::File(f) => f,
+            Self::Ip(t) => t,
+            Self::Password(p) => p,
+        }
+    }
+
     /// The seed handler name (`NetworkHandler` / `PasswordHandler` for the §二 endpoints).
     pub fn handler(&self) -> &'static str {
-        match self {
-            Self::Crontab(_) => "CrontabHandler",
-            Self::Os(_) => "OsHandler",
-            Self::Service(_) => "ServiceHandler",
-            Self::Timer(_) => "TimerHandler",
-            Self::File(_) => "FileHandler",
-            Self::Ip(_) => "NetworkHandler",
-            Self::Password(_) => "PasswordHandler",
-        }
+        self.handler_request().handler()
     }
 
     /// The seed command name.
     pub fn command(&self) -> &'static str {
-        match self {
-            Self::Crontab(c) => c.command(),
-            Self::Os(a) => a.command(),
-            Self::Service(s) => s.action.command(),
-            Self::Timer(t) => t.command(),
-            Self::File(_) => "delete_file",
-            Self::Ip(t) => t.command(),
-            Self::Password(_) => "verify_password",
-        }
+        self.handler_request().command()
     }
 
     /// `{handler, command, data}` for the audit log, secrets removed.
     pub fn audit_what(&self) -> Value {
-        let data = match self {
-            Self::Crontab(c) => c.audit_data(),
-            Self::Os(_) => json!({}),
-            Self::Service(s) => json!({"service": s.units}),
-            Self::Timer(t) => t.audit_data(),
-            Self::File(f) => json!({"file_name": f.file_name}),
-            Self::Ip(t) => t.audit_data(),
-            Self::Password(p) => json!({"user": p.user}),
-        };
-        json!({"handler": self.handler(), "command": self.command(), "data": data})
+        let request = self.handler_request();
+        json!({"handler": request.handler(), "command": request.command(), "data": request.audit_data()})
     }
 
     /// Whether this node's configuration allows the task; the refusal names the flag.
     pub fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
-        let disruptive = |what: &str| {
-            if settings.allow_disruptive {
-                Ok(())
-            } else {
-                Err(TaskError::Refused(format!(
-                    "{what} is disruptive; start the node-daemon with --allow-disruptive (OPSPLANE_ALLOW_DISRUPTIVE=true) to allow it"
-                )))
-            }
-        };
-        match self {
-            Self::Crontab(c) if c.schedules_power_off() => {
-                disruptive(&format!("CrontabHandler {} (schedules a shutdown)", c.command()))
-            }
-            Self::Crontab(_) | Self::Timer(_) => Ok(()),
-            Self::Os(a) => disruptive(&format!("OsHandler {}", a.command())),
-            Self::Service(s) if s.action.is_disruptive() => {
-                disruptive(&format!("ServiceHandler {}", s.action.command()))
-            }
-            Self::Service(_) => Ok(()),
-            Self::File(_) if settings.delete_prefixes.is_empty() => Err(TaskError::Refused(
-                "FileHandler delete_file needs --allow-delete-prefix (OPSPLANE_ALLOW_DELETE_PREFIX) naming the directories files may be deleted under".into(),
-            )),
-            Self::File(_) => Ok(()),
-            Self::Ip(t) if settings.ip_config_dir.is_none() => Err(TaskError::Refused(format!(
-                "{} changes the node's addresses; it needs --ip-config-dir (OPSPLANE_IP_CONFIG_DIR), where the configurations are kept",
-                t.command()
-            ))),
-            Self::Ip(_) => Ok(()),
-            Self::Password(_) if !settings.password_check => Err(TaskError::Refused(
-                "verify_password is off; start the node-daemon with --password-check (OPSPLANE_PASSWORD_CHECK=true) to allow it".into(),
-            )),
-            Self::Password(_) => Ok(()),
-        }
+        self.handler_request().permission(settings)
+    }
+}
+
+/// What a parsed request of one handler says about itself. Each handler's module implements it
+/// for its request type, so the handler's names, its audit data and what it needs allowed stay
+/// in its module (kured keeps one interface per concern); [`TaskRequest`] only picks the
+/// handler's request ([`TaskRequest::handler_request`]).
+pub trait HandlerRequest {
+    /// The seed handler name.
+    fn handler(&self) -> &'static str;
+    /// The seed command name.
+    fn command(&self) -> &'static str;
+    /// The request's `data` for the audit log, secrets removed.
+    fn audit_data(&self) -> Value;
+    /// Whether this node's configuration allows the request; a refusal names the flag.
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError>;
+}
+
+/// Allows `what` only with `--allow-disruptive`; the refusal says how to allow it.
+pub(crate) fn disruptive(settings: &TaskSettings, what: &str) -> Result<(), TaskError> {
+    if settings.allow_disruptive {
+        Ok(())
+    } else {
+        Err(TaskError::Refused(format!(
+            "{what} is disruptive; start the node-daemon with --allow-disruptive (OPSPLANE_ALLOW_DISRUPTIVE=true) to allow it"
+        )))
     }
 }
 
@@ -426,18 +409,16 @@ impl Runner {
     ) -> TaskOutcome {
         match TaskRequest::from_endpoint_bytes(endpoint, body) {
             Ok(request) => self.run(request, caller).await,
-            Err(error) => {
-                let outcome = TaskOutcome::failure(&error, empty());
-                self.record(
-                    "task",
-                    caller,
-                    unparsed_what(endpoint, body),
-                    None,
-                    &outcome,
-                );
-                outcome
-            }
+            Err(error) => self.reject(unparsed_what(endpoint, body), &error, caller),
         }
+    }
+
+    /// Answers and audits a task that did not parse: nothing ran. `what` names the task without
+    /// its data (which may hold a password).
+    pub fn reject(&self, what: Value, error: &TaskError, caller: &Caller) -> TaskOutcome {
+        let outcome = TaskOutcome::failure(error, empty());
+        self.record("task", caller, what, None, &outcome);
+        outcome
     }
 
     fn record(
@@ -523,7 +504,7 @@ impl Runner {
     /// Runs the power command now (after an OsHandler answer, or when a schedule fires) and
     /// audits how it ended.
     async fn power(&self, action: os::PowerAction, caller: &Caller) {
-        let what = json!({"handler": "OsHandler", "command": action.command(), "data": {}});
+        let what = TaskRequest::Os(action).audit_what();
         let result = if self.settings.allow_disruptive {
             os::run_power(&self.settings, action).await
         } else {

@@ -3,7 +3,9 @@
 //! as the message is received", so the runner answers first and runs the command after
 //! `--power-delay`; how the command ended goes to the audit log.
 
-use super::{TaskError, TaskSettings, clip, run_command};
+use serde_json::Value;
+
+use super::{HandlerRequest, TaskError, TaskSettings, clip, disruptive, empty, run_command};
 
 /// A power action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,20 +29,33 @@ impl PowerAction {
         }
     }
 
-    /// The seed command name.
-    pub fn command(self) -> &'static str {
-        match self {
-            Self::Shutdown => "shutdown",
-            Self::Reboot => "reboot",
-        }
-    }
-
     /// The argument appended to the power command (systemctl's verbs).
     pub fn verb(self) -> &'static str {
         match self {
             Self::Shutdown => "poweroff",
             Self::Reboot => "reboot",
         }
+    }
+}
+
+impl HandlerRequest for PowerAction {
+    fn handler(&self) -> &'static str {
+        "OsHandler"
+    }
+
+    fn command(&self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::Reboot => "reboot",
+        }
+    }
+
+    fn audit_data(&self) -> Value {
+        empty()
+    }
+
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
+        disruptive(settings, &format!("OsHandler {}", self.command()))
     }
 }
 

@@ -15,11 +15,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha_crypt::ShaCrypt;
 use yescrypt::{PasswordVerifier, Yescrypt, password_hash};
 
-use super::{TaskError, clip};
+use super::{HandlerRequest, TaskError, TaskSettings, clip};
 
 /// Longest password accepted (SHA-crypt's cost grows with the length).
 pub const MAX_PASSWORD: usize = 1024;
@@ -38,6 +38,30 @@ impl std::fmt::Debug for PasswordCheck {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .finish()
+    }
+}
+
+impl HandlerRequest for PasswordCheck {
+    fn handler(&self) -> &'static str {
+        "PasswordHandler"
+    }
+
+    fn command(&self) -> &'static str {
+        "verify_password"
+    }
+
+    /// The user only, never the password.
+    fn audit_data(&self) -> Value {
+        json!({"user": self.user})
+    }
+
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
+        if !settings.password_check {
+            return Err(TaskError::Refused(
+                "verify_password is off; start the node-daemon with --password-check (OPSPLANE_PASSWORD_CHECK=true) to allow it".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

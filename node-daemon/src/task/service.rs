@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{TaskError, TaskFailure, TaskSettings, clip, run_command};
+use super::{HandlerRequest, TaskError, TaskFailure, TaskSettings, clip, disruptive, run_command};
 use crate::envelope::SUCCESS_MSG;
 
 /// Most units one task may name.
@@ -52,6 +52,31 @@ pub struct ServiceTask {
     pub action: ServiceAction,
     /// The units, in the order given, without repeats.
     pub units: Vec<String>,
+}
+
+impl HandlerRequest for ServiceTask {
+    fn handler(&self) -> &'static str {
+        "ServiceHandler"
+    }
+
+    fn command(&self) -> &'static str {
+        self.action.command()
+    }
+
+    fn audit_data(&self) -> Value {
+        json!({"service": self.units})
+    }
+
+    fn permission(&self, settings: &TaskSettings) -> Result<(), TaskError> {
+        if self.action.is_disruptive() {
+            disruptive(
+                settings,
+                &format!("ServiceHandler {}", self.action.command()),
+            )
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl ServiceTask {

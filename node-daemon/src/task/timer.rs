@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{TaskError, clip, empty, str_field};
+use super::{HandlerRequest, TaskError, TaskSettings, clip, empty, str_field};
 use crate::reporter::Reporter;
 
 /// A TimerHandler command.
@@ -58,9 +58,14 @@ impl TimerCommand {
             ))),
         }
     }
+}
 
-    /// The seed command name.
-    pub fn command(&self) -> &'static str {
+impl HandlerRequest for TimerCommand {
+    fn handler(&self) -> &'static str {
+        "TimerHandler"
+    }
+
+    fn command(&self) -> &'static str {
         match self {
             Self::Update { .. } => "update",
             Self::Pause => "pause",
@@ -68,12 +73,15 @@ impl TimerCommand {
         }
     }
 
-    /// Data for the audit log.
-    pub fn audit_data(&self) -> Value {
+    fn audit_data(&self) -> Value {
         match self {
             Self::Update { addr, node_uuid } => json!({"addr": addr, "node_uuid": node_uuid}),
             _ => empty(),
         }
+    }
+
+    fn permission(&self, _: &TaskSettings) -> Result<(), TaskError> {
+        Ok(())
     }
 }
 
