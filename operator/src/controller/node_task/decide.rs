@@ -899,6 +899,14 @@ mod tests {
         }
     }
 
+    /// (why, spec, previous status, the targets or the kind of problem)
+    type PlanCase<'a> = (
+        &'a str,
+        NodeTaskSpec,
+        Option<&'a NodeTaskStatus>,
+        Result<Vec<Target>, ProblemKind>,
+    );
+
     #[test]
     fn plan_step() {
         let base = spec(TaskHandler::ServiceHandler, TaskCommand::Start);
@@ -932,12 +940,7 @@ mod tests {
             s
         };
         let t = |name: &str, exists: bool| Target::new(name, exists);
-        let cases: Vec<(
-            &str,
-            NodeTaskSpec,
-            Option<&NodeTaskStatus>,
-            Result<Vec<Target>, ProblemKind>,
-        )> = vec![
+        let cases: Vec<PlanCase> = vec![
             (
                 "the selector's nodes come by name",
                 base.clone(),
@@ -1381,7 +1384,7 @@ mod tests {
         ];
         for (why, before, after, expected) in cases {
             let event = transition_event(before, &verdict(after));
-            assert_eq!(event.as_ref().map(|e| e.type_.clone()), expected, "{why}");
+            assert_eq!(event.as_ref().map(|e| e.type_), expected, "{why}");
             if let Some(event) = event {
                 assert_eq!(event.reason, format!("{after:?}"), "{why}");
             }
