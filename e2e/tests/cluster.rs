@@ -120,7 +120,9 @@ async fn crds_are_established_and_valid_resources_are_accepted() {
         .await
         .expect("a serviceRef MonitoredService is accepted");
     assert_eq!(defaulted.data["spec"]["checkInterval"], "30s");
-    assert_eq!(defaulted.data["spec"]["timeout"], "5s");
+    // No schema default for timeout: the operator applies the smaller of 5s and the interval
+    // (a defaulted 5s would be held to the rule against checkInterval).
+    assert_eq!(defaulted.data["spec"].get("timeout"), None);
 
     let task = tasks(&client)
         .create(
@@ -158,6 +160,49 @@ async fn crds_are_established_and_valid_resources_are_accepted() {
             .await
             .unwrap_or_else(|e| panic!("seed 002 task {name} should be accepted: {e}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_check_interval_needs_no_timeout_but_a_longer_written_timeout_is_refused() {
+    let client = setup().await;
+    namespace(&client, "e2e-timeout").await;
+    let msvcs = services(&client, "e2e-timeout");
+    for (name, interval) in [("every-1s", "1s"), ("every-2s", "2s"), ("every-4s", "4s")] {
+        let created = msvcs
+            .create(
+                &PostParams::default(),
+                &msvc(name, json!({"url": "http://a/", "checkInterval": interval})),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!("checkInterval {interval} without a timeout should be accepted: {e}")
+            });
+        assert_eq!(created.data["spec"]["checkInterval"], interval);
+        assert_eq!(created.data["spec"].get("timeout"), None, "{name}");
+    }
+    msvcs
+        .create(
+            &PostParams::default(),
+            &msvc(
+                "timeout-equal",
+                json!({"url": "http://a/", "checkInterval": "2s", "timeout": "2s"}),
+            ),
+        )
+        .await
+        .expect("a written timeout equal to checkInterval is accepted");
+    let refused = rejection(
+        &msvcs,
+        &msvc(
+            "timeout-longer",
+            json!({"url": "http://a/", "checkInterval": "2s", "timeout": "5s"}),
+        ),
+    )
+    .await;
+    assert!(
+        refused.contains("spec.timeout: Invalid value")
+            && refused.contains("spec.timeout must not be longer than spec.checkInterval"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,6 +24,35 @@ pub enum Probe {
     },
 }
 
+/// Which kind of check a [`Probe`] is, as the metric store names it (`check:http`, `check:tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// An HTTP(S) request.
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+impl ProbeKind {
+    /// The store's name of the kind: `http` or `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http",
+            ProbeKind::Tcp => "tcp",
+        }
+    }
+}
+
+impl Probe {
+    /// Whether this is an HTTP or a TCP check.
+    pub fn kind(&self) -> ProbeKind {
+        match self {
+            Probe::Http { .. } => ProbeKind::Http,
+            Probe::Tcp { .. } => ProbeKind::Tcp,
+        }
+    }
+}
+
 /// One instance to check: its address for status, its readiness from discovery, and the probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -48,8 +77,79 @@ pub struct InstanceResult {
     pub latency: Duration,
     /// HTTP status, for HTTP checks that got an answer.
     pub status: Option<u16>,
-    /// Why it failed.
+    /// Why it failed, for people (status, exceptions).
     pub error: Option<String>,
+    /// Why it failed, for machines (metric labels, exception types); `None` when it passed.
+    pub failure: Option<Failure>,
+}
+
+/// The kind of a failed check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The target answered, but not as the check expects (status, body).
+    UnexpectedResponse,
+    /// No answer within the timeout.
+    Timeout,
+    /// The target could not be reached (connection refused, DNS, TLS, reset).
+    Unreachable,
+}
+
+impl Failure {
+    /// The stable name of the kind: `unexpected_response`, `timeout` or `unreachable`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::UnexpectedResponse => "unexpected_response",
+            Failure::Timeout => "timeout",
+            Failure::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// Why a probe failed: its kind, the HTTP status when there was an answer, and a message.
+#[derive(Debug, Clone, PartialEq)]
+struct ProbeError {
+    failure: Failure,
+    status: Option<u16>,
+    message: String,
+}
+
+impl ProbeError {
+    fn unreachable(message: String) -> Self {
+        Self {
+            failure: Failure::Unreachable,
+            status: None,
+            message,
+        }
+    }
+
+    fn unexpected(status: u16, message: String) -> Self {
+        Self {
+            failure: Failure::UnexpectedResponse,
+            status: Some(status),
+            message,
+        }
+    }
+
+    /// A request that failed in reqwest: a timeout when reqwest says so, else unreachable.
+    fn request(what: &str, url: &str, e: &reqwest::Error) -> Self {
+        let (failure, kind) = if e.is_timeout() {
+            (Failure::Timeout, "timed out")
+        } else if e.is_connect() {
+            (Failure::Unreachable, "connection failed")
+        } else {
+            (Failure::Unreachable, "request failed")
+        };
+        // The innermost cause says the most (e.g. "Connection refused").
+        let mut cause: &dyn std::error::Error = e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        Self {
+            failure,
+            status: None,
+            message: format!("{what} {url}: {kind}: {cause}"),
+        }
+    }
 }
 
 impl InstanceResult {
@@ -59,11 +159,7 @@ impl InstanceResult {
         if self.healthy {
             return None;
         }
-        Some(match (&self.status, &self.error) {
-            (Some(_), _) => "unexpected_response",
-            (None, Some(e)) if e.contains("timed out") => "timeout",
-            _ => "unreachable",
-        })
+        Some(self.failure.unwrap_or(Failure::Unreachable).reason())
     }
 }
 
@@ -132,40 +228,42 @@ impl Clients {
 /// Runs one check; never panics and never takes much longer than `timeout`.
 pub async fn run(target: &Target, timeout: Duration, clients: &Clients) -> InstanceResult {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(timeout, probe(&target.probe, timeout, clients)).await;
+    let outcome = tokio::time::timeout(timeout, probe(&target.probe, timeout, clients))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProbeError {
+                failure: Failure::Timeout,
+                status: None,
+                message: format!("timed out after {}ms", timeout.as_millis()),
+            })
+        });
     let latency = started.elapsed();
-    let (healthy, status, error) = match outcome {
-        Err(_) => (
-            false,
-            None,
-            Some(format!("timed out after {}ms", timeout.as_millis())),
-        ),
-        Ok(Ok((status, None))) => (true, status, None),
-        Ok(Ok((status, Some(why)))) => (false, status, Some(why)),
-        Ok(Err(why)) => (false, None, Some(why)),
+    let (status, error, failure) = match outcome {
+        Ok(status) => (status, None, None),
+        Err(e) => (e.status, Some(e.message), Some(e.failure)),
     };
     InstanceResult {
         address: target.address.clone(),
         ready: target.ready,
-        healthy,
+        healthy: failure.is_none(),
         latency,
         status,
         error,
+        failure,
     }
 }
 
-/// `Ok((status, None))` when up, `Ok((status, Some(reason)))` when the target answered wrongly,
-/// `Err(reason)` when it could not be reached.
+/// The HTTP status (for HTTP checks) when the target is up, else why not.
 async fn probe(
     probe: &Probe,
     timeout: Duration,
     clients: &Clients,
-) -> Result<(Option<u16>, Option<String>), String> {
+) -> Result<Option<u16>, ProbeError> {
     match probe {
         Probe::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
             .await
-            .map(|_| (None, None))
-            .map_err(|e| format!("tcp connect to {address} failed: {e}")),
+            .map(|_| None)
+            .map_err(|e| ProbeError::unreachable(format!("tcp connect to {address} failed: {e}"))),
         Probe::Http { url, http } => {
             let client = if http.insecure_skip_verify {
                 &clients.insecure
@@ -183,7 +281,7 @@ async fn probe(
                 .timeout(timeout)
                 .send()
                 .await
-                .map_err(|e| describe_request_error(url, &e))?;
+                .map_err(|e| ProbeError::request("request to", url, &e))?;
             let status = response.status().as_u16();
             let status_ok = if http.expected_status.is_empty() {
                 (200..300).contains(&status)
@@ -196,42 +294,27 @@ async fn probe(
                 } else {
                     format!("{:?}", http.expected_status)
                 };
-                return Ok((
-                    Some(status),
-                    Some(format!("HTTP {status}, expected {expected}")),
+                return Err(ProbeError::unexpected(
+                    status,
+                    format!("HTTP {status}, expected {expected}"),
                 ));
             }
             if let Some(needle) = &http.body_contains {
+                // A body that cannot be read is judged like a request that failed (no status).
                 let body = response
                     .text()
                     .await
-                    .map_err(|e| format!("reading the body of {url} failed: {e}"))?;
+                    .map_err(|e| ProbeError::request("reading the body of", url, &e))?;
                 if !body.contains(needle.as_str()) {
-                    return Ok((
-                        Some(status),
-                        Some(format!("response body does not contain {needle:?}")),
+                    return Err(ProbeError::unexpected(
+                        status,
+                        format!("response body does not contain {needle:?}"),
                     ));
                 }
             }
-            Ok((Some(status), None))
+            Ok(Some(status))
         }
     }
-}
-
-fn describe_request_error(url: &str, e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    // The innermost cause says the most (e.g. "Connection refused").
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    format!("request to {url}: {kind}: {cause}")
 }
 
 #[cfg(test)]
@@ -325,6 +408,102 @@ mod tests {
         )
         .await;
         assert!(r.healthy);
+    }
+
+    #[tokio::test]
+    async fn failures_carry_their_kind_whatever_the_message_says() {
+        let clients = Clients::new().unwrap();
+        let bad = one_shot_server(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let quiet = silent.local_addr().unwrap();
+        let tcp_closed = Target {
+            address: closed.to_string(),
+            ready: true,
+            probe: Probe::Tcp {
+                address: closed.to_string(),
+            },
+        };
+        let cases = [
+            (
+                "an answer with the wrong status is an unexpected response",
+                http_target(bad, HttpCheck::default()),
+                Failure::UnexpectedResponse,
+            ),
+            (
+                "a closed port is unreachable over HTTP",
+                http_target(closed, HttpCheck::default()),
+                Failure::Unreachable,
+            ),
+            (
+                "a closed port is unreachable over TCP",
+                tcp_closed,
+                Failure::Unreachable,
+            ),
+            (
+                "a server that never answers times out",
+                http_target(quiet, HttpCheck::default()),
+                Failure::Timeout,
+            ),
+        ];
+        for (why, target, failure) in cases {
+            let r = run(&target, Duration::from_millis(300), &clients).await;
+            assert!(!r.healthy, "{why}: {r:?}");
+            assert_eq!(r.failure, Some(failure), "{why}: {r:?}");
+            assert_eq!(r.error_reason(), Some(failure.reason()), "{why}");
+        }
+        drop(silent);
+    }
+
+    #[test]
+    fn error_reason_follows_the_failure_kind_not_the_message() {
+        let result = |failure: Option<Failure>, error: &str| InstanceResult {
+            address: "a:1".into(),
+            ready: true,
+            healthy: failure.is_none(),
+            latency: Duration::from_millis(1),
+            status: None,
+            error: failure.map(|_| error.to_string()),
+            failure,
+        };
+        let cases = [
+            (None, "", None),
+            (Some(Failure::Timeout), "deadline exceeded", Some("timeout")),
+            (
+                Some(Failure::Unreachable),
+                "timed out resolving the name? no: refused",
+                Some("unreachable"),
+            ),
+            (
+                Some(Failure::UnexpectedResponse),
+                "HTTP 503, expected 2xx",
+                Some("unexpected_response"),
+            ),
+        ];
+        for (failure, error, reason) in cases {
+            assert_eq!(result(failure, error).error_reason(), reason, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_probe_names_its_kind() {
+        let http = Probe::Http {
+            url: "tcp://looks-like-tcp:1".into(),
+            http: HttpCheck::default(),
+        };
+        assert_eq!(http.kind(), ProbeKind::Http);
+        assert_eq!(http.kind().as_str(), "http");
+        let tcp = Probe::Tcp {
+            address: "a:1".into(),
+        };
+        assert_eq!(tcp.kind().as_str(), "tcp");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use opsplane_resources::{MonitoredService, validate};
 use tokio::sync::RwLock;
 
 use crate::check::{self, Clients};
-use crate::controller::monitored_service::{decide_status, timing};
+use crate::controller::monitored_service::{Checker, StatusSink, check_round};
 use crate::metrics::Metrics;
 
 /// A config file problem, located at file, line and field.
@@ -217,36 +217,39 @@ async fn check_forever(
                 service.namespace().unwrap_or_default(),
                 service.name_any()
             );
-            let (interval, timeout) = timing(&service.spec);
+            let interval = service.spec.timing().interval;
             let Some(target) = check::url_target(&service.spec) else {
                 return;
+            };
+            let checker = Checker {
+                clients: &clients,
+                metrics: &metrics,
+                store: &store,
             };
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let result = check::run(&target, timeout, &clients).await;
-                metrics.observe_check(&key, &result);
-                crate::controller::monitored_service::record_checks(
-                    &store,
-                    &metrics,
+                // Only this task writes this entry's status (a reload stops the tasks first).
+                let previous = services
+                    .read()
+                    .await
+                    .get(index)
+                    .and_then(|entry| entry.status.clone());
+                let Some(status) = check_round(
+                    checker,
                     &key,
                     &service.spec,
-                    std::slice::from_ref(&result),
+                    std::slice::from_ref(&target),
+                    previous.as_ref(),
+                    service.metadata.generation,
+                    StatusSink::Memory,
                 )
-                .await;
-                let availability =
-                    crate::controller::monitored_service::availability(&store, &metrics, &key)
-                        .await;
-                let mut guard = services.write().await;
-                if let Some(entry) = guard.get_mut(index) {
-                    let mut status = decide_status(
-                        entry.status.as_ref(),
-                        entry.metadata.generation,
-                        std::slice::from_ref(&result),
-                        Timestamp::now(),
-                    );
-                    status.availability = availability;
+                .await
+                else {
+                    continue;
+                };
+                if let Some(entry) = services.write().await.get_mut(index) {
                     entry.status = Some(status);
                 }
             }
@@ -365,8 +368,29 @@ spec:
         let services = parse(Path::new("svc.yaml"), GOOD).unwrap();
         assert_eq!(services.len(), 2);
         assert_eq!(services[0].namespace().as_deref(), Some("default"));
-        assert_eq!(services[0].spec.timeout, "5s");
+        assert_eq!(services[0].spec.timeout, None);
+        assert_eq!(
+            services[0].spec.timing().timeout,
+            std::time::Duration::from_secs(5)
+        );
         assert_eq!(services[1].namespace().as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn a_short_interval_without_a_timeout_is_accepted_and_bounds_the_timeout() {
+        let text = GOOD.replace("checkInterval: 10s", "checkInterval: 2s");
+        let services = parse(Path::new("svc.yaml"), &text).unwrap();
+        let timing = services[0].spec.timing();
+        assert_eq!(timing.interval, std::time::Duration::from_secs(2));
+        assert_eq!(timing.timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_written_timeout_longer_than_the_interval_is_refused() {
+        let text = GOOD.replace("checkInterval: 10s", "checkInterval: 2s\n  timeout: 5s");
+        let (line, field, message) = error_of(&text);
+        assert_eq!((line, field.as_str()), (8, "spec.timeout"));
+        assert_eq!(message, "must not be longer than spec.checkInterval");
     }
 
     #[test]

@@ -225,6 +225,78 @@ fn standalone_checks_services_and_serves_them_with_status() {
 }
 
 #[test]
+fn a_short_interval_without_a_timeout_is_accepted_and_its_checks_time_out_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = http_service("200 OK", "ok");
+    // Accepts connections and never answers: every check of it runs into the timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let quiet = silent.local_addr().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: opsplane.io/v1alpha1
+kind: MonitoredService
+metadata: {{name: fast}}
+spec:
+  checkInterval: 1s
+  url: http://{up}/health
+---
+apiVersion: opsplane.io/v1alpha1
+kind: MonitoredService
+metadata: {{name: silent}}
+spec:
+  checkInterval: 1s
+  url: http://{quiet}/health
+"
+        ),
+    )
+    .unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let items = loop {
+        let (status, response) = get(listen, "/api/v1/services", Some(TOKEN));
+        assert_eq!(status, 200, "{response}");
+        let json = body(&response);
+        let items = json["_items"].as_array().unwrap().clone();
+        if items.len() == 2 && items.iter().all(|i| condition(i, "Available").is_some()) {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "no status after 15s: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (fast, silent_item) = (&items[0], &items[1]);
+    assert_eq!(fast["metadata"]["name"], "fast");
+    assert_eq!(condition(fast, "Available").unwrap()["status"], "True");
+    assert_eq!(silent_item["metadata"]["name"], "silent");
+    assert_eq!(
+        condition(silent_item, "Available").unwrap()["status"],
+        "False"
+    );
+    // The default timeout is the 1s interval, not 5s.
+    let latency = silent_item["status"]["instances"][0]["latencyMs"]
+        .as_u64()
+        .unwrap();
+    assert!((900..2_500).contains(&latency), "{silent_item}");
+    assert!(
+        silent_item["status"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{silent_item}"
+    );
+    let (status, response) = get(listen, "/monitoring/api/exceptions/", Some(TOKEN));
+    assert_eq!(status, 200, "{response}");
+    let exceptions = body(&response);
+    assert_eq!(
+        exceptions["exceptions"][0]["error_type"], "check.timeout",
+        "{exceptions}"
+    );
+    drop(silent);
+}
+
+#[test]
 fn api_reads_need_the_token_and_bad_paging_is_a_400() {
     let dir = tempfile::tempdir().unwrap();
     let up = http_service("200 OK", "ok");

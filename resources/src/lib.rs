@@ -21,8 +21,8 @@ pub use monitored_service::{
     MonitoredServiceStatus, ServiceRef, TcpCheck,
 };
 pub use node_task::{
-    NodeResult, NodeTask, NodeTaskSpec, NodeTaskStatus, TaskCommand, TaskData, TaskHandler,
-    TaskPhase, TimeWindow,
+    NodeFailureReason, NodeResult, NodeTask, NodeTaskSpec, NodeTaskStatus, TaskCommand, TaskData,
+    TaskHandler, TaskPhase, TimeWindow,
 };
 
 /// API group of every opsplane custom resource.

@@ -9,11 +9,15 @@
 // `#[kube(printcolumn(...))]` repeats `type_ = ...` by design; clippy reads the repeats as
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::duration::parse_duration;
 
 /// Desired state of a MonitoredService: what to check, how often, and how to judge the answer.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -59,7 +63,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!(has(self.url) && !self.url.startsWith('tcp://') && has(self.tcp))")
     .message("spec.tcp needs spec.url of the form tcp://host:port")
     .field_path(".url"))]
-#[x_kube(validation = Rule::new("duration(self.timeout) <= duration(self.checkInterval)")
+#[x_kube(validation = Rule::new("!has(self.timeout) || duration(self.timeout) <= duration(self.checkInterval)")
     .message("spec.timeout must not be longer than spec.checkInterval")
     .field_path(".timeout"))]
 #[serde(rename_all = "camelCase")]
@@ -81,11 +85,15 @@ pub struct MonitoredServiceSpec {
     #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("checkInterval must be at most 24h"))]
     pub check_interval: String,
 
-    /// How long one check may take before it counts as failed, e.g. `5s`.
-    #[serde(default = "default_timeout")]
+    /// How long one check may take before it counts as failed, e.g. `5s`; at most
+    /// `checkInterval`. Unset: 5s, or `checkInterval` when that is shorter.
+    // No schema default: a defaulted `5s` would be held to the rule against `checkInterval` and
+    // refuse `checkInterval: 2s`, which the user wrote validly. The default is applied where the
+    // timeout is used ([`MonitoredServiceSpec::timing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1ms')").message("timeout must be greater than zero"))]
-    pub timeout: String,
+    pub timeout: Option<String>,
 
     /// Absolute address to check: `http://`, `https://`, or `tcp://host:port` for a TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,8 +132,27 @@ fn default_check_interval() -> String {
     "30s".to_string()
 }
 
-fn default_timeout() -> String {
-    "5s".to_string()
+/// The timeout of a check when `spec.timeout` is not written and the interval is not shorter.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The check interval used when a stored `checkInterval` does not parse (objects stored before
+/// a schema change; the CRD and standalone validation refuse such values).
+pub const FALLBACK_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The timeout a check gets when `spec.timeout` is not written: [`DEFAULT_TIMEOUT`], or the
+/// interval when that is shorter, so that the default never makes a valid spec invalid.
+pub fn default_timeout(interval: Duration) -> Duration {
+    DEFAULT_TIMEOUT.min(interval)
+}
+
+/// When a service is checked and how long one check may take, as the operator and standalone
+/// mode both apply them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckTiming {
+    /// Time between two checks (at least 1 s).
+    pub interval: Duration,
+    /// How long one check may take; never longer than `interval`.
+    pub timeout: Duration,
 }
 
 /// Reference to a Service whose endpoints are checked.
@@ -235,6 +262,24 @@ pub struct InstanceStatus {
 }
 
 impl MonitoredServiceSpec {
+    /// The interval and timeout checks run with: `timeout` when written, else
+    /// [`default_timeout`] of the interval. The CRD and [`crate::validate`] guarantee that both
+    /// parse and that a written timeout is not longer than the interval; the fallbacks
+    /// ([`FALLBACK_CHECK_INTERVAL`], the default timeout, the timeout capped at the interval)
+    /// only cover objects stored before a schema change.
+    pub fn timing(&self) -> CheckTiming {
+        let interval = parse_duration(&self.check_interval)
+            .unwrap_or(FALLBACK_CHECK_INTERVAL)
+            .max(Duration::from_secs(1));
+        let timeout = self
+            .timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or_else(|| default_timeout(interval))
+            .min(interval);
+        CheckTiming { interval, timeout }
+    }
+
     /// The seed 000 ops API address: `route` when it is an absolute URL, else `baseUrl` joined
     /// with `route` by exactly one slash. `None` when neither says anything.
     pub fn ops_api(&self) -> Option<String> {
@@ -263,7 +308,7 @@ mod tests {
             service_type: None,
             environment: None,
             check_interval: default_check_interval(),
-            timeout: default_timeout(),
+            timeout: None,
             url: Some("http://x/".into()),
             service_ref: None,
             http: None,
@@ -295,11 +340,83 @@ mod tests {
         assert_eq!(spec(None, Some("ops")).ops_api(), None);
     }
 
+    fn timing_of(v: serde_json::Value) -> CheckTiming {
+        serde_json::from_value::<MonitoredServiceSpec>(v)
+            .unwrap()
+            .timing()
+    }
+
     #[test]
     fn spec_defaults_fill_interval_and_timeout() {
         let s: MonitoredServiceSpec =
             serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:1/"})).unwrap();
         assert_eq!(s.check_interval, "30s");
-        assert_eq!(s.timeout, "5s");
+        assert_eq!(s.timeout, None, "an unwritten timeout stays unwritten");
+        assert_eq!(
+            s.timing(),
+            CheckTiming {
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn timing_defaults_the_timeout_to_the_smaller_of_5s_and_the_interval() {
+        let cases = [
+            // (spec, interval, timeout, why)
+            (
+                serde_json::json!({"checkInterval": "2s"}),
+                2_000,
+                2_000,
+                "an interval under 5s bounds the default timeout",
+            ),
+            (
+                serde_json::json!({"checkInterval": "1m"}),
+                60_000,
+                5_000,
+                "a long interval gets the 5s default",
+            ),
+            (
+                serde_json::json!({"checkInterval": "5s"}),
+                5_000,
+                5_000,
+                "an interval of exactly 5s",
+            ),
+            (
+                serde_json::json!({"checkInterval": "2s", "timeout": "500ms"}),
+                2_000,
+                500,
+                "a written timeout is used as written",
+            ),
+            (
+                serde_json::json!({"checkInterval": "10s", "timeout": "8s"}),
+                10_000,
+                8_000,
+                "a written timeout may exceed the default",
+            ),
+            (
+                serde_json::json!({"checkInterval": "2s", "timeout": "5s"}),
+                2_000,
+                2_000,
+                "a stored timeout longer than the interval is capped",
+            ),
+            (
+                serde_json::json!({"checkInterval": "often", "timeout": "soon"}),
+                30_000,
+                5_000,
+                "unparsable stored values fall back",
+            ),
+        ];
+        for (spec, interval_ms, timeout_ms, why) in cases {
+            assert_eq!(
+                timing_of(spec.clone()),
+                CheckTiming {
+                    interval: Duration::from_millis(interval_ms),
+                    timeout: Duration::from_millis(timeout_ms)
+                },
+                "{why}: {spec}"
+            );
+        }
     }
 }

@@ -342,8 +342,9 @@ pub struct NodeTaskStatus {
 
 /// The result of a task on one node, with seed 002's return code and message.
 ///
-/// The operator writes `name`, `releasedAt` and — until the node reports — `phase: Pending`;
-/// the node's daemon writes `phase`, `code`, `msg`, `startedAt` and `finishedAt`.
+/// The operator writes `name`, `releasedAt` and — until the node reports — `phase: Pending`
+/// (or `phase: Failed` with `msg` and `reason` for a node it will never release); the node's
+/// daemon writes `phase`, `code`, `msg`, `startedAt` and `finishedAt`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeResult {
@@ -361,12 +362,25 @@ pub struct NodeResult {
     /// Seed 002 message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
+    /// Why the operator failed this node without releasing the task to it (written by the
+    /// operator, with `phase: Failed`); the node never runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NodeFailureReason>,
     /// When the node started the task (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// When the node finished the task (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+}
+
+/// Why the operator failed a node without releasing the task to it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum NodeFailureReason {
+    /// `spec.nodeNames` names a node the cluster did not have when the task was planned.
+    NodeNotFound,
+    /// A disruptive rollout stopped after another node failed; this one was never released.
+    RolloutStopped,
 }
 
 #[cfg(test)]

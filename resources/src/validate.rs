@@ -76,13 +76,17 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
         Some(Duration::from_secs(24 * 3600)),
         &mut errors,
     );
-    let timeout = check_duration(
-        "spec.timeout",
-        &spec.timeout,
-        Duration::from_millis(1),
-        None,
-        &mut errors,
-    );
+    // Only a written timeout is held to the interval: the default (the smaller of 5 s and the
+    // interval, `MonitoredServiceSpec::timing`) fits any valid interval.
+    let timeout = spec.timeout.as_deref().and_then(|text| {
+        check_duration(
+            "spec.timeout",
+            text,
+            Duration::from_millis(1),
+            None,
+            &mut errors,
+        )
+    });
     if let (Some(i), Some(t)) = (interval, timeout)
         && t > i
     {
@@ -205,6 +209,37 @@ mod tests {
     }
 
     #[test]
+    fn a_short_interval_without_a_timeout_is_valid() {
+        for interval in ["1s", "2s", "4s", "5s"] {
+            assert_eq!(
+                fields(serde_json::json!({"url": "http://a/", "checkInterval": interval})),
+                Vec::<String>::new(),
+                "checkInterval {interval} without timeout"
+            );
+        }
+        assert_eq!(
+            fields(serde_json::json!({"url": "http://a/", "checkInterval": "2s", "timeout": "2s"})),
+            Vec::<String>::new(),
+            "a written timeout equal to the interval"
+        );
+    }
+
+    #[test]
+    fn a_written_timeout_longer_than_the_interval_is_refused() {
+        let errors = monitored_service_spec(&spec(
+            serde_json::json!({"url": "http://a/", "checkInterval": "2s", "timeout": "5s"}),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [FieldError {
+                field: "spec.timeout".into(),
+                message: "must not be longer than spec.checkInterval".into()
+            }]
+        );
+    }
+
+    #[test]
     fn names_the_field_of_each_mistake() {
         let cases = [
             (
@@ -217,6 +252,10 @@ mod tests {
             ),
             (
                 serde_json::json!({"url": "http://a/", "checkInterval": "2s", "timeout": "5s"}),
+                "spec.timeout",
+            ),
+            (
+                serde_json::json!({"url": "http://a/", "timeout": "0ms"}),
                 "spec.timeout",
             ),
             (serde_json::json!({}), "spec"),

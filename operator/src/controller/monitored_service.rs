@@ -1,12 +1,15 @@
 //! MonitoredService controller: check each service on its interval and keep its status truthful.
 //!
 //! `reconcile` resolves the instances (the url, or the ready and not-ready endpoints of the
-//! referenced Service's EndpointSlices), checks them concurrently, writes status through the
-//! status subresource, and requeues after `checkInterval`. [`decide_status`] is the pure part:
-//! from the previous status and the results, what status should be.
+//! referenced Service's EndpointSlices), runs a [`check_round`] over them when one is due,
+//! writes status through the status subresource, and requeues at the service's next slot.
+//! [`check_round`] is shared with standalone mode: check every instance, record the results in
+//! the metric store, decide the status and, when it will be written, refresh its availability.
+//! [`decide_status`] is the pure part: from the previous status and the results, what status
+//! should be.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use jiff::Timestamp;
@@ -17,27 +20,20 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
-use opsplane_resources::duration::parse_duration;
+use opsplane_resources::status::{status_patch, truncate};
 use opsplane_resources::{
     InstanceStatus, MonitoredService, MonitoredServiceSpec, MonitoredServiceStatus,
 };
 use serde_json::json;
+use tracing::instrument;
 
 use super::{Context, Error};
-use crate::check::{self, InstanceResult, Probe, Target};
+use crate::check::{self, Clients, InstanceResult, Probe, ProbeKind, Target};
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
 
 /// Field manager name of the status writes.
 pub const FIELD_MANAGER: &str = "opsplane-operator";
-
-/// Check interval and timeout of a spec; the CRD guarantees they parse, the fallbacks cover
-/// objects stored before a schema change.
-pub fn timing(spec: &MonitoredServiceSpec) -> (Duration, Duration) {
-    let interval = parse_duration(&spec.check_interval).unwrap_or(Duration::from_secs(30));
-    let timeout = parse_duration(&spec.timeout)
-        .unwrap_or(Duration::from_secs(5))
-        .min(interval);
-    (interval.max(Duration::from_secs(1)), timeout)
-}
 
 fn condition(
     kind: &str,
@@ -239,60 +235,119 @@ pub fn endpoint_targets(spec: &MonitoredServiceSpec, slices: &[EndpointSlice]) -
     targets
 }
 
-/// Checks every target concurrently and records the outcome in the metrics.
-pub async fn check_all(
-    name: &str,
-    targets: &[Target],
-    timeout: Duration,
-    ctx: &Context,
-) -> Vec<InstanceResult> {
-    let results = join_all(targets.iter().map(|t| check::run(t, timeout, &ctx.clients))).await;
-    for r in &results {
-        ctx.metrics.observe_check(name, r);
-    }
-    results
+/// What a check round needs besides the service: the HTTP clients, the metrics, and the metric
+/// store the results go to. The operator's [`Context`] and standalone mode each lend theirs.
+#[derive(Clone, Copy)]
+pub struct Checker<'a> {
+    /// HTTP clients for the checks.
+    pub clients: &'a Clients,
+    /// Where check durations, results and store errors are counted.
+    pub metrics: &'a Metrics,
+    /// Where check results go as metrics and exceptions.
+    pub store: &'a Recorder,
 }
 
-/// Records a round of checks in the metric store (`check.up`, `response.time`,
-/// `response.status`, exceptions for failures). A store failure is logged and counted; it never
-/// fails the check or the reconcile.
-pub async fn record_checks(
-    store: &crate::recorder::Recorder,
-    metrics: &crate::metrics::Metrics,
+impl<'a> From<&'a Context> for Checker<'a> {
+    fn from(ctx: &'a Context) -> Self {
+        Checker {
+            clients: &ctx.clients,
+            metrics: &ctx.metrics,
+            store: &ctx.store,
+        }
+    }
+}
+
+/// Where a round's status goes, which decides when it is worth writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusSink {
+    /// The status subresource: written only when [`status_needs_write`] says so, so that
+    /// healthy services cost the API server little.
+    ApiServer,
+    /// Standalone mode's memory: every round's status is kept.
+    Memory,
+}
+
+/// One round of checks of one service: check every target concurrently (counted in the
+/// metrics), record the results in the metric store, and decide the status. Returns the status
+/// to write — with its availability refreshed from the store — or `None` when `sink` does not
+/// need this round's status (nothing a user reads changed, see [`status_needs_write`]).
+#[instrument(skip_all, fields(service = %key, instances = targets.len()))]
+pub async fn check_round(
+    checker: Checker<'_>,
     key: &str,
     spec: &MonitoredServiceSpec,
+    targets: &[Target],
+    previous: Option<&MonitoredServiceStatus>,
+    generation: Option<i64>,
+    sink: StatusSink,
+) -> Option<MonitoredServiceStatus> {
+    let timing = spec.timing();
+    let results = join_all(
+        targets
+            .iter()
+            .map(|t| check::run(t, timing.timeout, checker.clients)),
+    )
+    .await;
+    for r in &results {
+        checker.metrics.observe_check(key, r);
+    }
+    // Every target of a service is checked the same way (url, or serviceRef with or without tcp).
+    if let Some(kind) = targets.first().map(|t| t.probe.kind()) {
+        record_checks(checker, key, spec, kind, &results).await;
+    }
+    let now = Timestamp::now();
+    let mut status = decide_status(previous, generation, &results, now);
+    if sink == StatusSink::ApiServer && !status_needs_write(previous, &status, now) {
+        tracing::debug!(
+            available = results.iter().any(|r| r.healthy),
+            "checked; status unchanged"
+        );
+        return None;
+    }
+    status.availability = availability(checker, key).await;
+    tracing::debug!(available = results.iter().any(|r| r.healthy), "checked");
+    Some(status)
+}
+
+/// Records a round of `kind` checks in the metric store (`check.up`, `response.time`,
+/// `response.status`, exceptions for failures). A store failure is logged and counted; it never
+/// fails the check or the reconcile.
+async fn record_checks(
+    checker: Checker<'_>,
+    key: &str,
+    spec: &MonitoredServiceSpec,
+    kind: ProbeKind,
     results: &[InstanceResult],
 ) {
-    let (interval, _) = timing(spec);
-    let probe = if results.is_empty() {
+    if results.is_empty() {
         return;
-    } else if spec.tcp.is_some() || spec.url.as_deref().is_some_and(|u| u.starts_with("tcp://")) {
-        "tcp"
-    } else {
-        "http"
-    };
+    }
+    let interval = spec.timing().interval;
     let service_type = spec.service_type.as_deref().unwrap_or("check");
-    if let Err(error) = store
-        .checks(key, service_type, interval.as_secs(), probe, results)
+    if let Err(error) = checker
+        .store
+        .checks(
+            key,
+            service_type,
+            interval.as_secs(),
+            kind.as_str(),
+            results,
+        )
         .await
     {
-        metrics.store_error("checks");
-        tracing::warn!(service = key, %error, "could not store check results");
+        checker.metrics.store_error("checks");
+        tracing::warn!(%error, "could not store check results");
     }
 }
 
 /// The service's availability over the last 24 hours for status (`"99.95"`); `None` when the
 /// store has no checks of it yet or cannot be read (logged and counted).
-pub async fn availability(
-    store: &crate::recorder::Recorder,
-    metrics: &crate::metrics::Metrics,
-    key: &str,
-) -> Option<String> {
-    match store.availability(key).await {
+async fn availability(checker: Checker<'_>, key: &str) -> Option<String> {
+    match checker.store.availability(key).await {
         Ok(a) => a.map(|p| format!("{p:.2}")),
         Err(error) => {
-            metrics.store_error("availability");
-            tracing::warn!(service = key, %error, "could not read availability");
+            checker.metrics.store_error("availability");
+            tracing::warn!(%error, "could not read availability");
             None
         }
     }
@@ -316,6 +371,22 @@ pub fn until_next_slot(now: Duration, phase: Duration, interval: Duration) -> Du
     let into_period =
         (now.as_millis() + interval_ms - phase.as_millis() % interval_ms) % interval_ms;
     Duration::from_millis((interval_ms - into_period) as u64)
+}
+
+/// How long from `elapsed` after a moment that was `slot_delay` before a slot until the next
+/// slot still ahead: the same answer as [`until_next_slot`] at that later moment, without
+/// reading the clock again.
+pub fn remaining_until_slot(
+    slot_delay: Duration,
+    elapsed: Duration,
+    interval: Duration,
+) -> Duration {
+    if elapsed < slot_delay {
+        return slot_delay - elapsed;
+    }
+    let interval_ms = interval.as_millis().max(1);
+    let past = (elapsed - slot_delay).as_millis() % interval_ms;
+    Duration::from_millis((interval_ms - past) as u64)
 }
 
 /// Whether a check is due now: never checked, the instance set changed (EndpointSlice update),
@@ -383,17 +454,6 @@ pub fn transition_event(
     })
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
 /// How long an unchanged status may go unwritten: `lastCheck` is refreshed at least this often,
 /// so 1,000 healthy services cost the API server at most 1,000 writes a minute.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
@@ -444,15 +504,31 @@ fn since_epoch() -> Duration {
         .unwrap_or_default()
 }
 
+/// `namespace/name`: how logs, metrics and the store name a service.
+fn key_of(obj: &MonitoredService) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
 /// Reconciles one MonitoredService: resolve its instances, check them when due, write status,
 /// publish an event on an availability change, and come back at its next slot.
+#[instrument(skip_all, fields(service = %key_of(&obj), generation = obj.metadata.generation))]
 pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer("MonitoredService");
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let uid = obj.uid().unwrap_or_else(|| format!("{namespace}/{name}"));
-    let (interval, timeout) = timing(&obj.spec);
-    let phase = phase(&uid, interval);
+    let key = key_of(&obj);
+    let uid = obj.uid().unwrap_or_else(|| key.clone());
+    let interval = obj.spec.timing().interval;
+    // The next slot, read off the wall clock once; every way out requeues for it.
+    let started = Instant::now();
+    let slot_delay = until_next_slot(since_epoch(), phase(&uid, interval), interval);
+    let next_slot = || {
+        Action::requeue(remaining_until_slot(
+            slot_delay,
+            started.elapsed(),
+            interval,
+        ))
+    };
     let targets = match check::url_target(&obj.spec) {
         Some(target) => vec![target],
         None => {
@@ -482,72 +558,52 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
             Some(Duration::try_from(since).unwrap_or_default())
         });
     if !check_due(since_last_check, interval, &targets, obj.status.as_ref()) {
-        return Ok(Action::requeue(until_next_slot(
-            since_epoch(),
-            phase,
-            interval,
-        )));
+        return Ok(next_slot());
     }
-    let slot_delay = until_next_slot(since_epoch(), phase, interval);
     // Lateness against the slot this check belongs to (0 for checks run off-slot on a change).
     let lateness = interval.saturating_sub(slot_delay);
     if lateness < interval / 2 {
         ctx.metrics.observe_lateness(lateness);
     }
     if let Ok(mut map) = ctx.last_checks.lock() {
-        map.insert(uid.clone(), std::time::Instant::now());
+        map.insert(uid.clone(), Instant::now());
     }
-    let key = format!("{namespace}/{name}");
-    let results = check_all(&key, &targets, timeout, &ctx).await;
-    record_checks(&ctx.store, &ctx.metrics, &key, &obj.spec, &results).await;
-    let status = decide_status(
+    let Some(status) = check_round(
+        Checker::from(ctx.as_ref()),
+        &key,
+        &obj.spec,
+        &targets,
         obj.status.as_ref(),
         obj.metadata.generation,
-        &results,
-        Timestamp::now(),
-    );
-    if !status_needs_write(obj.status.as_ref(), &status, Timestamp::now()) {
-        return Ok(Action::requeue(until_next_slot(
-            since_epoch(),
-            phase,
-            interval,
-        )));
-    }
-    let mut status = status;
-    status.availability = availability(&ctx.store, &ctx.metrics, &key).await;
+        StatusSink::ApiServer,
+    )
+    .await
+    else {
+        return Ok(next_slot());
+    };
     let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({
-        "apiVersion": "opsplane.io/v1alpha1",
-        "kind": "MonitoredService",
-        "status": status,
-    });
     api.patch_status(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &Patch::Apply(&status_patch::<MonitoredService>(&status)),
     )
     .await?;
     ctx.metrics.status_written();
     if let Some(event) = transition_event(obj.status.as_ref(), &status) {
         let reference = obj.object_ref(&());
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(service = %key, %error, "could not publish the availability event");
+            tracing::warn!(%error, "could not publish the availability event");
         }
     }
-    tracing::debug!(service = %key, available = results.iter().any(|r| r.healthy), "checked");
-    Ok(Action::requeue(until_next_slot(
-        since_epoch(),
-        phase,
-        interval,
-    )))
+    Ok(next_slot())
 }
 
 /// On error: log, count, retry soon (bounded by the check interval).
+#[instrument(skip_all, fields(service = %key_of(&obj), generation = obj.metadata.generation))]
 pub fn error_policy(obj: Arc<MonitoredService>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error("MonitoredService");
-    tracing::warn!(service = %obj.name_any(), %error, "reconcile failed");
-    let (interval, _) = timing(&obj.spec);
-    Action::requeue(interval.min(Duration::from_secs(10)))
+    tracing::warn!(%error, "reconcile failed");
+    Action::requeue(obj.spec.timing().interval.min(Duration::from_secs(10)))
 }
 
 #[cfg(test)]
@@ -563,6 +619,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             status: Some(if healthy { 200 } else { 503 }),
             error: (!healthy).then(|| "HTTP 503, expected 2xx".to_string()),
+            failure: (!healthy).then_some(check::Failure::UnexpectedResponse),
         }
     }
 
@@ -658,6 +715,33 @@ mod tests {
             until_next_slot(Duration::from_millis(1_003_250), phase, interval),
             interval
         );
+    }
+
+    #[test]
+    fn the_slot_computed_once_is_still_the_next_slot_when_the_round_ends() {
+        let interval = Duration::from_secs(10);
+        let phase = Duration::from_millis(3_250);
+        let start = Duration::from_millis(1_001_000);
+        let slot_delay = until_next_slot(start, phase, interval);
+        // (elapsed since the slot was computed, why)
+        let cases = [
+            (0, "at once: the slot itself"),
+            (1_500, "a quick round: the rest of the wait"),
+            (2_250, "a round that ends on the slot: the one after"),
+            (4_000, "a round that overran the slot: the one after"),
+            (
+                27_000,
+                "a round that overran several slots: the next still ahead",
+            ),
+        ];
+        for (elapsed_ms, why) in cases {
+            let elapsed = Duration::from_millis(elapsed_ms);
+            assert_eq!(
+                remaining_until_slot(slot_delay, elapsed, interval),
+                until_next_slot(start + elapsed, phase, interval),
+                "{why}"
+            );
+        }
     }
 
     #[test]
