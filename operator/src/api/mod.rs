@@ -7,6 +7,7 @@
 pub mod eve;
 pub mod geonode;
 pub mod monitoring;
+pub mod report;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -198,51 +199,6 @@ async fn list_services(
     Ok(Json(eve::collection("services", items, page)))
 }
 
-/// Checks a node report (seed 002 §四 body) and names the first field that is wrong.
-pub fn validate_node_report(report: &serde_json::Value) -> Result<(String, String), ApiError> {
-    let bad = |m: &str| ApiError::BadBody(m.to_string());
-    let object = report
-        .as_object()
-        .ok_or_else(|| bad("a node report is a JSON object"))?;
-    let text = |key: &str| object.get(key).and_then(|v| v.as_str());
-    let hostname = text("hostname")
-        .filter(|h| !h.is_empty() && h.len() <= 253)
-        .ok_or_else(|| bad("hostname must be a non-empty string"))?;
-    let kind = text("type")
-        .filter(|t| matches!(*t, "resource" | "service"))
-        .ok_or_else(|| bad("type must be \"resource\" or \"service\""))?;
-    if !object.get("utc").is_some_and(|u| u.is_i64() || u.is_u64()) {
-        return Err(bad("utc must be an integer (seconds since the epoch)"));
-    }
-    if text("ip").is_none() {
-        return Err(bad("ip must be a string"));
-    }
-    if text("node_uuid").is_none() {
-        return Err(bad("node_uuid must be a string"));
-    }
-    if !object.get("data").is_some_and(|d| d.is_object()) {
-        return Err(bad("data must be an object"));
-    }
-    Ok((hostname.to_string(), kind.to_string()))
-}
-
-/// `POST /`: a node-daemon's resource or service report, in the seed 002 §四 body unchanged.
-async fn node_report(
-    State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let report: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(format!("not JSON: {e}")))?;
-    let (_hostname, kind) = validate_node_report(&report)?;
-    state.metrics.node_report(&kind);
-    if let Err(error) = state.recorder.node_report(&report).await {
-        state.metrics.store_error("node_report");
-        tracing::warn!(%error, "could not store a node report");
-        return Err(ApiError::Store(error.to_string()));
-    }
-    Ok(Json(serde_json::json!({"_status": "OK"})))
-}
-
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -270,7 +226,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub fn router(state: AppState) -> Router {
     use axum::routing::post;
     let resources = Router::new()
-        .route("/", post(node_report))
+        .route("/", post(report::node_report))
         .route("/api/v1/services", get(list_services))
         .route("/monitoring/api/hosts/", get(monitoring::hosts))
         .route("/monitoring/api/services/", get(monitoring::services))
