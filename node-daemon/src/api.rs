@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::envelope;
 use crate::error::ApiError;
-use crate::monitor::{self, ENDPOINTS, Limits};
+use crate::monitor::{self, ENDPOINTS, Endpoint, Limits};
 use crate::sampler::Sampler;
 use crate::task::{Caller, IDENTITY_NODE_API, Runner, TASK_ENDPOINTS};
 
@@ -88,34 +88,34 @@ async fn fallback(State(state): State<Arc<AppState>>, request: Request) -> Respo
 }
 
 async fn monitor_endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let name = request.uri().path().trim_start_matches("/api/v1/monitor/");
-    if TASK_ENDPOINTS.contains(&name) {
-        let name = name.to_owned();
-        return match task_endpoint(&state, &name, request).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
-        };
-    }
-    match answer(&state, request).await {
-        Ok(data) => envelope::success(data),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
-    authorize(state, request.headers())?;
+    // The raw segment, not axum's `Path` (which percent-decodes and answers a bad path with
+    // its own body, before authentication): an endpoint is named exactly as the seed does.
     let name = request
         .uri()
         .path()
         .trim_start_matches("/api/v1/monitor/")
         .to_owned();
-    if !ENDPOINTS.contains(&name.as_str()) {
-        return Err(ApiError::UnknownEndpoint(format!(
+    if TASK_ENDPOINTS.contains(&name.as_str()) {
+        return match task_endpoint(&state, &name, request).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+    }
+    match answer(&state, &name, request).await {
+        Ok(data) => envelope::success(data),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn answer(state: &AppState, name: &str, request: Request) -> Result<Value, ApiError> {
+    authorize(state, request.headers())?;
+    let endpoint: Endpoint = name.parse().map_err(|_| {
+        ApiError::UnknownEndpoint(format!(
             "/api/v1/monitor/{name} (known: {}, {})",
             ENDPOINTS.join(", "),
             TASK_ENDPOINTS.join(", ")
-        )));
-    }
+        ))
+    })?;
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed(request.method().to_string()));
     }
@@ -123,19 +123,19 @@ async fn answer(state: &AppState, request: Request) -> Result<Value, ApiError> {
         .sampler
         .latest()
         .ok_or_else(|| ApiError::System("the first sampling cycle has not finished".into()))?;
-    match name.as_str() {
-        "port_status" => {
+    match endpoint {
+        Endpoint::PortStatus => {
             let body = json_body(request.into_body()).await?;
             let ports = monitor::parse_ports(&body)?;
             monitor::port_status(&state.sampler, &ports, state.limits)
         }
-        "resource_statis" => {
+        Endpoint::ResourceStatis => {
             let body = json_body(request.into_body()).await?;
             let period = monitor::parse_statis_period(&body)?;
             monitor::resource_statis(&state.sampler, &snapshot, period)
         }
         // The seed's query endpoints take no body; whatever is sent is ignored.
-        other => monitor::render(other, &snapshot),
+        Endpoint::Probe(id) => monitor::probe_data(id, &snapshot),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `/metrics` in the Prometheus text format: the daemon's own metrics (info, probe durations,
 //! probe errors, cycle duration) through a `prometheus::Registry`, and the host data of the
-//! latest snapshot rendered with Prometheus naming (base units in names, `_total` counters).
+//! latest snapshot, each probe's reading writing its own families through [`Exposition`]
+//! with Prometheus naming (base units in names, `_total` counters).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::probe::Sample;
 use crate::sampler::Snapshot;
 
 /// Metrics about the probes themselves.
@@ -136,223 +136,60 @@ fn sample_line(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64
     let _ = writeln!(out, " {value}");
 }
 
-fn family<'a, I>(out: &mut String, name: &str, kind: &str, help: &str, samples: I)
-where
-    I: IntoIterator<Item = (Vec<(&'a str, String)>, f64)>,
-{
-    let mut lines = String::new();
-    for (labels, value) in samples {
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        sample_line(&mut lines, name, &labels, value);
-    }
-    if lines.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    out.push_str(&lines);
+/// The labels of one sample: `(name, value)` pairs.
+pub type Labels<'a> = Vec<(&'a str, String)>;
+
+/// Host metric families being written in the Prometheus text format; each probe's reading
+/// writes its own ([`crate::probe::Reading::write_metrics`]).
+pub struct Exposition<'o> {
+    out: &'o mut String,
 }
 
-fn host_metrics(out: &mut String, snapshot: &Snapshot) {
-    let ok = |name: &str| match snapshot.sample(name) {
-        Some(Ok(sample)) => Some(sample),
-        _ => None,
-    };
-    let none = Vec::new;
-    if let Some(Sample::Cpu(t)) = ok("cpu") {
-        family(
-            out,
-            "opsplane_node_cpu_logical_cores",
-            "gauge",
-            "Online logical CPU cores",
-            [(none(), f64::from(t.numbers))],
-        );
-        if let Some(u) = snapshot.cpu_utilization {
-            family(
-                out,
-                "opsplane_node_cpu_utilization_ratio",
-                "gauge",
-                "Busy share of all CPUs over the last sampling interval (0-1)",
-                [(none(), u / 100.0)],
-            );
+impl<'o> Exposition<'o> {
+    /// Writes families at the end of `out`.
+    pub fn new(out: &'o mut String) -> Self {
+        Self { out }
+    }
+
+    /// A gauge family; nothing when `samples` is empty.
+    pub fn gauge<'a, I>(&mut self, name: &str, help: &str, samples: I)
+    where
+        I: IntoIterator<Item = (Labels<'a>, f64)>,
+    {
+        self.family(name, "gauge", help, samples);
+    }
+
+    /// A counter family (`name` ends in `_total`); nothing when `samples` is empty.
+    pub fn counter<'a, I>(&mut self, name: &str, help: &str, samples: I)
+    where
+        I: IntoIterator<Item = (Labels<'a>, f64)>,
+    {
+        self.family(name, "counter", help, samples);
+    }
+
+    fn family<'a, I>(&mut self, name: &str, kind: &str, help: &str, samples: I)
+    where
+        I: IntoIterator<Item = (Labels<'a>, f64)>,
+    {
+        let mut lines = String::new();
+        for (labels, value) in samples {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            sample_line(&mut lines, name, &labels, value);
         }
+        if lines.is_empty() {
+            return;
+        }
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self.out.push_str(&lines);
     }
-    if let Some(Sample::CpuVt(vt)) = ok("cpuvt") {
-        family(
-            out,
-            "opsplane_node_cpu_virtualization_supported",
-            "gauge",
-            "1 when the CPU has VT-x or AMD-V",
-            [(none(), f64::from(u8::from(vt.cpuvt)))],
-        );
-    }
-    if let Some(Sample::Memory(m)) = ok("memory") {
-        family(
-            out,
-            "opsplane_node_memory_total_bytes",
-            "gauge",
-            "Memory size",
-            [(none(), m.total as f64)],
-        );
-        family(
-            out,
-            "opsplane_node_memory_available_bytes",
-            "gauge",
-            "Memory available for new work (MemAvailable)",
-            [(none(), m.available as f64)],
-        );
-        family(
-            out,
-            "opsplane_node_memory_utilization_ratio",
-            "gauge",
-            "Used share of memory (0-1)",
-            [(none(), m.utilization() / 100.0)],
-        );
-    }
-    if let Some(Sample::Disk(disks)) = ok("disk") {
-        let label = |mount: &String, d: &crate::probe::disk::MountUsage| {
-            vec![
-                ("mountpoint", mount.clone()),
-                ("type", d.disk_type.to_string()),
-            ]
-        };
-        family(
-            out,
-            "opsplane_node_filesystem_size_bytes",
-            "gauge",
-            "Filesystem size",
-            disks.iter().map(|(m, d)| (label(m, d), d.total as f64)),
-        );
-        family(
-            out,
-            "opsplane_node_filesystem_used_bytes",
-            "gauge",
-            "Filesystem bytes used",
-            disks.iter().map(|(m, d)| (label(m, d), d.used as f64)),
-        );
-        family(
-            out,
-            "opsplane_node_filesystem_avail_bytes",
-            "gauge",
-            "Filesystem bytes available to unprivileged users",
-            disks.iter().map(|(m, d)| (label(m, d), d.free as f64)),
-        );
-    }
-    if let Some(Sample::DiskIo(io)) = ok("diskio") {
-        family(
-            out,
-            "opsplane_node_disk_read_bytes_total",
-            "counter",
-            "Bytes read from the block device",
-            io.iter()
-                .map(|(d, c)| (vec![("device", d.clone())], c.read_bytes as f64)),
-        );
-        family(
-            out,
-            "opsplane_node_disk_written_bytes_total",
-            "counter",
-            "Bytes written to the block device",
-            io.iter()
-                .map(|(d, c)| (vec![("device", d.clone())], c.write_bytes as f64)),
-        );
-    }
-    if let Some(Sample::NetworkIo(io)) = ok("networkio") {
-        family(
-            out,
-            "opsplane_node_network_receive_bytes_total",
-            "counter",
-            "Bytes received by the interface",
-            io.iter()
-                .map(|(d, c)| (vec![("device", d.clone())], c.bytes_recv as f64)),
-        );
-        family(
-            out,
-            "opsplane_node_network_transmit_bytes_total",
-            "counter",
-            "Bytes sent by the interface",
-            io.iter()
-                .map(|(d, c)| (vec![("device", d.clone())], c.bytes_send as f64)),
-        );
-    }
-    if let Some(Sample::Network(nics)) = ok("network") {
-        family(
-            out,
-            "opsplane_node_network_up",
-            "gauge",
-            "1 when the physical NIC has carrier",
-            nics.iter()
-                .map(|(d, n)| (vec![("device", d.clone())], f64::from(u8::from(n.stat)))),
-        );
-        family(
-            out,
-            "opsplane_node_network_speed_bytes",
-            "gauge",
-            "Link speed of the physical NIC in bytes per second",
-            nics.iter()
-                .map(|(d, n)| (vec![("device", d.clone())], n.speed as f64 * 125_000.0)),
-        );
-        family(
-            out,
-            "opsplane_node_network_info",
-            "gauge",
-            "Addresses of the physical NIC",
-            nics.iter().map(|(d, n)| {
-                (
-                    vec![
-                        ("device", d.clone()),
-                        ("address", n.mac.clone()),
-                        ("ip", n.ip.clone()),
-                        ("gateway", n.gateway.clone()),
-                    ],
-                    1.0,
-                )
-            }),
-        );
-    }
-    if let Some(Sample::Vm(vm)) = ok("vm") {
-        family(
-            out,
-            "opsplane_node_vms_running",
-            "gauge",
-            "Running QEMU/KVM virtual machines",
-            [(none(), vm.numbers as f64)],
-        );
-    }
-    if let Some(Sample::Service(services)) = ok("service") {
-        family(
-            out,
-            "opsplane_node_service_running",
-            "gauge",
-            "1 when the configured service is running",
-            services.iter().map(|(s, st)| {
-                (
-                    vec![("service", s.clone()), ("state", st.clone())],
-                    f64::from(u8::from(st == "running")),
-                )
-            }),
-        );
-    }
-    if let Some(Sample::Hardware(hw)) = ok("hardware") {
-        let kinds = [
-            ("cpu", &hw.cpu),
-            ("disk", &hw.disk),
-            ("gfxcard", &hw.gfxcard),
-            ("memory", &hw.memory),
-        ];
-        family(
-            out,
-            "opsplane_node_hardware_devices",
-            "gauge",
-            "Hardware inventory: devices per kind and model",
-            kinds.iter().flat_map(|(kind, inv)| {
-                inv.iter().map(move |(model, n)| {
-                    (
-                        vec![("kind", (*kind).to_owned()), ("model", model.clone())],
-                        *n as f64,
-                    )
-                })
-            }),
-        );
+}
+
+/// Every successful reading of `snapshot` writes its families, in probe order.
+fn host_metrics(out: &mut String, snapshot: &Snapshot) {
+    let mut exposition = Exposition::new(out);
+    for sample in snapshot.samples.values().filter_map(|r| r.as_ref().ok()) {
+        sample.write_metrics(snapshot, &mut exposition);
     }
 }
 

@@ -1,32 +1,70 @@
 //! The seed 002 §二 query endpoints as plain functions from the sampler's memory to each
 //! endpoint's `data` object: §二.1 cpu, .2 cpuvt, .3 memory, .4 disk, .5 diskio, .6 network,
 //! .7 networkio, .8 vm, .9 hardware, .10 service, .11 port_status, .16 resource_statis.
-//! No I/O here; `utc` is the Unix time of the reading.
+//! A probe's endpoint shows its reading the way the reading renders itself
+//! ([`crate::probe::Reading::seed_data`]); this module dispatches by [`Endpoint`] and builds
+//! the two answers that combine several readings or take a body. No I/O here; `utc` is the
+//! Unix time of the reading.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
-use crate::probe::{Sample, round1};
+use crate::probe::{Keyed, ProbeId, UnknownProbe, disk, network};
 use crate::sampler::{Sampler, Snapshot};
 
-/// Every query endpoint, in seed order.
-pub const ENDPOINTS: &[&str] = &[
-    "cpu",
-    "cpuvt",
-    "memory",
-    "disk",
-    "diskio",
-    "network",
-    "networkio",
-    "vm",
-    "hardware",
-    "service",
-    "port_status",
-    "resource_statis",
-];
+/// A query endpoint: a probe's, or one of the two that take a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `data` of a probe's latest reading (the body is ignored).
+    Probe(ProbeId),
+    /// §二.11 `port_status`.
+    PortStatus,
+    /// §二.16 `resource_statis`.
+    ResourceStatis,
+}
+
+impl Endpoint {
+    /// The endpoint's name, the last segment of its path.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Endpoint::Probe(id) => id.name(),
+            Endpoint::PortStatus => "port_status",
+            Endpoint::ResourceStatis => "resource_statis",
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = UnknownProbe;
+    fn from_str(name: &str) -> Result<Self, UnknownProbe> {
+        match name {
+            "port_status" => Ok(Endpoint::PortStatus),
+            "resource_statis" => Ok(Endpoint::ResourceStatis),
+            other => other.parse().map(Endpoint::Probe),
+        }
+    }
+}
+
+const ENDPOINT_COUNT: usize = ProbeId::ALL.len() + 2;
+
+const ENDPOINT_NAMES: [&str; ENDPOINT_COUNT] = {
+    let mut names = [""; ENDPOINT_COUNT];
+    let mut i = 0;
+    while i < ProbeId::ALL.len() {
+        names[i] = ProbeId::ALL[i].name();
+        i += 1;
+    }
+    names[i] = Endpoint::PortStatus.name();
+    names[i + 1] = Endpoint::ResourceStatis.name();
+    names
+};
+
+/// Every query endpoint, in seed order: the probes', then `port_status` and `resource_statis`.
+pub const ENDPOINTS: &[&str] = &ENDPOINT_NAMES;
 
 /// Request parameters of the endpoints that take a body.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,54 +73,30 @@ pub struct Limits {
     pub port_threshold: u32,
 }
 
-fn sample<'a>(snapshot: &'a Snapshot, probe: &str) -> Result<&'a Sample, ApiError> {
-    match snapshot.sample(probe) {
-        Some(Ok(sample)) => Ok(sample),
+/// The reading of type `R` in `snapshot`, or why the node API cannot show it.
+fn reading<R: Keyed>(snapshot: &Snapshot) -> Result<&R, ApiError> {
+    match snapshot.sample(R::ID) {
         Some(Err(f)) => Err(ApiError::Probe {
             failure: f.failure,
             detail: f.detail.clone(),
         }),
-        None => Err(ApiError::System(format!("probe {probe} is not running"))),
+        Some(Ok(_)) | None => snapshot
+            .reading()
+            .ok_or_else(|| ApiError::System(format!("probe {} is not running", R::ID))),
     }
 }
 
-fn with_utc(value: impl serde::Serialize, utc: i64) -> Result<Value, ApiError> {
-    let mut value =
-        serde_json::to_value(value).map_err(|e| ApiError::System(format!("render: {e}")))?;
-    if let Value::Object(map) = &mut value {
-        map.insert("utc".to_owned(), json!(utc));
-    }
-    Ok(value)
-}
-
-fn wrong_sample(probe: &str) -> ApiError {
-    ApiError::System(format!("probe {probe} returned an unexpected reading"))
-}
-
-/// `data` of a body-less endpoint (everything but `port_status` and `resource_statis`).
-pub fn render(name: &str, snapshot: &Snapshot) -> Result<Value, ApiError> {
-    let utc = snapshot.utc;
-    match (name, sample(snapshot, name)?) {
-        ("cpu", Sample::Cpu(t)) => Ok(json!({
-            "numbers": t.numbers,
-            "utc": utc,
-            "utilization": round1(snapshot.cpu_utilization.unwrap_or_default()),
-        })),
-        ("cpuvt", Sample::CpuVt(vt)) => Ok(json!(vt)),
-        ("memory", Sample::Memory(m)) => Ok(json!({
-            "available": m.available,
-            "total": m.total,
-            "utc": utc,
-            "utilization": m.utilization_rounded(),
-        })),
-        ("disk", Sample::Disk(d)) => with_utc(d, utc),
-        ("diskio", Sample::DiskIo(d)) => with_utc(d, utc),
-        ("network", Sample::Network(n)) => with_utc(n, utc),
-        ("networkio", Sample::NetworkIo(n)) => with_utc(n, utc),
-        ("vm", Sample::Vm(v)) => with_utc(v, utc),
-        ("hardware", Sample::Hardware(h)) => with_utc(h, utc),
-        ("service", Sample::Service(s)) => with_utc(s, utc),
-        _ => Err(wrong_sample(name)),
+/// `data` of probe `id`'s endpoint: its latest reading, shown by the reading itself.
+pub fn probe_data(id: ProbeId, snapshot: &Snapshot) -> Result<Value, ApiError> {
+    match snapshot.sample(id) {
+        Some(Ok(sample)) => sample
+            .seed_data(snapshot)
+            .map_err(|e| ApiError::System(format!("render: {e}"))),
+        Some(Err(f)) => Err(ApiError::Probe {
+            failure: f.failure,
+            detail: f.detail.clone(),
+        }),
+        None => Err(ApiError::System(format!("probe {id} is not running"))),
     }
 }
 
@@ -160,7 +174,7 @@ pub fn resource_statis(
         }
     };
     let cpu = mean(points.iter().filter_map(|p| p.cpu).collect()).ok_or_else(|| {
-        let detail = match snapshot.sample("cpu") {
+        let detail = match snapshot.sample(ProbeId::Cpu) {
             Some(Err(f)) => f.detail.clone(),
             _ => "no CPU readings in the period".into(),
         };
@@ -170,7 +184,7 @@ pub fn resource_statis(
         }
     })?;
     let memory = mean(points.iter().filter_map(|p| p.memory).collect()).ok_or_else(|| {
-        let detail = match snapshot.sample("memory") {
+        let detail = match snapshot.sample(ProbeId::Memory) {
             Some(Err(f)) => f.detail.clone(),
             _ => "no memory readings in the period".into(),
         };
@@ -180,9 +194,7 @@ pub fn resource_statis(
         }
     })?;
 
-    let Sample::Disk(disks) = sample(snapshot, "disk")? else {
-        return Err(wrong_sample("disk"));
-    };
+    let disks = reading::<disk::Disks>(snapshot)?;
     let disk_util: BTreeMap<&String, Value> = disks
         .iter()
         .map(|(mount, d)| {
@@ -198,9 +210,7 @@ pub fn resource_statis(
         })
         .collect();
 
-    let Sample::Network(nics) = sample(snapshot, "network")? else {
-        return Err(wrong_sample("network"));
-    };
+    let nics = reading::<network::Nics>(snapshot)?;
     let mut nic_util = Map::new();
     for (name, nic) in nics {
         let recv: Vec<f64> = points
@@ -235,6 +245,34 @@ pub fn resource_statis(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_the_probes_then_the_two_with_a_body_in_seed_order() {
+        assert_eq!(
+            ENDPOINTS,
+            [
+                "cpu",
+                "cpuvt",
+                "memory",
+                "disk",
+                "diskio",
+                "network",
+                "networkio",
+                "vm",
+                "hardware",
+                "service",
+                "port_status",
+                "resource_statis",
+            ]
+        );
+        for name in ENDPOINTS {
+            let endpoint: Endpoint = name.parse().unwrap();
+            assert_eq!(endpoint.name(), *name);
+        }
+        assert_eq!("memory".parse(), Ok(Endpoint::Probe(ProbeId::Memory)));
+        assert!("task".parse::<Endpoint>().is_err());
+        assert!("".parse::<Endpoint>().is_err());
+    }
 
     #[test]
     fn ports_are_a_comma_separated_list_of_tcp_ports() {

@@ -1,7 +1,8 @@
 //! Active reports (seed 002 §四) and the report timer (§三.4, TimerHandler).
 //!
 //! On every tick the daemon queues a resource report and a service report with the seed's body
-//! (`hostname, ip, utc, type, node_uuid, data`) and a sender delivers the queue in order to the
+//! (`hostname, ip, utc, type, node_uuid, data`: [`NodeReport`], the type the operator reads
+//! them with), built from the typed readings of the latest snapshot, and a sender delivers the queue in order to the
 //! configured address. While the receiver is down, reports wait in a bounded queue and go out in
 //! order when it returns; when the queue is full the oldest report is dropped, counted in
 //! `opsplane_node_reports_dropped_total` and logged. TimerHandler `update` changes the address
@@ -13,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opsplane_resources::node_report::{NodeReport, ReportBody, ResourceData};
 use prometheus::{IntCounter, IntGauge, Registry};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use crate::monitor;
+use crate::probe::{cpu, disk, diskio, memory, networkio, service};
 use crate::sampler::{Sampler, Snapshot};
 
 /// The timer's persisted state.
@@ -62,7 +63,7 @@ struct Counters {
 pub struct Reporter {
     config: ReporterConfig,
     state: Mutex<TimerState>,
-    queue: Mutex<VecDeque<Value>>,
+    queue: Mutex<VecDeque<NodeReport>>,
     wake: Notify,
     counters: Counters,
 }
@@ -164,7 +165,7 @@ impl Reporter {
         self.change(|s| s.paused = paused)
     }
 
-    fn enqueue(&self, report: Value) {
+    fn enqueue(&self, report: NodeReport) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() >= self.config.queue_limit {
             queue.pop_front();
@@ -180,58 +181,36 @@ impl Reporter {
         self.wake.notify_one();
     }
 
-    /// The two seed §四 reports of a snapshot: resource, then service.
-    pub fn reports(&self, snapshot: &Snapshot, state: &TimerState) -> Vec<Value> {
-        let strip = |v: Value, drop: &[&str]| -> Value {
-            match v {
-                Value::Object(map) => Value::Object(
-                    map.into_iter()
-                        .filter(|(k, _)| !drop.contains(&k.as_str()))
-                        .map(|(k, v)| match v {
-                            Value::Object(inner) => (
-                                k,
-                                Value::Object(
-                                    inner
-                                        .into_iter()
-                                        .filter(|(k, _)| !drop.contains(&k.as_str()))
-                                        .collect(),
-                                ),
-                            ),
-                            other => (k, other),
-                        })
-                        .collect(),
-                ),
-                other => other,
-            }
+    /// The two seed §四 reports of a snapshot: resource, then service. A section whose
+    /// probe failed in the cycle is left out; the service report of a failed `service`
+    /// probe has no states.
+    pub fn reports(&self, snapshot: &Snapshot, state: &TimerState) -> [NodeReport; 2] {
+        let resources = ResourceData {
+            cpu: snapshot
+                .reading::<cpu::CpuTimes>()
+                .map(|t| t.report(snapshot)),
+            disk: snapshot.reading::<disk::Disks>().map(disk::report),
+            diskio: snapshot.reading::<diskio::DiskIo>().cloned(),
+            memory: snapshot
+                .reading::<memory::MemInfo>()
+                .map(memory::MemInfo::report),
+            networkio: snapshot.reading::<networkio::NetworkIo>().cloned(),
+            vm: None,
         };
-        let mut data = Map::new();
-        for (name, drop) in [
-            ("cpu", &["utc"][..]),
-            ("memory", &["utc"][..]),
-            ("disk", &["utc", "free"][..]),
-            ("diskio", &["utc"][..]),
-            ("networkio", &["utc"][..]),
-        ] {
-            if let Ok(value) = monitor::render(name, snapshot) {
-                data.insert(name.to_string(), strip(value, drop));
-            }
-        }
-        let services = monitor::render("service", snapshot)
-            .map(|v| strip(v, &["utc"]))
-            .unwrap_or_else(|_| json!({}));
-        let head = |kind: &str, data: Value| {
-            json!({
-                "hostname": self.config.hostname,
-                "ip": self.config.ip,
-                "utc": snapshot.utc,
-                "type": kind,
-                "node_uuid": state.node_uuid,
-                "data": data,
-            })
+        let services = snapshot
+            .reading::<service::Services>()
+            .cloned()
+            .unwrap_or_default();
+        let report = |body| NodeReport {
+            hostname: self.config.hostname.clone(),
+            ip: self.config.ip.clone(),
+            utc: snapshot.utc,
+            node_uuid: state.node_uuid.clone(),
+            body,
         };
-        vec![
-            head("resource", Value::Object(data)),
-            head("service", services),
+        [
+            report(ReportBody::Resource(resources)),
+            report(ReportBody::Service(services)),
         ]
     }
 

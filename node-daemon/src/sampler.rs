@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::Failure;
 use crate::host::HostRoot;
 use crate::metrics::ProbeMetrics;
-use crate::probe::{Probe, Sample, cpu, networkio, port_status};
+use crate::probe::{DynProbe, Keyed, ProbeId, Sample, cpu, memory, networkio, port_status};
 
 /// How much history the ring keeps (the seed limits `statis_period` to 60 s).
 pub const HISTORY: Duration = Duration::from_secs(60);
@@ -29,20 +29,30 @@ pub struct ProbeFailure {
 pub struct Snapshot {
     /// Unix time the cycle ran.
     pub utc: i64,
-    /// Each probe's reading or failure, by probe name.
-    pub samples: BTreeMap<&'static str, Result<Sample, ProbeFailure>>,
+    /// Each probe's reading or failure, by probe.
+    pub samples: BTreeMap<ProbeId, Result<Sample, ProbeFailure>>,
     /// CPU busy percent since the previous cycle (since boot in the first cycle).
     pub cpu_utilization: Option<f64>,
-    /// Durations of the probes that read the host in this cycle, by probe name (a probe whose
+    /// Durations of the probes that read the host in this cycle, by probe (a probe whose
     /// last reading was reused has none).
-    pub durations: BTreeMap<&'static str, Duration>,
+    pub durations: BTreeMap<ProbeId, Duration>,
 }
 
 impl Snapshot {
-    /// The reading of probe `name`, or its failure.
-    pub fn sample(&self, name: &str) -> Option<&Result<Sample, ProbeFailure>> {
-        self.samples.get(name)
+    /// The reading of probe `id`, or its failure; `None` when the probe is not registered.
+    pub fn sample(&self, id: ProbeId) -> Option<&Result<Sample, ProbeFailure>> {
+        self.samples.get(&id)
     }
+
+    /// The reading of type `R` (its probe is [`Keyed::ID`]) when that probe succeeded.
+    pub fn reading<R: Keyed>(&self) -> Option<&R> {
+        reading_in(&self.samples)
+    }
+}
+
+/// The reading of type `R` among `samples` when its probe succeeded.
+fn reading_in<R: Keyed>(samples: &BTreeMap<ProbeId, Result<Sample, ProbeFailure>>) -> Option<&R> {
+    samples.get(&R::ID)?.as_ref().ok().and_then(R::from_sample)
 }
 
 /// Bytes per second received and sent by one interface over one cycle.
@@ -86,15 +96,15 @@ struct Memory {
 /// Runs the probes and remembers what they saw.
 pub struct Sampler {
     host: HostRoot,
-    probes: Vec<Arc<dyn Probe>>,
+    probes: Vec<Arc<dyn DynProbe>>,
     metrics: Option<Arc<ProbeMetrics>>,
     started: Instant,
     previous: Mutex<Option<Previous>>,
     memory: RwLock<Memory>,
     /// Last error per probe, so a persistent failure is logged once, not every cycle.
-    last_errors: Mutex<BTreeMap<&'static str, String>>,
+    last_errors: Mutex<BTreeMap<ProbeId, String>>,
     /// Last reading and its time of the probes that are not read every cycle.
-    kept: Mutex<BTreeMap<&'static str, Kept>>,
+    kept: Mutex<BTreeMap<ProbeId, Kept>>,
     /// `port_status` counts shared for a second.
     recent_ports: port_status::Recent,
 }
@@ -103,7 +113,7 @@ impl Sampler {
     /// A sampler over `probes` reading `host`.
     pub fn new(
         host: HostRoot,
-        probes: Vec<Arc<dyn Probe>>,
+        probes: Vec<Arc<dyn DynProbe>>,
         metrics: Option<Arc<ProbeMetrics>>,
     ) -> Self {
         Self {
@@ -191,12 +201,13 @@ impl Sampler {
         let mut durations = BTreeMap::new();
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         for probe in &self.probes {
+            let id = probe.id();
             if let Some(period) = probe.refresh()
-                && let Some((read_at, reading)) = kept.get(probe.name())
+                && let Some((read_at, reading)) = kept.get(&id)
                 && at >= *read_at
                 && at - read_at < period.as_secs_f64()
             {
-                samples.insert(probe.name(), reading.clone());
+                samples.insert(id, reading.clone());
                 continue;
             }
             let started = Instant::now();
@@ -206,29 +217,20 @@ impl Sampler {
             });
             let took = started.elapsed();
             if let Some(metrics) = &self.metrics {
-                metrics.observe(probe.name(), took, result.is_ok());
+                metrics.observe(id.name(), took, result.is_ok());
             }
-            self.log_transition(probe.name(), &result);
-            durations.insert(probe.name(), took);
+            self.log_transition(id, &result);
+            durations.insert(id, took);
             if probe.refresh().is_some() {
-                kept.insert(probe.name(), (at, result.clone()));
+                kept.insert(id, (at, result.clone()));
             }
-            samples.insert(probe.name(), result);
+            samples.insert(id, result);
         }
         drop(kept);
 
-        let cpu_now = match samples.get("cpu") {
-            Some(Ok(Sample::Cpu(t))) => Some(*t),
-            _ => None,
-        };
-        let netio_now = match samples.get("networkio") {
-            Some(Ok(Sample::NetworkIo(io))) => Some(io.clone()),
-            _ => None,
-        };
-        let memory_now = match samples.get("memory") {
-            Some(Ok(Sample::Memory(m))) => Some(m.utilization()),
-            _ => None,
-        };
+        let cpu_now = reading_in::<cpu::CpuTimes>(&samples).copied();
+        let netio_now = reading_in::<networkio::NetworkIo>(&samples).cloned();
+        let memory_now = reading_in::<memory::MemInfo>(&samples).map(memory::MemInfo::utilization);
 
         let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
         let prev = previous.take();
@@ -279,14 +281,15 @@ impl Sampler {
         snapshot
     }
 
-    fn log_transition(&self, probe: &'static str, result: &Result<Sample, ProbeFailure>) {
+    fn log_transition(&self, id: ProbeId, result: &Result<Sample, ProbeFailure>) {
         let mut last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner());
+        let probe = id.name();
         match result {
-            Err(e) if last.get(probe) != Some(&e.detail) => {
+            Err(e) if last.get(&id) != Some(&e.detail) => {
                 tracing::warn!(probe, error = %e.detail, "probe failed");
-                last.insert(probe, e.detail.clone());
+                last.insert(id, e.detail.clone());
             }
-            Ok(_) if last.remove(probe).is_some() => {
+            Ok(_) if last.remove(&id).is_some() => {
                 tracing::info!(probe, "probe recovered");
             }
             _ => {}
@@ -336,14 +339,14 @@ mod tests {
 
     /// A probe whose readings are scripted.
     struct Scripted {
-        name: &'static str,
+        id: ProbeId,
         readings: Mutex<VecDeque<Sample>>,
         refresh: Option<Duration>,
     }
 
-    impl Probe for Scripted {
-        fn name(&self) -> &'static str {
-            self.name
+    impl DynProbe for Scripted {
+        fn id(&self) -> ProbeId {
+            self.id
         }
         fn failure(&self) -> Failure {
             Failure::Cpu
@@ -386,12 +389,12 @@ mod tests {
             HostRoot::new("/nonexistent"),
             vec![
                 Arc::new(Scripted {
-                    name: "cpu",
+                    id: ProbeId::Cpu,
                     readings: Mutex::new(cpus.into()),
                     refresh: None,
                 }),
                 Arc::new(Scripted {
-                    name: "networkio",
+                    id: ProbeId::NetworkIo,
                     readings: Mutex::new(nics.into()),
                     refresh: None,
                 }),
@@ -453,22 +456,25 @@ mod tests {
         let s = Sampler::new(
             HostRoot::new("/nonexistent"),
             vec![Arc::new(Scripted {
-                name: "vm",
+                id: ProbeId::Vm,
                 readings: Mutex::new(vec![vms(1), vms(2)].into()),
                 refresh: Some(Duration::from_secs(10)),
             })],
             None,
         );
-        let count = |snap: &Snapshot| match snap.sample("vm") {
-            Some(Ok(Sample::Vm(v))) => Some(v.numbers),
-            _ => None,
+        let count = |snap: &Snapshot| {
+            snap.reading::<crate::probe::vm::VmCount>()
+                .map(|v| v.numbers)
         };
         let first = s.cycle_at(0.0, 0);
         assert_eq!(count(&first), Some(1));
-        assert!(first.durations.contains_key("vm"));
+        assert!(first.durations.contains_key(&ProbeId::Vm));
         let reused = s.cycle_at(9.5, 9);
         assert_eq!(count(&reused), Some(1));
-        assert!(!reused.durations.contains_key("vm"), "not read again");
+        assert!(
+            !reused.durations.contains_key(&ProbeId::Vm),
+            "not read again"
+        );
         assert_eq!(count(&s.cycle_at(10.0, 10)), Some(2));
         assert_eq!(count(&s.cycle_at(15.0, 15)), Some(2));
         // the script is exhausted: the failure is read at the next period and kept as well
@@ -480,7 +486,7 @@ mod tests {
     fn a_failing_probe_is_remembered_with_its_failure() {
         let s = sampler(vec![], vec![]);
         let snap = s.cycle_at(0.0, 0);
-        let Some(Err(failure)) = snap.sample("cpu") else {
+        let Some(Err(failure)) = snap.sample(ProbeId::Cpu) else {
             panic!("cpu should have failed");
         };
         assert_eq!(failure.failure, Failure::Cpu);

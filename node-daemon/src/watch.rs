@@ -249,6 +249,8 @@ impl Report {
             msg: Some(self.msg.clone()),
             started_at: Some(self.started_at.clone()),
             finished_at: self.finished_at.clone(),
+            // The reason is the operator's field (why it never released the node).
+            reason: None,
         }
     }
 }

@@ -7,11 +7,13 @@
 //! - [`crd`]: renders the CustomResourceDefinitions that `opsplane-operator crds` prints and `crds/`
 //!   holds.
 //! - [`duration`]: the `30s` / `1m30s` duration strings used in specs.
+//! - [`node_report`]: the node report a node-daemon posts to the operator (seed 002 §四).
 //! - [`status`]: the status-patch body and bounded status messages shared by every status writer.
 
 pub mod crd;
 pub mod duration;
 pub mod monitored_service;
+pub mod node_report;
 pub mod node_task;
 pub mod status;
 pub mod validate;

@@ -1,9 +1,14 @@
 //! CPU logical core count and time counters from `/proc/stat` (seed 002 §二.1 `cpu`).
 //! Utilization is the busy share of the time between two readings (see [`utilization`]).
 
-use super::{Probe, ProbeError, Sample, parse_u64};
+use opsplane_resources::node_report;
+use serde_json::Value;
+
+use super::{Probe, ProbeError, Reading, parse_u64, round1, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 const FILE: &str = "/proc/stat";
 
@@ -22,14 +27,42 @@ pub struct CpuTimes {
 pub struct CpuProbe;
 
 impl Probe for CpuProbe {
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
+    type Reading = CpuTimes;
     fn failure(&self) -> Failure {
         Failure::Cpu
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
-        parse(&host.read(FILE)?).map(Sample::Cpu)
+    fn collect(&self, host: &HostRoot) -> Result<CpuTimes, ProbeError> {
+        parse(&host.read(FILE)?)
+    }
+}
+
+impl CpuTimes {
+    /// The §四.1 report's `cpu`: core count and the cycle's utilization (0 before it is known).
+    pub fn report(&self, snapshot: &Snapshot) -> node_report::Cpu {
+        node_report::Cpu {
+            numbers: self.numbers,
+            utilization: round1(snapshot.cpu_utilization.unwrap_or_default()),
+        }
+    }
+}
+
+impl Reading for CpuTimes {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self.report(snapshot), snapshot.utc)
+    }
+    fn write_metrics(&self, snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.gauge(
+            "opsplane_node_cpu_logical_cores",
+            "Online logical CPU cores",
+            [(vec![], f64::from(self.numbers))],
+        );
+        if let Some(u) = snapshot.cpu_utilization {
+            out.gauge(
+                "opsplane_node_cpu_utilization_ratio",
+                "Busy share of all CPUs over the last sampling interval (0-1)",
+                [(vec![], u / 100.0)],
+            );
+        }
     }
 }
 

@@ -9,9 +9,13 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::{Probe, ProbeError, Sample};
+use serde_json::Value;
+
+use super::{Probe, ProbeError, Reading};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 /// Virtualization support as the seed reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,13 +33,11 @@ pub struct CpuVtProbe {
 }
 
 impl Probe for CpuVtProbe {
-    fn name(&self) -> &'static str {
-        "cpuvt"
-    }
+    type Reading = CpuVt;
     fn failure(&self) -> Failure {
         Failure::Cpu
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+    fn collect(&self, host: &HostRoot) -> Result<CpuVt, ProbeError> {
         let cpuvt = match self.vt.get() {
             Some(vt) => *vt,
             // Only a successful read is remembered; a failure is this cycle's failure.
@@ -44,10 +46,24 @@ impl Probe for CpuVtProbe {
                 *self.vt.get_or_init(|| vt)
             }
         };
-        Ok(Sample::CpuVt(CpuVt {
+        Ok(CpuVt {
             cpuvt,
             hostname: hostname(host),
-        }))
+        })
+    }
+}
+
+impl Reading for CpuVt {
+    /// The seed's `cpuvt` answer carries no `utc`.
+    fn seed_data(&self, _snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.gauge(
+            "opsplane_node_cpu_virtualization_supported",
+            "1 when the CPU has VT-x or AMD-V",
+            [(vec![], f64::from(u8::from(self.cpuvt)))],
+        );
     }
 }
 
@@ -81,10 +97,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
         std::fs::write(dir.path().join("proc/cpuinfo"), "flags\t: fpu vmx\n").unwrap();
         std::fs::write(dir.path().join("proc/sys/kernel/hostname"), "a\n").unwrap();
-        let read = |probe: &CpuVtProbe| match probe.collect(&host).unwrap() {
-            Sample::CpuVt(vt) => vt,
-            other => panic!("{other:?}"),
-        };
+        let read = |probe: &CpuVtProbe| probe.collect(&host).unwrap();
         assert_eq!(
             read(&probe),
             CpuVt {

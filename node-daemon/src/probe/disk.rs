@@ -17,11 +17,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use opsplane_resources::node_report;
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{Probe, ProbeError, Sample, round1};
+use super::{Probe, ProbeError, Reading, round1, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 /// A rotational disk.
 pub const TYPE_HDD: u8 = 0;
@@ -61,13 +65,11 @@ pub struct DiskProbe {
 }
 
 impl Probe for DiskProbe {
-    fn name(&self) -> &'static str {
-        "disk"
-    }
+    type Reading = Disks;
     fn failure(&self) -> Failure {
         Failure::Storage
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+    fn collect(&self, host: &HostRoot) -> Result<Disks, ProbeError> {
         let mounts = host
             .read("/proc/1/mounts")
             .or_else(|_| host.read("/proc/self/mounts"))?;
@@ -109,7 +111,54 @@ impl Probe for DiskProbe {
                 },
             );
         }
-        Ok(Sample::Disk(disks))
+        Ok(disks)
+    }
+}
+
+/// The §四.1 report's `disk`: the endpoint's filesystems without `free`.
+pub fn report(disks: &Disks) -> BTreeMap<String, node_report::Filesystem> {
+    disks
+        .iter()
+        .map(|(mount, d)| {
+            (
+                mount.clone(),
+                node_report::Filesystem {
+                    total: d.total,
+                    disk_type: d.disk_type,
+                    used: d.used,
+                    utilization: d.utilization,
+                },
+            )
+        })
+        .collect()
+}
+
+impl Reading for Disks {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        let label = |mount: &String, d: &MountUsage| {
+            vec![
+                ("mountpoint", mount.clone()),
+                ("type", d.disk_type.to_string()),
+            ]
+        };
+        out.gauge(
+            "opsplane_node_filesystem_size_bytes",
+            "Filesystem size",
+            self.iter().map(|(m, d)| (label(m, d), d.total as f64)),
+        );
+        out.gauge(
+            "opsplane_node_filesystem_used_bytes",
+            "Filesystem bytes used",
+            self.iter().map(|(m, d)| (label(m, d), d.used as f64)),
+        );
+        out.gauge(
+            "opsplane_node_filesystem_avail_bytes",
+            "Filesystem bytes available to unprivileged users",
+            self.iter().map(|(m, d)| (label(m, d), d.free as f64)),
+        );
     }
 }
 

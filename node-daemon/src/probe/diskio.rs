@@ -4,38 +4,51 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+pub use opsplane_resources::node_report::DiskCounters;
+use serde_json::Value;
 
-use super::{Probe, ProbeError, Sample, first_fields, parse_u64};
+use super::{Probe, ProbeError, Reading, first_fields, parse_u64, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 const FILE: &str = "/proc/diskstats";
 
-/// Bytes moved by one device since boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct DiskCounters {
-    /// Bytes read.
-    pub read_bytes: u64,
-    /// Bytes written.
-    pub write_bytes: u64,
-}
-
-/// Counters by device name (`sda`, `sda1`, `nvme0n1`, `dm-0`).
+/// Counters by device name (`sda`, `sda1`, `nvme0n1`, `dm-0`); as the §四.1 report's
+/// `diskio` carries them.
 pub type DiskIo = BTreeMap<String, DiskCounters>;
 
 /// Reads [`DiskIo`].
 pub struct DiskIoProbe;
 
 impl Probe for DiskIoProbe {
-    fn name(&self) -> &'static str {
-        "diskio"
-    }
+    type Reading = DiskIo;
     fn failure(&self) -> Failure {
         Failure::Storage
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
-        parse(&host.read(FILE)?).map(Sample::DiskIo)
+    fn collect(&self, host: &HostRoot) -> Result<DiskIo, ProbeError> {
+        parse(&host.read(FILE)?)
+    }
+}
+
+impl Reading for DiskIo {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.counter(
+            "opsplane_node_disk_read_bytes_total",
+            "Bytes read from the block device",
+            self.iter()
+                .map(|(d, c)| (vec![("device", d.clone())], c.read_bytes as f64)),
+        );
+        out.counter(
+            "opsplane_node_disk_written_bytes_total",
+            "Bytes written to the block device",
+            self.iter()
+                .map(|(d, c)| (vec![("device", d.clone())], c.write_bytes as f64)),
+        );
     }
 }
 

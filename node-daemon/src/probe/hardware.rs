@@ -17,10 +17,13 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{Probe, ProbeError, Sample};
+use super::{Probe, ProbeError, Reading, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 /// Model → count.
 pub type Inventory = BTreeMap<String, u64>;
@@ -44,18 +47,16 @@ pub struct Hardware {
 pub struct HardwareProbe;
 
 impl Probe for HardwareProbe {
-    fn name(&self) -> &'static str {
-        "hardware"
-    }
+    type Reading = Hardware;
     fn failure(&self) -> Failure {
         Failure::Hardware
     }
     fn refresh(&self) -> Option<std::time::Duration> {
         Some(super::HARDWARE_REFRESH)
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+    fn collect(&self, host: &HostRoot) -> Result<Hardware, ProbeError> {
         let cpuinfo = host.read("/proc/cpuinfo")?;
-        Ok(Sample::Hardware(Hardware {
+        Ok(Hardware {
             server_version: server_version(
                 &host
                     .read("/etc/os-release")
@@ -66,7 +67,33 @@ impl Probe for HardwareProbe {
             disk: disk_models(host),
             gfxcard: graphics_cards(host),
             memory: memory_modules(host),
-        }))
+        })
+    }
+}
+
+impl Reading for Hardware {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        let kinds = [
+            ("cpu", &self.cpu),
+            ("disk", &self.disk),
+            ("gfxcard", &self.gfxcard),
+            ("memory", &self.memory),
+        ];
+        out.gauge(
+            "opsplane_node_hardware_devices",
+            "Hardware inventory: devices per kind and model",
+            kinds.iter().flat_map(|(kind, inv)| {
+                inv.iter().map(move |(model, n)| {
+                    (
+                        vec![("kind", (*kind).to_owned()), ("model", model.clone())],
+                        *n as f64,
+                    )
+                })
+            }),
+        );
     }
 }
 

@@ -1,8 +1,13 @@
 //! Memory total and available from `/proc/meminfo` (seed 002 §二.3 `memory`).
 
-use super::{Probe, ProbeError, Sample, parse_u64, round1};
+use opsplane_resources::node_report;
+use serde_json::Value;
+
+use super::{Probe, ProbeError, Reading, parse_u64, round1, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 const FILE: &str = "/proc/meminfo";
 
@@ -29,20 +34,50 @@ impl MemInfo {
     pub fn utilization_rounded(&self) -> f64 {
         round1(self.utilization())
     }
+
+    /// The §四.1 report's `memory`.
+    pub fn report(&self) -> node_report::Memory {
+        node_report::Memory {
+            available: self.available,
+            total: self.total,
+            utilization: self.utilization_rounded(),
+        }
+    }
+}
+
+impl Reading for MemInfo {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self.report(), snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.gauge(
+            "opsplane_node_memory_total_bytes",
+            "Memory size",
+            [(vec![], self.total as f64)],
+        );
+        out.gauge(
+            "opsplane_node_memory_available_bytes",
+            "Memory available for new work (MemAvailable)",
+            [(vec![], self.available as f64)],
+        );
+        out.gauge(
+            "opsplane_node_memory_utilization_ratio",
+            "Used share of memory (0-1)",
+            [(vec![], self.utilization() / 100.0)],
+        );
+    }
 }
 
 /// Reads [`MemInfo`].
 pub struct MemoryProbe;
 
 impl Probe for MemoryProbe {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
+    type Reading = MemInfo;
     fn failure(&self) -> Failure {
         Failure::Memory
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
-        parse(&host.read(FILE)?).map(Sample::Memory)
+    fn collect(&self, host: &HostRoot) -> Result<MemInfo, ProbeError> {
+        parse(&host.read(FILE)?)
     }
 }
 

@@ -20,10 +20,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{Probe, ProbeError, Sample, first_fields};
+use super::{Probe, ProbeError, Reading, first_fields, with_utc};
 use crate::error::Failure;
 use crate::host::{HostRoot, Ipv4Assignment};
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 /// One NIC in the seed's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,13 +77,11 @@ const VIRTUAL_PREFIXES: &[&str] = &[
 ];
 
 impl Probe for NetworkProbe {
-    fn name(&self) -> &'static str {
-        "network"
-    }
+    type Reading = Nics;
     fn failure(&self) -> Failure {
         Failure::Network
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+    fn collect(&self, host: &HostRoot) -> Result<Nics, ProbeError> {
         std::fs::read_dir(host.path("/sys/class/net"))?;
         let addresses = host.ipv4_addresses()?;
         let routes = host.read("/proc/net/route").unwrap_or_default();
@@ -139,7 +140,42 @@ impl Probe for NetworkProbe {
                 },
             );
         }
-        Ok(Sample::Network(nics))
+        Ok(nics)
+    }
+}
+
+impl Reading for Nics {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.gauge(
+            "opsplane_node_network_up",
+            "1 when the physical NIC has carrier",
+            self.iter()
+                .map(|(d, n)| (vec![("device", d.clone())], f64::from(u8::from(n.stat)))),
+        );
+        out.gauge(
+            "opsplane_node_network_speed_bytes",
+            "Link speed of the physical NIC in bytes per second",
+            self.iter()
+                .map(|(d, n)| (vec![("device", d.clone())], n.speed as f64 * 125_000.0)),
+        );
+        out.gauge(
+            "opsplane_node_network_info",
+            "Addresses of the physical NIC",
+            self.iter().map(|(d, n)| {
+                (
+                    vec![
+                        ("device", d.clone()),
+                        ("address", n.mac.clone()),
+                        ("ip", n.ip.clone()),
+                        ("gateway", n.gateway.clone()),
+                    ],
+                    1.0,
+                )
+            }),
+        );
     }
 }
 
@@ -237,9 +273,12 @@ mod tests {
                 std::fs::create_dir_all(d.join("device")).unwrap();
             }
         };
-        let names = |probe: &NetworkProbe| match probe.collect(&host).unwrap() {
-            Sample::Network(nics) => nics.into_keys().collect::<Vec<_>>(),
-            other => panic!("{other:?}"),
+        let names = |probe: &NetworkProbe| {
+            probe
+                .collect(&host)
+                .unwrap()
+                .into_keys()
+                .collect::<Vec<_>>()
         };
         nic("eth0", true);
         nic("br0", false);

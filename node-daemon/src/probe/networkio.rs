@@ -3,38 +3,50 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+pub use opsplane_resources::node_report::NicCounters;
+use serde_json::Value;
 
-use super::{Probe, ProbeError, Sample, first_fields, parse_u64};
+use super::{Probe, ProbeError, Reading, first_fields, parse_u64, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 const FILE: &str = "/proc/net/dev";
 
-/// Bytes through one interface since it appeared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct NicCounters {
-    /// Bytes received.
-    pub bytes_recv: u64,
-    /// Bytes sent.
-    pub bytes_send: u64,
-}
-
-/// Counters by interface name.
+/// Counters by interface name; as the §四.1 report's `networkio` carries them.
 pub type NetworkIo = BTreeMap<String, NicCounters>;
 
 /// Reads [`NetworkIo`].
 pub struct NetworkIoProbe;
 
 impl Probe for NetworkIoProbe {
-    fn name(&self) -> &'static str {
-        "networkio"
-    }
+    type Reading = NetworkIo;
     fn failure(&self) -> Failure {
         Failure::Network
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
-        parse(&host.read(FILE)?).map(Sample::NetworkIo)
+    fn collect(&self, host: &HostRoot) -> Result<NetworkIo, ProbeError> {
+        parse(&host.read(FILE)?)
+    }
+}
+
+impl Reading for NetworkIo {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.counter(
+            "opsplane_node_network_receive_bytes_total",
+            "Bytes received by the interface",
+            self.iter()
+                .map(|(d, c)| (vec![("device", d.clone())], c.bytes_recv as f64)),
+        );
+        out.counter(
+            "opsplane_node_network_transmit_bytes_total",
+            "Bytes sent by the interface",
+            self.iter()
+                .map(|(d, c)| (vec![("device", d.clone())], c.bytes_send as f64)),
+        );
     }
 }
 

@@ -8,17 +8,21 @@
 //! `--service-interval` (10 s by default), not every cycle; the sampler reuses the last states
 //! in between.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Probe, ProbeError, Sample};
+use opsplane_resources::node_report::RUNNING;
+use serde_json::Value;
+
+use super::{Probe, ProbeError, ProbeSettings, Reading, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
-/// Service name → state.
-pub type Services = BTreeMap<String, String>;
+/// Service name → state; as the §四.2 report's `data` carries them.
+pub type Services = opsplane_resources::node_report::ServiceStates;
 
 /// How long one `systemctl show` may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,25 +37,50 @@ pub struct ServiceProbe {
     pub every: Duration,
 }
 
-impl Probe for ServiceProbe {
-    fn name(&self) -> &'static str {
-        "service"
+impl ServiceProbe {
+    /// The probe of the configured services.
+    pub fn new(settings: &ProbeSettings) -> Self {
+        Self {
+            services: settings.services.clone(),
+            systemctl: settings.systemctl.clone(),
+            every: settings.service_interval,
+        }
     }
+}
+
+impl Probe for ServiceProbe {
+    type Reading = Services;
     fn failure(&self) -> Failure {
         Failure::Services
     }
     fn refresh(&self) -> Option<Duration> {
         (!self.every.is_zero()).then_some(self.every)
     }
-    fn collect(&self, _host: &HostRoot) -> Result<Sample, ProbeError> {
+    fn collect(&self, _host: &HostRoot) -> Result<Services, ProbeError> {
         if self.services.is_empty() {
-            return Ok(Sample::Service(Services::new()));
+            return Ok(Services::new());
         }
         let output = self.show()?;
         let states = parse_show(&output, self.services.len())?;
-        Ok(Sample::Service(
-            self.services.iter().cloned().zip(states).collect(),
-        ))
+        Ok(self.services.iter().cloned().zip(states).collect())
+    }
+}
+
+impl Reading for Services {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.gauge(
+            "opsplane_node_service_running",
+            "1 when the configured service is running",
+            self.iter().map(|(s, st)| {
+                (
+                    vec![("service", s.clone()), ("state", st.clone())],
+                    f64::from(u8::from(st == RUNNING)),
+                )
+            }),
+        );
     }
 }
 

@@ -14,10 +14,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{Probe, ProbeError, Sample};
+use super::{Probe, ProbeError, Reading, with_utc};
 use crate::error::Failure;
 use crate::host::HostRoot;
+use crate::metrics::Exposition;
+use crate::sampler::Snapshot;
 
 /// A process first seen less than this ago has its command line read every cycle.
 pub const YOUNG: Duration = Duration::from_secs(10);
@@ -55,15 +58,26 @@ struct Verdicts {
 }
 
 impl Probe for VmProbe {
-    fn name(&self) -> &'static str {
-        "vm"
-    }
+    type Reading = VmCount;
     fn failure(&self) -> Failure {
         Failure::Vms
     }
-    fn collect(&self, host: &HostRoot) -> Result<Sample, ProbeError> {
+    fn collect(&self, host: &HostRoot) -> Result<VmCount, ProbeError> {
         let numbers = self.count(host, Instant::now())?;
-        Ok(Sample::Vm(VmCount { numbers }))
+        Ok(VmCount { numbers })
+    }
+}
+
+impl Reading for VmCount {
+    fn seed_data(&self, snapshot: &Snapshot) -> Result<Value, serde_json::Error> {
+        with_utc(self, snapshot.utc)
+    }
+    fn write_metrics(&self, _snapshot: &Snapshot, out: &mut Exposition<'_>) {
+        out.gauge(
+            "opsplane_node_vms_running",
+            "Running QEMU/KVM virtual machines",
+            [(vec![], self.numbers as f64)],
+        );
     }
 }
 

@@ -63,6 +63,11 @@ pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
     })
 }
 
+/// Eve's answer to a write that succeeded without a document to return.
+pub fn ok() -> Value {
+    json!({"_status": "OK"})
+}
+
 /// Eve's error body.
 pub fn error(code: u16, message: &str) -> Value {
     json!({"_status": "ERR", "_error": {"code": code, "message": message}})

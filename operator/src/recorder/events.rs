@@ -1,0 +1,373 @@
+//! Request events of the ingestion endpoint (`POST /monitoring/api/ingest/`): their checks and
+//! what they become — request samples per touched resource, exception records for errors, and
+//! the services (with their type and host) they name. No I/O here.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use opsplane_store::ExceptionRecord;
+use opsplane_store::catalog;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{FailedRequest, Named, RecordError, now_ms};
+
+/// One request event of the ingestion endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestEvent {
+    /// Name of the service that handled the request.
+    pub service: String,
+    /// Its type (default `application`).
+    #[serde(default)]
+    pub service_type: Option<String>,
+    /// Host the service runs on.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// When: RFC 3339 / seed 001 timestamp, or seconds since the epoch; default now.
+    #[serde(default)]
+    pub time: Option<Value>,
+    /// HTTP method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Response status code.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Response time in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<f64>,
+    /// Response size in bytes.
+    #[serde(default)]
+    pub size: Option<f64>,
+    /// Client address.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Client user agent.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// User tracking id (`request.users`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Event type (seed 001 names such as `view`, `download`; default `other`).
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// Resources the request touched.
+    #[serde(default)]
+    pub resources: Vec<ResourceRef>,
+    /// An error raised while handling it: becomes an exception record.
+    #[serde(default)]
+    pub error: Option<ErrorInfo>,
+}
+
+/// A resource named by an event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRef {
+    /// Resource type (`url`, `instance`, ... or your own).
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// Resource name.
+    pub name: String,
+}
+
+/// An application error attached to an event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorInfo {
+    /// Class of the error.
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// Message.
+    #[serde(default)]
+    pub message: String,
+    /// Details such as a stack trace.
+    #[serde(default)]
+    pub data: String,
+}
+
+fn event_time_ms(value: &Option<Value>, now: i64) -> Result<i64, String> {
+    match value {
+        None | Some(Value::Null) => Ok(now),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e11)
+            .map(|s| (s * 1000.0) as i64)
+            .ok_or_else(|| format!("time: {n} is not seconds since the epoch")),
+        Some(Value::String(s)) => {
+            opsplane_store::query::parse_time("time", s).map_err(|e| e.reason)
+        }
+        Some(other) => Err(format!("time: {other} is neither a timestamp nor seconds")),
+    }
+}
+
+/// Checks every event of a batch and returns each one's time in milliseconds (`now_ms` for
+/// events without one); the first bad event refuses the whole batch.
+pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
+    let now = now_ms();
+    let mut times = Vec::with_capacity(events.len());
+    for (index, e) in events.iter().enumerate() {
+        let bad = |message: String| RecordError::BadEvent { index, message };
+        if e.service.trim().is_empty() || e.service.len() > 253 {
+            return Err(bad(
+                "service: must be a non-empty name of at most 253 characters".into(),
+            ));
+        }
+        if let Some(t) = &e.event_type
+            && catalog::event_type(t).is_none_or(|d| d.machine || t == "all")
+        {
+            return Err(bad(format!(
+                "event_type: {t:?} is not a request event type (see /monitoring/api/event_types/?ows_service=false)"
+            )));
+        }
+        for (field, v) in [("duration_ms", e.duration_ms), ("size", e.size)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(bad(format!("{field}: must be a non-negative number")));
+            }
+        }
+        if let Some(s) = e.status
+            && !(100..=599).contains(&s)
+        {
+            return Err(bad(format!("status: {s} is not an HTTP status code")));
+        }
+        times.push(event_time_ms(&e.time, now).map_err(bad)?);
+    }
+    Ok(times)
+}
+
+/// The request samples of checked events (`times` from [`event_times`]): per event and per
+/// resource it touched (or once without one), `request.count` and a sample for each fact the
+/// event carries.
+pub fn event_samples<'a>(events: &'a [RequestEvent], times: &[i64]) -> Vec<Named<'a>> {
+    let mut named = Vec::with_capacity(events.len() * 9);
+    for (e, ms) in events.iter().zip(times) {
+        let ts = ms.div_euclid(1000);
+        let event_type = e.event_type.as_deref().unwrap_or("other");
+        let resources: Vec<Option<(&str, &str)>> = if e.resources.is_empty() {
+            vec![None]
+        } else {
+            e.resources
+                .iter()
+                .map(|r| Some((r.resource_type.as_str(), r.name.as_str())))
+                .collect()
+        };
+        for resource in resources {
+            let mut push = |metric: &'static str, label: Option<Cow<'a, str>>, value: f64| {
+                named.push(Named {
+                    metric,
+                    service: e.service.as_str().into(),
+                    resource: resource.map(|(t, n)| (t.into(), n.into())),
+                    label,
+                    event_type: Some(event_type.into()),
+                    ts,
+                    value,
+                });
+            };
+            push("request.count", None, 1.0);
+            for (metric, label) in [
+                ("request.ip", &e.ip),
+                ("request.ua", &e.user_agent),
+                ("request.path", &e.path),
+                ("request.method", &e.method),
+                ("request.users", &e.user),
+            ] {
+                if let Some(label) = label {
+                    push(metric, Some(label.as_str().into()), 1.0);
+                }
+            }
+            if let Some(d) = e.duration_ms {
+                push("response.time", None, d);
+            }
+            if let Some(s) = e.size {
+                push("response.size", None, s);
+            }
+            if let Some(s) = e.status {
+                push("response.status", Some(s.to_string().into()), 1.0);
+            }
+            if e.error.is_some() || e.status.is_some_and(|s| s >= 500) {
+                push("response.error.count", None, 1.0);
+            }
+        }
+    }
+    named
+}
+
+/// An exception record for every event with an error.
+pub fn event_exceptions(events: &[RequestEvent], times: &[i64]) -> Vec<ExceptionRecord> {
+    events
+        .iter()
+        .zip(times)
+        .filter_map(|(e, ms)| {
+            let err = e.error.as_ref()?;
+            let request = FailedRequest {
+                event_type: e.event_type.as_deref(),
+                ip: e.ip.as_deref(),
+                user_agent: e.user_agent.as_deref(),
+                path: e.path.as_deref(),
+                host: e.host.as_deref(),
+                method: e.method.as_deref(),
+                created_ms: *ms,
+                status: e.status,
+                time: e.duration_ms.into(),
+                size: e.size,
+                resources: e
+                    .resources
+                    .iter()
+                    .map(|r| (r.resource_type.as_str(), r.name.as_str()))
+                    .collect(),
+            };
+            Some(ExceptionRecord {
+                id: 0,
+                error_type: err.error_type.clone(),
+                error_message: if err.message.is_empty() {
+                    err.error_type.clone()
+                } else {
+                    err.message.clone()
+                },
+                error_data: err.data.clone(),
+                service: e.service.clone(),
+                service_type: e
+                    .service_type
+                    .clone()
+                    .unwrap_or_else(|| "application".into()),
+                created_ms: *ms,
+                request: request.to_json(),
+            })
+        })
+        .collect()
+}
+
+/// The services a batch names, each with the type and host of its last event.
+pub fn event_services(events: &[RequestEvent]) -> HashMap<&str, (&str, Option<&str>)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.service.as_str(),
+                (
+                    e.service_type.as_deref().unwrap_or("application"),
+                    e.host.as_deref(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(value: Value) -> RequestEvent {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_event_becomes_one_sample_per_fact_and_resource() {
+        let events = [event(json!({
+            "service": "shop", "time": 120, "method": "GET", "path": "/a", "status": 503,
+            "duration_ms": 20.0, "ip": "192.0.2.1",
+            "resources": [{"type": "url", "name": "/a"}, {"type": "layer", "name": "roads"}],
+        }))];
+        let times = event_times(&events).unwrap();
+        assert_eq!(times, [120_000]);
+        let named = event_samples(&events, &times);
+        let metrics: Vec<_> = named.iter().map(|n| n.metric).collect();
+        let one = [
+            "request.count",
+            "request.ip",
+            "request.path",
+            "request.method",
+            "response.time",
+            "response.status",
+            "response.error.count",
+        ];
+        assert_eq!(metrics, [one, one].concat(), "once per resource");
+        assert!(
+            named
+                .iter()
+                .all(|n| n.ts == 120 && n.event_type.as_deref() == Some("other"))
+        );
+        assert_eq!(named[7].resource, Some(("layer".into(), "roads".into())));
+        assert_eq!(named[5].label.as_deref(), Some("503"));
+        assert!(
+            event_exceptions(&events, &times).is_empty(),
+            "no error given"
+        );
+    }
+
+    #[test]
+    fn a_bad_event_refuses_the_batch_and_names_its_index() {
+        let good = json!({"service": "shop"});
+        for (bad, field) in [
+            (json!({"service": " "}), "service"),
+            (json!({"service": "s", "event_type": "all"}), "event_type"),
+            (json!({"service": "s", "size": -1.0}), "size"),
+            (json!({"service": "s", "status": 99}), "status"),
+            (
+                json!({"service": "s", "time": "yesterday"}),
+                "\"yesterday\" is not a date",
+            ),
+            (json!({"service": "s", "time": true}), "time"),
+        ] {
+            let events = [event(good.clone()), event(bad.clone())];
+            match event_times(&events) {
+                Err(RecordError::BadEvent { index, message }) => {
+                    assert_eq!(index, 1, "{bad}");
+                    assert!(message.starts_with(field), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_becomes_an_exception_with_the_seed_request_shape() {
+        let events = [event(json!({
+            "service": "shop", "service_type": "web", "host": "h1", "time": 60, "method": "POST",
+            "path": "/pay", "status": 500, "duration_ms": 12.5, "user_agent": "curl",
+            "error": {"type": "ValueError", "data": "trace"},
+            "resources": [{"type": "url", "name": "/pay"}],
+        }))];
+        let times = event_times(&events).unwrap();
+        let exceptions = event_exceptions(&events, &times);
+        assert_eq!(exceptions.len(), 1);
+        let x = &exceptions[0];
+        assert_eq!(
+            (
+                x.error_type.as_str(),
+                x.error_message.as_str(),
+                x.error_data.as_str()
+            ),
+            ("ValueError", "ValueError", "trace"),
+            "the message defaults to the type"
+        );
+        assert_eq!((x.service_type.as_str(), x.created_ms), ("web", 60_000));
+        assert_eq!(
+            x.request,
+            json!({
+                "event_type": null,
+                "client": {"ip": null, "user_agent": "curl", "user_agent_family": null,
+                           "position": {"lat": null, "lon": null, "country": null, "city": null}},
+                "request": {"path": "/pay", "host": "h1", "method": "POST",
+                            "created": opsplane_store::query::format_time(60_000)},
+                "response": {"status": 500, "time": 12.5, "type": null, "size": null},
+                "resources": [{"type": "url", "name": "/pay"}],
+            })
+        );
+    }
+
+    #[test]
+    fn the_last_event_of_a_service_gives_its_type_and_host() {
+        let events = [
+            event(json!({"service": "a", "host": "h1"})),
+            event(json!({"service": "b", "service_type": "db"})),
+            event(json!({"service": "a", "host": "h2"})),
+        ];
+        let services = event_services(&events);
+        assert_eq!(services["a"], ("application", Some("h2")));
+        assert_eq!(services["b"], ("db", None));
+    }
+}

@@ -1,0 +1,347 @@
+//! Turns what opsplane observes into store samples and exception records: node reports
+//! (seed 002 §四), MonitoredService check results, and request events posted to the ingestion
+//! endpoint. The metric names, types and labels are those of `opsplane_store::catalog`.
+//!
+//! Each observation is mapped to [`Named`] samples, registry attributes and exception records
+//! by pure functions — [`node_report`](self::node_report), [`checks`](self::checks),
+//! [`events`](self::events), each tested on its own — and [`Recorder`] only does the store
+//! reads and writes around them: it reads what the mapping needs (a host's kept counters),
+//! resolves names to ids and writes.
+
+mod checks;
+mod events;
+mod node_report;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use opsplane_resources::node_report::NodeReport;
+use opsplane_store::catalog::{self, MetricType};
+use opsplane_store::model::resource_key;
+use opsplane_store::{Kind, Sample, SeriesKey, Store, StoreError};
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+use crate::check::InstanceResult;
+
+pub use events::RequestEvent;
+
+/// Records observations into the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    store: Arc<dyn Store>,
+    /// Registry ids never change, so every replica may cache them forever.
+    ids: Arc<RwLock<HashMap<(Kind, String), u32>>>,
+    /// Service attributes this process last wrote from events, so a steady stream of events
+    /// does not rewrite the same registry entry with every batch.
+    event_services: Arc<RwLock<HashMap<String, (String, String)>>>,
+}
+
+/// A sample before its names are resolved to ids.
+struct Named<'a> {
+    metric: &'static str,
+    service: Cow<'a, str>,
+    resource: Option<(Cow<'a, str>, Cow<'a, str>)>,
+    label: Option<Cow<'a, str>>,
+    event_type: Option<Cow<'a, str>>,
+    ts: i64,
+    value: f64,
+}
+
+/// Why an event batch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// An event is malformed; nothing of the batch was written.
+    #[error("event {index}: {message}")]
+    BadEvent {
+        /// Position in the batch, from 0.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// The request an exception record belongs to, in the seed 001 exception's `request` shape;
+/// both failed checks and request events with an error fill it.
+struct FailedRequest<'a> {
+    event_type: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    path: Option<&'a str>,
+    host: Option<&'a str>,
+    method: Option<&'a str>,
+    created_ms: i64,
+    status: Option<u16>,
+    /// Response time in milliseconds, as the observation has it (an event's as sent, a
+    /// check's rounded to an integer).
+    time: Value,
+    size: Option<f64>,
+    /// `(type, name)` of the resources the request touched.
+    resources: Vec<(&'a str, &'a str)>,
+}
+
+impl FailedRequest<'_> {
+    fn to_json(&self) -> Value {
+        json!({
+            "event_type": self.event_type,
+            "client": {"ip": self.ip, "user_agent": self.user_agent, "user_agent_family": null,
+                       "position": {"lat": null, "lon": null, "country": null, "city": null}},
+            "request": {"path": self.path, "host": self.host, "method": self.method,
+                        "created": opsplane_store::query::format_time(self.created_ms)},
+            "response": {"status": self.status, "time": self.time, "type": null, "size": self.size},
+            "resources": self.resources.iter()
+                .map(|(kind, name)| json!({"type": kind, "name": name}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Recorder {
+    /// A recorder over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Recorder {
+        Recorder {
+            store,
+            ids: Default::default(),
+            event_services: Default::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The id of an existing entry, without creating it.
+    pub async fn existing_id(&self, kind: Kind, name: &str) -> Result<Option<u32>, StoreError> {
+        if let Some(id) = self.ids.read().await.get(&(kind, name.to_string())) {
+            return Ok(Some(*id));
+        }
+        let id = self.store.entry(kind, name).await?.map(|e| e.id);
+        if let Some(id) = id {
+            self.ids.write().await.insert((kind, name.to_string()), id);
+        }
+        Ok(id)
+    }
+
+    async fn write(&self, named: &[Named<'_>]) -> Result<(), StoreError> {
+        // Resolve every distinct name once per batch.
+        let mut wanted: HashMap<(Kind, String), u32> = HashMap::new();
+        for n in named {
+            wanted.insert((Kind::Metric, n.metric.to_string()), 0);
+            wanted.insert((Kind::Service, n.service.to_string()), 0);
+            if let Some((t, r)) = &n.resource {
+                wanted.insert((Kind::Resource, resource_key(t, r)), 0);
+            }
+            let label = n.label.as_deref().unwrap_or_else(|| {
+                catalog::default_label(
+                    catalog::metric(n.metric).map_or(MetricType::Value, |d| d.kind),
+                )
+            });
+            wanted.insert((Kind::Label, label.to_string()), 0);
+            if let Some(e) = &n.event_type {
+                wanted.insert((Kind::EventType, e.to_string()), 0);
+            }
+        }
+        {
+            let cache = self.ids.read().await;
+            for (k, v) in wanted.iter_mut() {
+                if let Some(id) = cache.get(k) {
+                    *v = *id;
+                }
+            }
+        }
+        for kind in Kind::ALL {
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|((k, _), id)| *k == kind && **id == 0)
+                .map(|((_, n), _)| n.clone())
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let refs: Vec<&str> = missing.iter().map(String::as_str).collect();
+            let ids = self.store.ids(kind, &refs).await?;
+            let mut cache = self.ids.write().await;
+            for (name, id) in missing.into_iter().zip(ids) {
+                cache.insert((kind, name.clone()), id);
+                wanted.insert((kind, name), id);
+            }
+        }
+        let get = |k: Kind, n: &str| wanted.get(&(k, n.to_string())).copied().unwrap_or(0);
+        let samples: Vec<Sample> = named
+            .iter()
+            .map(|n| {
+                let kind = catalog::metric(n.metric).map_or(MetricType::Value, |d| d.kind);
+                Sample {
+                    key: SeriesKey {
+                        metric: get(Kind::Metric, n.metric),
+                        service: get(Kind::Service, &n.service),
+                        resource: n
+                            .resource
+                            .as_ref()
+                            .map_or(0, |(t, r)| get(Kind::Resource, &resource_key(t, r))),
+                        label: get(
+                            Kind::Label,
+                            n.label
+                                .as_deref()
+                                .unwrap_or_else(|| catalog::default_label(kind)),
+                        ),
+                        event_type: n
+                            .event_type
+                            .as_deref()
+                            .map_or(0, |e| get(Kind::EventType, e)),
+                    },
+                    ts: n.ts,
+                    value: n.value,
+                }
+            })
+            .collect();
+        self.store.ingest(&samples).await
+    }
+
+    /// Availability of a checked service over the last 24 hours, in percent: passing instance
+    /// checks over all instance checks (`check.up`), from the hour roll-ups and this hour's
+    /// minutes. `None` before the first recorded check.
+    pub async fn availability(&self, service: &str) -> Result<Option<f64>, StoreError> {
+        let (Some(metric), Some(id)) = (
+            self.existing_id(Kind::Metric, "check.up").await?,
+            self.existing_id(Kind::Service, service).await?,
+        ) else {
+            return Ok(None);
+        };
+        let now = now_ms().div_euclid(1000);
+        let hour = now.div_euclid(3600) * 3600;
+        let filter = opsplane_store::SeriesFilter {
+            services: Some(vec![id]),
+            ..Default::default()
+        };
+        let mut rows = self
+            .store
+            .buckets(
+                metric,
+                opsplane_store::Resolution::Hour,
+                hour - 23 * 3600,
+                hour,
+                &filter,
+            )
+            .await?;
+        rows.extend(
+            self.store
+                .buckets(
+                    metric,
+                    opsplane_store::Resolution::Minute,
+                    hour,
+                    now + 60,
+                    &filter,
+                )
+                .await?,
+        );
+        let samples: u64 = rows.iter().map(|r| r.agg.samples).sum();
+        let up: f64 = rows.iter().map(|r| r.agg.sum).sum();
+        Ok((samples > 0).then(|| 100.0 * up / samples as f64))
+    }
+
+    /// Records one round of checks of a MonitoredService (see [`checks`](self::checks)) and
+    /// keeps the service in the registry (type, host, check_interval, last_check).
+    pub async fn checks(
+        &self,
+        service: &str,
+        service_type: &str,
+        check_interval_secs: u64,
+        probe: &str,
+        results: &[InstanceResult],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let event_type = format!("check:{probe}");
+        let named = checks::check_samples(service, &event_type, results, now.div_euclid(1000));
+        self.write(&named).await?;
+        let attrs = checks::check_service_attrs(service_type, check_interval_secs, results, now);
+        self.store.upsert(Kind::Service, service, &attrs).await?;
+        for x in checks::check_exceptions(service, service_type, probe, results, now) {
+            self.store.add_exception(&x).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a node report (see [`node_report`](self::node_report)): host metrics or service
+    /// states of the service `host:<hostname>`, the registry entries of that service and of
+    /// the host, and the host's counters for the next report's deltas.
+    pub async fn node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
+        let previous = self
+            .store
+            .entry(Kind::Host, &report.hostname)
+            .await?
+            .map(|e| node_report::Counters::from_host_attrs(&e.attrs))
+            .unwrap_or_default();
+        let service = node_report::host_service(&report.hostname);
+        let (named, counters) = node_report::report_samples(report, &service, &previous);
+        self.write(&named).await?;
+        let service_attrs = node_report::service_attrs(report, &previous);
+        self.store
+            .upsert(Kind::Service, &service, &service_attrs)
+            .await?;
+        let host_attrs = node_report::host_attrs(report, &counters);
+        self.store
+            .upsert(Kind::Host, &report.hostname, &host_attrs)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a batch of request events (see [`events`](self::events)); all or nothing.
+    /// Returns how many samples and exceptions were written.
+    pub async fn events(&self, events: &[RequestEvent]) -> Result<(usize, usize), RecordError> {
+        let times = events::event_times(events)?;
+        let named = events::event_samples(events, &times);
+        let exceptions = events::event_exceptions(events, &times);
+        self.write(&named).await?;
+        for (name, (service_type, host)) in events::event_services(events) {
+            let attrs = (service_type.to_string(), host.unwrap_or("").to_string());
+            if self.event_services.read().await.get(name) == Some(&attrs) {
+                continue;
+            }
+            self.store
+                .upsert(
+                    Kind::Service,
+                    name,
+                    &json!({"type": service_type, "host": host.unwrap_or("")}),
+                )
+                .await?;
+            if let Some(h) = host.filter(|h| !h.is_empty()) {
+                self.store.upsert(Kind::Host, h, &json!({})).await?;
+            }
+            self.event_services
+                .write()
+                .await
+                .insert(name.to_string(), attrs);
+        }
+        for x in &exceptions {
+            self.store.add_exception(x).await?;
+        }
+        Ok((named.len(), exceptions.len()))
+    }
+}
+
+/// The host part of `host:port`.
+fn host_of(address: &str) -> String {
+    let a = address
+        .split("://")
+        .nth(1)
+        .unwrap_or(address)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match a.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => {
+            h.trim_matches(['[', ']']).to_string()
+        }
+        _ => a.to_string(),
+    }
+}
