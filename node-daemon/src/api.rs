@@ -11,7 +11,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use opsplane_serve::auth::{Access, Need};
 use opsplane_serve::bearer::{self, BearerToken};
+use opsplane_serve::guard::Rule;
 use prometheus::Registry;
 use serde_json::Value;
 
@@ -36,6 +38,57 @@ pub struct AppState {
     pub limits: Limits,
     /// The task runner (seed 002 §三, §五, §二.12–15; TimerHandler included).
     pub tasks: Arc<Runner>,
+}
+
+/// The permission of every node API route (the guard of `opsplane_serve` refuses what no
+/// rule declares): health and metrics are open for the kubelet and Prometheus; every
+/// `/api/v1/monitor/<name>` method needs the node's token (admin). Methods other than POST
+/// are declared so the seed's own 405 answer (code 30006) reaches the client.
+pub fn rules() -> Vec<Rule> {
+    let node = |method: Method| {
+        Rule::new(
+            method,
+            "/api/v1/monitor/{*name}",
+            Access::new(Need::Admin, "nodes", "create"),
+        )
+    };
+    let mut rules = vec![
+        Rule::new(
+            Method::GET,
+            "/healthz",
+            Access::new(Need::Public, "health", "get"),
+        ),
+        Rule::new(
+            Method::GET,
+            "/metrics",
+            Access::new(Need::Public, "metrics", "get"),
+        ),
+    ];
+    rules.extend(
+        [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ]
+        .map(node),
+    );
+    rules
+}
+
+/// The seed 002 envelope for what the layers answer before a handler (401, 429, timeouts).
+pub fn layer_envelope(status: axum::http::StatusCode, msg: &str) -> Response {
+    use axum::http::StatusCode;
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            envelope::failure(status, 10001, &format!("登录失败: {msg}"))
+        }
+        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => {
+            envelope::failure(status, 30006, msg)
+        }
+        _ => envelope::failure(status, 99999, &format!("系统异常，请稍后重试: {msg}")),
+    }
 }
 
 /// The daemon's HTTP routes.

@@ -27,6 +27,10 @@ pub struct Cli {
     /// Log line format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(long, env = "OPSPLANE_LOG_FORMAT", value_enum, default_value_t = opsplane_serve::logging::LogFormat::Text)]
     pub log_format: opsplane_serve::logging::LogFormat,
+    /// Rate limits of the node API, `METHOD=COUNT/WINDOW,...` per client and method (`off`:
+    /// none). The password check keeps its own, stricter limit.
+    #[arg(long, env = "OPSPLANE_RATE_LIMIT", default_value = opsplane_serve::ratelimit::DEFAULT_RULES)]
+    pub rate_limit: String,
     /// Longest a node API request may take before it is answered with 503 (code 99999).
     #[arg(long, env = "OPSPLANE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

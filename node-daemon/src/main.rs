@@ -9,7 +9,6 @@ use prometheus::Registry;
 
 use opsplane_node_daemon::api::{self, AppState};
 use opsplane_node_daemon::config::Cli;
-use opsplane_node_daemon::envelope;
 use opsplane_node_daemon::host::HostRoot;
 use opsplane_node_daemon::metrics::{self, ProbeMetrics};
 use opsplane_node_daemon::monitor::Limits;
@@ -18,8 +17,11 @@ use opsplane_node_daemon::reporter::{Reporter, ReporterConfig, TimerState};
 use opsplane_node_daemon::sampler::Sampler;
 use opsplane_node_daemon::task::{self, Runner, SystemClock};
 use opsplane_node_daemon::watch;
+use opsplane_serve::auth::{Auth, Credentials, Role};
+use opsplane_serve::guard::Guard;
 use opsplane_serve::logging;
 use opsplane_serve::observe::{self, Api, RequestMetrics};
+use opsplane_serve::ratelimit::{self, Counter, MemoryCounter};
 use opsplane_serve::shutdown::shutdown_signal;
 
 #[tokio::main]
@@ -121,12 +123,31 @@ async fn main() -> anyhow::Result<()> {
         (true, None) => anyhow::bail!("--node-tasks on needs --node-name (NODE_NAME)"),
         (false, _) => None,
     };
+    // Without a token there is no credential to check: the handlers refuse every request
+    // themselves, saying that no token is configured.
+    let guard = match &token {
+        Some(token) => {
+            let mut credentials = Credentials::default();
+            credentials.add_token("node-api", Role::Admin, token.expose());
+            let limits = ratelimit::Limits::parse(&cli.rate_limit)
+                .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+            let counter: Arc<dyn Counter> = Arc::new(MemoryCounter::default());
+            let guard = Guard::new(
+                Auth::new(credentials, None, false),
+                limits,
+                Some(counter),
+                &registry,
+            )?;
+            Some((guard, api::rules().into()))
+        }
+        None => None,
+    };
     let http = Api {
         name: "node",
         metrics: RequestMetrics::register(&registry)?,
         timeout: cli.request_timeout,
-        envelope: |status, msg| envelope::failure(status, 99999, msg),
-        guard: None,
+        envelope: api::layer_envelope,
+        guard,
     };
     let state = Arc::new(AppState {
         tasks,

@@ -24,6 +24,16 @@ fn start(extra: &[&str]) -> Daemon {
 
 /// Sends a raw HTTP/1.1 request; returns status and body.
 fn request(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    let (status, response) = exchange(addr, method, path, auth, body);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends a raw HTTP/1.1 request; returns status and the whole response, head included.
+fn exchange(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -40,11 +50,7 @@ fn request(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str)
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    (status, response)
 }
 
 fn post(d: &Daemon, endpoint: &str, body: &str) -> (u16, Value) {
@@ -314,4 +320,36 @@ fn resource_statis_and_metrics_report_the_live_host() {
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
+}
+
+#[test]
+fn node_api_is_rate_limited_per_client_and_method() {
+    let d = start(&["--rate-limit", "POST=3/1m"]);
+    let bearer = format!("Bearer {TOKEN}");
+    for n in 1..=3u64 {
+        let (status, response) = exchange(&d.addr, "POST", "/api/v1/monitor/vm", Some(&bearer), "");
+        assert_eq!(status, 200, "{response}");
+        let head = response.to_ascii_lowercase();
+        assert!(head.contains("x-ratelimit-limit: 3"), "{response}");
+        assert!(
+            head.contains(&format!("x-ratelimit-remaining: {}", 3 - n)),
+            "{response}"
+        );
+        assert!(head.contains("x-ratelimit-reset: "), "{response}");
+    }
+    let (status, response) = exchange(&d.addr, "POST", "/api/v1/monitor/vm", Some(&bearer), "");
+    assert_eq!(status, 429, "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: "),
+        "{response}"
+    );
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["code"], 99999, "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("rate limit exceeded"),
+        "{v}"
+    );
+    // Health is never limited nor authenticated.
+    assert_eq!(request(&d.addr, "GET", "/healthz", None, "").0, 200);
 }
