@@ -164,6 +164,9 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 ";
 
+/// Longest a Redis connect or command may take.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn now_secs() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -182,7 +185,14 @@ impl RedisStore {
         retention: Retention,
     ) -> Result<RedisStore> {
         let client = ::redis::Client::open(url)?;
-        let conn = client.get_connection_manager().await?;
+        // Bounded waits: while Redis is down a request fails within about a second instead of
+        // waiting on reconnects (callers answer 503 and the rate limiter applies its policy).
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(std::time::Duration::from_millis(200));
+        let conn = client.get_connection_manager_with_config(config).await?;
         Ok(RedisStore {
             conn,
             prefix: prefix.to_string(),

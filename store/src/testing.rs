@@ -18,6 +18,11 @@ impl RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        RedisServer::start_on(dir, port)
+    }
+
+    /// Starts `redis-server` on `port` (a restart after [`RedisServer::stop`]).
+    pub fn start_on(dir: &Path, port: u16) -> std::io::Result<RedisServer> {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
@@ -38,6 +43,12 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
+    }
+
+    /// Kills the server (an outage); its port stays free for [`RedisServer::start_on`].
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Its port.

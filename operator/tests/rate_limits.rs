@@ -1,0 +1,271 @@
+//! Authentication and rate limits of the real binary over real TCP: two operator processes
+//! sharing one real redis-server enforce one limit; a Redis outage fails open or closed as
+//! configured and the limits come back with Redis; failed logins are limited per client
+//! address; no credential ever reaches the log or `/metrics`.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opsplane_store::testing::RedisServer;
+
+const TOKEN: &str = "rate-limit-admin-token-0123";
+
+struct Operator {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A standalone operator with `args`, its store in Redis when `redis` is given, stderr in
+/// `dir/stderr.log`.
+fn start(dir: &Path, redis: Option<&str>, args: &[&str]) -> Operator {
+    let config = dir.join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
+    command
+        .args(["standalone", "--listen", &addr.to_string(), "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .env_remove("OPSPLANE_REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+    if let Some(url) = redis {
+        command.env("OPSPLANE_REDIS_URL", url);
+    }
+    let child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "operator did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Operator { child, addr }
+}
+
+/// `(status, whole response)` of a GET from source address `from` (any loopback address).
+fn get_from(from: IpAddr, addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = auth
+        .map(|a| format!("authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    (response[9..12].parse().unwrap(), response)
+}
+
+fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    get_from("127.0.0.1".parse().unwrap(), addr, path, auth)
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+/// Waits until the current `window`-second window has at least `margin` seconds left, so a
+/// burst is counted in one window.
+fn inside_one_window(window: u64, margin: u64) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if window - now % window > margin {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_operators_sharing_redis_enforce_one_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let limit = ["--rate-limit", "GET=10/1h"];
+    let a = start(&a_dir, Some(&redis.url()), &limit);
+    let b = start(&b_dir, Some(&redis.url()), &limit);
+    inside_one_window(3600, 30);
+    let addrs = [a.addr, b.addr];
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                let addr = addrs[i % 2];
+                s.spawn(move || get(addr, "/api/v1/services", Some(&bearer())).0)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (passed, limited),
+        (10, 20),
+        "30 requests over two processes, one limit of 10: {statuses:?}"
+    );
+    let (status, response) = get(b.addr, "/api/v1/services", Some(&bearer()));
+    assert_eq!(status, 429);
+    let head = response.to_ascii_lowercase();
+    assert!(head.contains("x-ratelimit-limit: 10"), "{response}");
+    assert!(head.contains("x-ratelimit-remaining: 0"), "{response}");
+    assert!(head.contains("retry-after: "), "{response}");
+    assert!(
+        response.contains("\"_status\":\"ERR\""),
+        "429 in Eve's envelope: {response}"
+    );
+}
+
+#[test]
+fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let port = redis.port();
+    let url = redis.url();
+    let (open_dir, closed_dir) = (dir.path().join("open"), dir.path().join("closed"));
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::create_dir_all(&closed_dir).unwrap();
+    let open = start(&open_dir, Some(&url), &["--rate-limit", "GET=1000/1h"]);
+    let closed = start(
+        &closed_dir,
+        Some(&url),
+        &[
+            "--rate-limit",
+            "GET=1000/1h",
+            "--rate-limit-on-error",
+            "closed",
+        ],
+    );
+    for op in [&open, &closed] {
+        let (status, response) = get(op.addr, "/api/v1/services", Some(&bearer()));
+        assert_eq!(status, 200, "{response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("x-ratelimit-remaining")
+        );
+    }
+
+    redis.stop();
+    let started = Instant::now();
+    let (status, response) = get(open.addr, "/api/v1/services", Some(&bearer()));
+    assert_eq!(status, 200, "fail open serves: {response}");
+    assert!(
+        !response
+            .to_ascii_lowercase()
+            .contains("x-ratelimit-remaining"),
+        "nothing was counted, so no counts are claimed: {response}"
+    );
+    let (status, response) = get(closed.addr, "/api/v1/services", Some(&bearer()));
+    assert_eq!(status, 503, "fail closed refuses: {response}");
+    assert!(response.contains("rate limiter"), "{response}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "an unreachable Redis must not hold requests: {:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = get(open.addr, "/metrics", None);
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("opsplane_ratelimit_errors_total "))
+        .unwrap_or_else(|| panic!("no opsplane_ratelimit_errors_total in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(errors >= 1.0, "{errors}");
+
+    let _redis = RedisServer::start_on(dir.path(), port).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for op in [&open, &closed] {
+        loop {
+            let (status, response) = get(op.addr, "/api/v1/services", Some(&bearer()));
+            if status == 200
+                && response
+                    .to_ascii_lowercase()
+                    .contains("x-ratelimit-remaining")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "limits did not come back with Redis: {response}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn failed_logins_are_limited_per_client_address_and_secrets_stay_out_of_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = start(
+        dir.path(),
+        None,
+        &["--auth-failure-limit", "3/1h", "--log", "debug"],
+    );
+    inside_one_window(3600, 30);
+    let attacker: IpAddr = "127.0.0.2".parse().unwrap();
+    let other: IpAddr = "127.0.0.3".parse().unwrap();
+    let wrong = "Bearer guess-number-one-secret";
+    for _ in 0..3 {
+        assert_eq!(
+            get_from(attacker, op.addr, "/api/v1/services", Some(wrong)).0,
+            401
+        );
+    }
+    let (status, response) = get_from(attacker, op.addr, "/api/v1/services", Some(wrong));
+    assert_eq!(status, 429, "{response}");
+    // Once blocked, even the right token is not checked from that address...
+    let (status, _) = get_from(attacker, op.addr, "/api/v1/services", Some(&bearer()));
+    assert_eq!(status, 429);
+    // ...while another address is served.
+    assert_eq!(
+        get_from(other, op.addr, "/api/v1/services", Some(&bearer())).0,
+        200
+    );
+
+    let (_, metrics) = get(op.addr, "/metrics", None);
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    for secret in [TOKEN, "guess-number-one-secret"] {
+        assert!(!log.contains(secret), "a credential in the log:\n{log}");
+        assert!(!metrics.contains(secret), "a credential in /metrics");
+    }
+    assert!(
+        metrics.contains(r#"opsplane_http_refused_total{api="eve",reason="blocked"}"#),
+        "{metrics}"
+    );
+}
