@@ -41,6 +41,10 @@ pub struct Cli {
     /// File holding the bearer token (a mounted Secret); used when --token is not given.
     #[arg(long, env = "OPSPLANE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Bearer token sent with reports (the operator's report token, role reporter: it may
+    /// only post reports). Default: the node API token.
+    #[arg(long, env = "OPSPLANE_REPORT_TOKEN", hide_env_values = true)]
+    pub report_token: Option<String>,
     /// How often the probes sample the host (100ms to 30s).
     #[arg(long, env = "OPSPLANE_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub sample_interval: Duration,

@@ -35,6 +35,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let token = cli.resolve_token()?;
+    let report_token = match cli.report_token.as_deref() {
+        Some(raw) => Some(
+            opsplane_serve::bearer::BearerToken::from_config(raw)
+                .map_err(|_| anyhow::anyhow!("--report-token / OPSPLANE_REPORT_TOKEN is empty"))?
+                .expose()
+                .to_owned(),
+        ),
+        None => token.as_ref().map(|t| t.expose().to_owned()),
+    };
     if token.is_none() {
         tracing::warn!("no OPSPLANE_TOKEN / --token-file: the node API refuses every request");
     }
@@ -86,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             interval: cli.report_interval,
             queue_limit: cli.report_queue as usize,
             state_file: Some(cli.state_dir.join("report-timer.json")),
-            token: token.as_ref().map(|t| t.expose().to_owned()),
+            token: report_token,
             hostname,
             ip: cli.report_ip.clone(),
         },

@@ -44,6 +44,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-token" (include "opsplane.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
 
+{{/* Name of the Secret holding the node-daemons' report token (role reporter). */}}
+{{- define "opsplane.reportTokenSecret" -}}
+{{- default (printf "%s-report-token" (include "opsplane.fullname" .)) .Values.auth.existingReportSecret -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the node API token (the node-daemons' own API). */}}
+{{- define "opsplane.nodeTokenSecret" -}}
+{{- default (printf "%s-node-token" (include "opsplane.fullname" .)) .Values.auth.existingNodeSecret -}}
+{{- end -}}
+
 {{/* Env var OPSPLANE_REDIS_URL, from the in-chart Redis, an existing Secret or externalUrl. */}}
 {{- define "opsplane.redisEnv" -}}
 {{- if .Values.redis.enabled }}
