@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 
-/// Sends POST requests at a fixed rate and prints latency percentiles.
+/// Sends requests (POST by default) at a fixed rate and prints latency percentiles.
 #[derive(Debug, Parser)]
 #[command(name = "bench-rate")]
 struct Args {
@@ -33,6 +33,12 @@ struct Args {
     /// Bearer token.
     #[arg(long, env = "OPSPLANE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    method: reqwest::Method,
+    /// A request counts as ok when it succeeds and its body contains this.
+    #[arg(long, default_value = "\"code\":0")]
+    expect: String,
     /// Request body.
     #[arg(long, default_value = "")]
     body: String,
@@ -121,18 +127,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 in_flight += 1;
                 let lag = scheduled.elapsed();
-                let mut request = client.post(&args.url).body(args.body.clone());
+                let mut request = client
+                    .request(args.method.clone(), &args.url)
+                    .body(args.body.clone());
                 if let Some(token) = &args.token {
                     request = request.bearer_auth(token);
                 }
                 let done = done_tx.clone();
+                let expect = args.expect.clone();
                 tokio::spawn(async move {
                     let sent = Instant::now();
                     let ok = match request.send().await {
                         Ok(response) => {
                             let status = response.status();
                             matches!(response.bytes().await, Ok(body)
-                                if status.is_success() && body.windows(8).any(|w| w == b"\"code\":0"))
+                                if status.is_success() && body.windows(expect.len().max(1)).any(|w| w == expect.as_bytes()))
                         }
                         Err(_) => false,
                     };

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Benchmark of the auth + rate-limit layer (issue 18), in one run against one redis-server on
+# loopback: p99 of an authenticated GET at a fixed rate (open loop, bench-rate) with the limiter
+# on and off; Redis commands per request; and the limited requests/s one process sustains
+# (wrk, closed loop). Prints figures; not a test.
+# Usage: bench-auth.sh [RATE] [SECONDS]   (defaults 2000 req/s, 20 s)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export OPSPLANE_CACHE=${OPSPLANE_CACHE:-/var/tmp/opsplane-cache}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OPSPLANE_CACHE/target}
+rate=${1:-2000}
+seconds=${2:-20}
+for tool in redis-server wrk; do
+  command -v "$tool" >/dev/null || { apt-get install -y redis-server wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y redis-server wrk >/dev/null; }; }
+done
+cd "$root"
+cargo build --release --locked -p opsplane-operator -p opsplane-node-daemon --bins >&2
+operator="$CARGO_TARGET_DIR/release/opsplane-operator"
+bench_rate="$CARGO_TARGET_DIR/release/bench-rate"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d)
+redis_port=$(port)
+redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" >/dev/null &
+redis=$!
+pids=($redis)
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+: > "$work/services.yaml"
+start() {  # name rate-limit -> port
+  local p; p=$(port)
+  mkdir -p "$work/$1"
+  OPSPLANE_TOKEN=bench-token OPSPLANE_REDIS_URL="redis://127.0.0.1:$redis_port/0" OPSPLANE_LOG=warn \
+    "$operator" standalone --listen "127.0.0.1:$p" --config "$work/services.yaml" --data-dir "$work/$1" \
+    --rate-limit "$2" >/dev/null 2>&1 &
+  pids+=($!)
+  until curl -sf "http://127.0.0.1:$p/healthz" >/dev/null; do sleep 0.1; done
+  echo "$p"
+}
+on=$(start on "GET=1000000000/1h")
+off=$(start off off)
+fixed() {  # port
+  "$bench_rate" --method GET --expect '"_items"' --url "http://127.0.0.1:$1/api/v1/services" \
+    --rate "$rate" --duration "${seconds}s" --token bench-token | awk '/^RESULT/ { $1 = ""; print }'
+}
+calls() { redis-cli -p "$redis_port" info commandstats | awk -F'[:=,]' '/^cmdstat_/ { n += $3 } END { print n }'; }
+# Off first, then on, then off again: the host's drift shows as the difference of the two offs.
+off_a=$(fixed "$off")
+c0=$(calls)
+on_r=$(fixed "$on")
+c1=$(calls)
+off_b=$(fixed "$off")
+requests=$(echo "$on_r" | sed -E 's/.*ok=([0-9]+).*/\1/')
+p99() { echo "$1" | sed -E 's/.*p99_ms=([0-9.]+).*/\1/'; }
+lua="$work/get.lua"
+printf 'wrk.method = "GET"\nwrk.headers["Authorization"] = "Bearer bench-token"\n' > "$lua"
+wrk_on=$(wrk -t2 -c32 -d10s -s "$lua" "http://127.0.0.1:$on/api/v1/services" | awk '/Requests\/sec/ { print $2 }')
+wrk_off=$(wrk -t2 -c32 -d10s -s "$lua" "http://127.0.0.1:$off/api/v1/services" | awk '/Requests\/sec/ { print $2 }')
+echo
+echo "== auth + rate limits, GET /api/v1/services at $rate req/s for ${seconds}s (open loop), Redis on loopback"
+echo "  limiter off (before):  $off_a"
+echo "  limiter on:            $on_r"
+echo "  limiter off (after):   $off_b"
+echo "  p99 added by the limiter: $(python3 -c "print(round($(p99 "$on_r") - ($(p99 "$off_a") + $(p99 "$off_b"))/2, 3))") ms   (target <= 0.3 ms)"
+echo "  Redis commands per limited request: $(python3 -c "print(round(($c1 - $c0) / max($requests, 1), 3))")   (target 1)"
+echo "  closed loop (wrk, 32 connections): limiter on ${wrk_on} req/s, off ${wrk_off} req/s   (target >= 20,000 limited req/s)"
