@@ -3,8 +3,6 @@
 //! SubjectAccessReview on the opsplane.io resource and verb of the route, as RBAC says — one
 //! ServiceAccount bound to a ClusterRole that may list monitoredservices, one bound to nothing.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,24 +11,21 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use opsplane_e2e::{Cluster, Process, apply_crds, eventually, free_port, workspace_bin};
+use opsplane_serve::testing;
 use serde_json::json;
 
 const NS: &str = "auth-e2e";
 
 fn request(port: u16, method: &str, path: &str, token: &str, body: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some((response.get(9..12)?.parse().ok()?, response))
+    let auth = format!("Bearer {token}");
+    let e = testing::request(
+        ("127.0.0.1", port),
+        method,
+        path,
+        &[("authorization", &auth)],
+        body,
+    );
+    e.ok().map(|e| (e.status, e.response))
 }
 
 async fn create<K>(api: &Api<K>, value: serde_json::Value)

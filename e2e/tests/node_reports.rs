@@ -1,8 +1,6 @@
 //! A node-daemon reporting to a standalone operator over real TCP: the seed 002 §四 bodies are
 //! accepted unchanged on `POST /` with the shared token; bad or unauthenticated bodies are not.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,22 +15,10 @@ fn request(
     token: Option<&str>,
     body: &str,
 ) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some((response.get(9..12)?.parse().ok()?, response))
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let e = opsplane_serve::testing::request(("127.0.0.1", port), method, path, &headers, body);
+    e.ok().map(|e| (e.status, e.response))
 }
 
 fn counter(metrics: &str, kind: &str) -> u64 {

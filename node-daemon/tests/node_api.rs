@@ -34,23 +34,9 @@ fn request(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str)
 
 /// Sends a raw HTTP/1.1 request; returns status and the whole response, head included.
 fn exchange(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = auth
-        .map(|a| format!("authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    (status, response)
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    let e = opsplane_serve::testing::request(addr, method, path, &headers, body).unwrap();
+    (e.status, e.response)
 }
 
 fn post(d: &Daemon, endpoint: &str, body: &str) -> (u16, Value) {

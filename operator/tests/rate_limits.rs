@@ -3,12 +3,12 @@
 //! configured and the limits come back with Redis; failed logins are limited per client
 //! address; no credential ever reaches the log or `/metrics`.
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opsplane_serve::testing;
 use opsplane_store::testing::RedisServer;
 
 const TOKEN: &str = "rate-limit-admin-token-0123";
@@ -67,24 +67,9 @@ fn start(dir: &Path, redis: Option<&str>, args: &[&str]) -> Operator {
 
 /// `(status, whole response)` of a GET from source address `from` (any loopback address).
 fn get_from(from: IpAddr, addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = auth
-        .map(|a| format!("authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    (response[9..12].parse().unwrap(), response)
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    let e = testing::request_from(from, addr, "GET", path, &headers, "").unwrap();
+    (e.status, e.response)
 }
 
 fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {

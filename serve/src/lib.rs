@@ -17,3 +17,4 @@ pub mod logging;
 pub mod observe;
 pub mod ratelimit;
 pub mod shutdown;
+pub mod testing;
