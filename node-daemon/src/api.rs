@@ -207,13 +207,16 @@ async fn task_endpoint(
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
+    // The principal the guard authenticated is who the audit log names.
+    let identity = request
+        .extensions()
+        .get::<opsplane_serve::auth::Principal>()
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| IDENTITY_NODE_API.to_owned());
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .map_err(|e| ApiError::InvalidParameter(format!("cannot read the body: {e}")))?;
-    let caller = Caller {
-        client,
-        identity: IDENTITY_NODE_API.to_owned(),
-    };
+    let caller = Caller { client, identity };
     let outcome = state.tasks.submit(name, &body, &caller).await;
     Ok(envelope::outcome(
         outcome.kind.status(),

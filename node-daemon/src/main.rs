@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let guard = match &token {
         Some(token) => {
             let mut credentials = Credentials::default();
-            credentials.add_token("node-api", Role::Admin, token.expose());
+            credentials.add_token(task::IDENTITY_NODE_API, Role::Admin, token.expose());
             let limits = ratelimit::Limits::parse(&cli.rate_limit)
                 .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
             let counter: Arc<dyn Counter> = Arc::new(MemoryCounter::default());

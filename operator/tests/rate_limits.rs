@@ -179,7 +179,7 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
     assert_eq!(status, 503, "fail closed refuses: {response}");
     assert!(response.contains("rate limiter"), "{response}");
     assert!(
-        started.elapsed() < Duration::from_secs(8),
+        started.elapsed() < Duration::from_secs(20),
         "an unreachable Redis must not hold requests: {:?}",
         started.elapsed()
     );
