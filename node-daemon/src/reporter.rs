@@ -55,8 +55,47 @@ pub struct ReporterConfig {
 struct Counters {
     sent: IntCounter,
     dropped: IntCounter,
+    refused: IntCounter,
     failures: IntCounter,
     queued: IntGauge,
+}
+
+/// What to do with the report at the head of the queue after one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered: remove it.
+    Sent,
+    /// Refused as invalid (a 4xx other than 408 and 429): it will never succeed, so it is
+    /// dropped and counted, and the next report goes.
+    Refused,
+    /// Not delivered but may be later (no connection, 408, 429, 5xx): retry after a backoff.
+    Retry,
+}
+
+impl Delivery {
+    /// The decision for an answer with `status`, or for no answer (`None`).
+    pub fn of(status: Option<u16>) -> Delivery {
+        match status {
+            Some(200..=299) => Delivery::Sent,
+            Some(408 | 429) | None => Delivery::Retry,
+            Some(400..=499) => Delivery::Refused,
+            Some(_) => Delivery::Retry,
+        }
+    }
+}
+
+/// First wait after a failed delivery.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after the `attempt`-th failure in a row (1-based): exponential from
+/// [`BACKOFF_MIN`], capped at [`BACKOFF_MAX`], with "equal jitter" (half fixed, half random
+/// from `jitter` in `[0, 1)`), so many daemons retrying after one outage do not come in step.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let exp = BACKOFF_MIN.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(BACKOFF_MAX);
+    capped / 2 + capped.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
 /// The report timer and queue.
@@ -98,6 +137,10 @@ impl Reporter {
                 "opsplane_node_reports_dropped_total",
                 "Reports dropped because the queue was full while the receiver was down",
             )?,
+            refused: IntCounter::new(
+                "opsplane_node_reports_refused_total",
+                "Reports the receiver refused as invalid (4xx other than 408/429): dropped, not retried",
+            )?,
             failures: IntCounter::new(
                 "opsplane_node_report_failures_total",
                 "Failed report deliveries (retried)",
@@ -109,6 +152,7 @@ impl Reporter {
         };
         registry.register(Box::new(counters.sent.clone()))?;
         registry.register(Box::new(counters.dropped.clone()))?;
+        registry.register(Box::new(counters.refused.clone()))?;
         registry.register(Box::new(counters.failures.clone()))?;
         registry.register(Box::new(counters.queued.clone()))?;
         Ok(Arc::new(Self {
@@ -244,7 +288,7 @@ impl Reporter {
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(200);
+        let mut failures_in_a_row: u32 = 0;
         loop {
             let next = self
                 .queue
@@ -261,24 +305,70 @@ impl Reporter {
             if let Some(token) = &self.config.token {
                 request = request.bearer_auth(token);
             }
-            match request.send().await.and_then(|r| r.error_for_status()) {
-                Ok(_) => {
+            let (status, why) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    (
+                        Some(status.as_u16()),
+                        format!(
+                            "{status}: {}",
+                            opsplane_resources::status::truncate(&body, 300)
+                        ),
+                    )
+                }
+                Err(error) => (None, error.to_string()),
+            };
+            match Delivery::of(status) {
+                Delivery::Sent | Delivery::Refused => {
                     let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                     queue.pop_front();
                     self.counters.queued.set(queue.len() as i64);
-                    self.counters.sent.inc();
-                    backoff = Duration::from_millis(200);
-                }
-                Err(error) => {
-                    self.counters.failures.inc();
-                    tracing::warn!(%addr, %error, retry_in = ?backoff, "report delivery failed; kept in the queue");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.wake.notified() => {}
+                    drop(queue);
+                    if Delivery::of(status) == Delivery::Sent {
+                        self.counters.sent.inc();
+                    } else {
+                        self.counters.refused.inc();
+                        tracing::warn!(%addr, answer = %why, "the receiver refused a report as invalid; dropped it (it would never be accepted)");
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    failures_in_a_row = 0;
+                }
+                Delivery::Retry => {
+                    self.counters.failures.inc();
+                    failures_in_a_row = failures_in_a_row.saturating_add(1);
+                    let wait = backoff(failures_in_a_row, rand::random::<f64>());
+                    tracing::warn!(%addr, error = %why, retry_in = ?wait, "report delivery failed; kept in the queue");
+                    // New reports do not cut the wait short: they queue behind this one.
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_can_succeed_later_is_retried() {
+        assert_eq!(Delivery::of(Some(200)), Delivery::Sent);
+        assert_eq!(Delivery::of(Some(204)), Delivery::Sent);
+        for status in [400, 401, 403, 404, 413, 422] {
+            assert_eq!(Delivery::of(Some(status)), Delivery::Refused, "{status}");
+        }
+        for status in [Some(408), Some(429), Some(500), Some(503), None] {
+            assert_eq!(Delivery::of(status), Delivery::Retry, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter_of_half() {
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(100));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(3, 0.0), Duration::from_millis(400));
+        assert_eq!(backoff(30, 0.0), BACKOFF_MAX / 2);
+        assert_eq!(backoff(30, 1.0), BACKOFF_MAX);
+        assert!(backoff(u32::MAX, 0.5) <= BACKOFF_MAX);
     }
 }

@@ -4,17 +4,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// An HTTP receiver recording JSON bodies; while `down`, it drops connections unanswered.
+/// An HTTP receiver recording JSON bodies; while `down`, it drops connections unanswered;
+/// reports whose `utc` is before `refuse_before` are answered 400 (invalid, forever).
 struct Receiver {
     port: u16,
     bodies: Arc<Mutex<Vec<Value>>>,
     down: Arc<AtomicBool>,
+    refuse_before: Arc<AtomicI64>,
 }
 
 impl Receiver {
@@ -23,14 +25,20 @@ impl Receiver {
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let down = Arc::new(AtomicBool::new(false));
-        let (b, d) = (bodies.clone(), down.clone());
+        let refuse_before = Arc::new(AtomicI64::new(0));
+        let (b, d, r) = (bodies.clone(), down.clone(), refuse_before.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (b, d) = (b.clone(), d.clone());
-                std::thread::spawn(move || serve(stream, &b, &d));
+                let (b, d, r) = (b.clone(), d.clone(), r.clone());
+                std::thread::spawn(move || serve(stream, &b, &d, &r));
             }
         });
-        Receiver { port, bodies, down }
+        Receiver {
+            port,
+            bodies,
+            down,
+            refuse_before,
+        }
     }
 
     fn addr(&self) -> String {
@@ -48,7 +56,12 @@ impl Receiver {
     }
 }
 
-fn serve(stream: TcpStream, bodies: &Mutex<Vec<Value>>, down: &AtomicBool) {
+fn serve(
+    stream: TcpStream,
+    bodies: &Mutex<Vec<Value>>,
+    down: &AtomicBool,
+    refuse_before: &AtomicI64,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -73,7 +86,19 @@ fn serve(stream: TcpStream, bodies: &Mutex<Vec<Value>>, down: &AtomicBool) {
         if down.load(Ordering::SeqCst) {
             return; // connection dropped unanswered: the sender must retry
         }
-        if let Ok(value) = serde_json::from_slice(&body) {
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if value["utc"].as_i64().unwrap_or(0) < refuse_before.load(Ordering::SeqCst) {
+            let refusal = "bad report";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{refusal}",
+                refusal.len()
+            );
+            if writer.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        if !value.is_null() {
             bodies.lock().unwrap().push(value);
         }
         if writer
@@ -283,4 +308,44 @@ fn timer_handler_pauses_resumes_and_updates_and_its_state_survives_a_restart() {
         second.of_type("resource").len() > seen
     });
     assert!(second.of_type("resource").last().unwrap()["node_uuid"] == "uuid-2");
+}
+
+#[test]
+fn a_report_refused_as_invalid_is_dropped_and_later_reports_still_arrive() {
+    let receiver = Receiver::start();
+    // Every report made before this moment (plus a second) is refused with 400, forever.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    receiver.refuse_before.store(now + 2, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &receiver.addr());
+    wait_until(
+        "reports made after the refused ones to arrive",
+        Duration::from_secs(20),
+        || !receiver.of_type("resource").is_empty(),
+    );
+    for report in receiver.of_type("resource") {
+        assert!(report["utc"].as_i64().unwrap() >= now + 2, "{report}");
+    }
+    let metrics = {
+        let mut stream = TcpStream::connect(&daemon.addr).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("opsplane_node_reports_refused_total "))
+        .unwrap_or_else(|| panic!("no refused counter in {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1.0, "refused reports are counted: {refused}");
 }
