@@ -165,7 +165,7 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
         _ => (request, None),
     };
     let mut response = match tokio::time::timeout(api.timeout, next.run(request)).await {
-        Ok(response) => response,
+        Ok(response) => into_envelope(response, api.envelope).await,
         Err(_) => {
             let message = format!(
                 "the request did not complete within {} s; it was abandoned",
@@ -192,6 +192,44 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
         }
     }
     response
+}
+
+/// An error answered outside the API's envelope — axum's own rejections are plain text (a body
+/// over the limit is 413, bad percent-encoding 400, a wrong content type 415) — re-rendered in
+/// `envelope` with the same status and the text as the message, so every error of every API
+/// has its envelope.
+async fn into_envelope(response: Response, envelope: Envelope) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_owned()
+    } else {
+        text
+    };
+    let mut rendered = envelope(status, &message);
+    // Keep what the original answer said besides its body (Allow, Retry-After, extensions).
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rendered.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rendered.extensions_mut().extend(parts.extensions);
+    rendered
 }
 
 /// The layers around the whole router of a binary: a request id and a trace span per request.
@@ -284,6 +322,63 @@ mod tests {
         }
         assert_eq!(counted(&registry, "/api/items/{id}", "200"), 2);
         assert_eq!(counted(&registry, UNMATCHED, "404"), 1);
+    }
+
+    #[tokio::test]
+    async fn plain_text_errors_of_handlers_and_extractors_get_the_api_envelope() {
+        let registry = Registry::new();
+        let api = Api {
+            name: "test",
+            metrics: RequestMetrics::register(&registry).unwrap(),
+            timeout: Duration::from_secs(5),
+            envelope: plain,
+            guard: None,
+        };
+        let inner = Router::new()
+            .route(
+                "/json",
+                axum::routing::post(|axum::Json(v): axum::Json<serde_json::Value>| async move {
+                    v.to_string()
+                }),
+            )
+            .route(
+                "/teapot",
+                get(|| async {
+                    (
+                        StatusCode::IM_A_TEAPOT,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        "{}",
+                    )
+                }),
+            );
+        let app = Router::new().nest("/api", api.wrap(inner));
+        let response = app
+            .clone()
+            .oneshot(
+                Request::post("/api/json")
+                    .header("content-type", "text/csv")
+                    .body(Body::from("a,b"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).starts_with("envelope: Expected request with"),
+            "{body:?}"
+        );
+        // An error already in a JSON envelope is left as it is.
+        let response = app
+            .oneshot(Request::get("/api/teapot").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"{}");
     }
 
     #[tokio::test]

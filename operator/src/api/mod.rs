@@ -359,6 +359,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_error_comes_in_the_envelope_of_its_api() {
+        let app = TestApp::new(false).await;
+        // A body over the limit: 413 from axum's body limit, in GeoNode's envelope.
+        let big = "x".repeat(super::MAX_BODY + 1);
+        let (status, _, body) = app
+            .call(Method::POST, "/monitoring/api/ingest/", Some(TOKEN), &big)
+            .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["status"], "error", "{body}");
+        // A path segment that is not UTF-8 once percent-decoded: axum's plain-text 400,
+        // answered in GeoNode's envelope.
+        let (status, body) = app
+            .get("/monitoring/api/exceptions/%FF/", Some(TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["status"], "error", "{body}");
+        assert!(body["errors"]["request"].is_string(), "{body}");
+        // A method no route declares: 405 with Allow, in Eve's envelope.
+        let (status, headers, body) = app
+            .call(Method::DELETE, "/api/v1/services", Some(TOKEN), "")
+            .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers["allow"], "GET, HEAD");
+        assert_eq!(body["_error"]["code"], 405, "{body}");
+        // A node report dated before 1970 is a bad body, not a store failure.
+        let report = r#"{"hostname": "h", "ip": "", "utc": -5, "node_uuid": "u", "type": "service", "data": {}}"#;
+        let (status, _, body) = app.call(Method::POST, "/", Some(TOKEN), report).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["_error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("before 1970"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_role_without_the_permission_gets_403_naming_the_role() {
         let app = TestApp::new(false).await;
         let (status, _, body) = app

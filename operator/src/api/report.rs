@@ -37,6 +37,12 @@ pub async fn node_report(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let report = NodeReport::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    if report.utc < 0 {
+        return Err(ApiError::BadBody(format!(
+            "utc: {} is before 1970; send seconds since the epoch",
+            report.utc
+        )));
+    }
     state.metrics.node_report(report.kind().as_str());
     state.recorder.node_report(&report).await.map_err(|error| {
         state.metrics.store_error("node_report");
