@@ -194,7 +194,9 @@ struct State {
 impl State {
     fn purge(&mut self, now: Instant) {
         self.hosts.retain(|_, h| {
-            h.live > 0 || h.idle_since.is_none_or(|t| now.duration_since(t) < HOST_PURGE_AFTER)
+            h.live > 0
+                || h.idle_since
+                    .is_none_or(|t| now.duration_since(t) < HOST_PURGE_AFTER)
         });
     }
 }
@@ -761,9 +763,15 @@ mod tests {
             let connections = connections.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                serve(listener, router, &connections, config, stop.cancelled_owned())
-                    .await
-                    .unwrap();
+                serve(
+                    listener,
+                    router,
+                    &connections,
+                    config,
+                    stop.cancelled_owned(),
+                )
+                .await
+                .unwrap();
             })
         };
         // The listener registers at once; wait until it has.
@@ -869,7 +877,10 @@ mod tests {
             assert!(Instant::now() < deadline, "connections not released");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(connections.count("http", None).unwrap().hosts["127.0.0.2"], 0);
+        assert_eq!(
+            connections.count("http", None).unwrap().hosts["127.0.0.2"],
+            0
+        );
         stop.cancel();
         served.await.unwrap();
     }
@@ -913,7 +924,10 @@ mod tests {
             assert!(get_on(&mut b, "/peer").starts_with("127.0.0.3:"));
         })
         .await;
-        assert_eq!(connections.close("nope", "127.0.0.2".parse().unwrap(), None), None);
+        assert_eq!(
+            connections.close("nope", "127.0.0.2".parse().unwrap(), None),
+            None
+        );
         stop.cancel();
         served.await.unwrap();
     }
@@ -950,10 +964,16 @@ mod tests {
         })
         .await;
         assert_eq!(
-            metrics.refused.with_label_values(&["http", "per_host"]).get(),
+            metrics
+                .refused
+                .with_label_values(&["http", "per_host"])
+                .get(),
             1
         );
-        assert_eq!(metrics.refused.with_label_values(&["http", "total"]).get(), 1);
+        assert_eq!(
+            metrics.refused.with_label_values(&["http", "total"]).get(),
+            1
+        );
         stop.cancel();
         served.await.unwrap();
     }

@@ -108,7 +108,10 @@ pub const SCOPES: &[Scope] = &[
     },
     Scope {
         name: "naming",
-        targets: &["opsplane_operator::api::maintain", "opsplane_store::catalog"],
+        targets: &[
+            "opsplane_operator::api::maintain",
+            "opsplane_store::catalog",
+        ],
     },
     Scope {
         name: "store",
@@ -359,7 +362,9 @@ pub fn init(filter: &str, format: LogFormat) -> LogLevels {
     }
     LogLevels::with(
         filter,
-        Some(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))),
+        Some(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        })),
     )
 }
 

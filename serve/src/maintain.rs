@@ -140,10 +140,7 @@ fn empty() -> Response {
 /// The shared routes, relative to `/maintain/v1`, with their state applied.
 pub fn routes<S: Clone + Send + Sync + 'static>(maintain: Maintain) -> Router<S> {
     Router::new()
-        .route(
-            "/apiserver/conn",
-            get(connections).post(close_connections),
-        )
+        .route("/apiserver/conn", get(connections).post(close_connections))
         .route("/apiserver/conn/stats", get(connection_stats))
         .route(
             "/apiserver/conn/close",
@@ -524,11 +521,20 @@ mod tests {
         assert_eq!(parsed[1].port, None);
         for (body, error) in [
             (&br#"[{"host":"x"}]"#[..], "missing protocol"),
-            (br#"[{"protocol":"http","host":"a"},{"protocol":"http"}]"#, "missing host"),
+            (
+                br#"[{"protocol":"http","host":"a"},{"protocol":"http"}]"#,
+                "missing host",
+            ),
             (br#"{"protocol":"http"}"#, "must be a JSON array"),
             (b"", "empty body"),
-            (br#"[{"protocol":"http","host":"a","port":"port"}]"#, "is not a number"),
-            (br#"[{"protocol":"http","host":"a","port":70000}]"#, "not a TCP port"),
+            (
+                br#"[{"protocol":"http","host":"a","port":"port"}]"#,
+                "is not a number",
+            ),
+            (
+                br#"[{"protocol":"http","host":"a","port":70000}]"#,
+                "not a TCP port",
+            ),
         ] {
             let e = parse_close(body).unwrap_err().to_string();
             assert!(e.contains(error), "{e}");

@@ -28,7 +28,10 @@ fn purging_after_a_burst_returns_the_freed_memory_to_the_os() {
         pieces.push(vec![(i % 251) as u8; 4096]);
     }
     let peak = rss();
-    assert!(peak > baseline + (BURST as u64) * 9 / 10, "the burst was not resident: {baseline} → {peak}");
+    assert!(
+        peak > baseline + (BURST as u64) * 9 / 10,
+        "the burst was not resident: {baseline} → {peak}"
+    );
     drop(pieces);
     let freed_only = rss();
     let purged = opsplane_serve::maintain::purge_memory().unwrap();

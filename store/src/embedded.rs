@@ -298,7 +298,9 @@ impl Store for EmbeddedStore {
                 let mut t_seen = txn.open_table(SEEN)?;
                 let mut ids = Vec::new();
                 for n in &names {
-                    let id = t_names.remove((kind.code(), n.as_str()))?.map(|v| v.value());
+                    let id = t_names
+                        .remove((kind.code(), n.as_str()))?
+                        .map(|v| v.value());
                     if let Some(id) = id {
                         t_entries.remove((kind.code(), id))?;
                         ids.push(id);

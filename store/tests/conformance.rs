@@ -572,7 +572,13 @@ async fn removed_entries_leave_the_registry_and_the_seen_records(store: Arc<dyn 
         .await
         .unwrap();
     assert_eq!(removed, 1, "only existing entries count");
-    assert!(store.entry(Kind::Resource, &names[0]).await.unwrap().is_none());
+    assert!(
+        store
+            .entry(Kind::Resource, &names[0])
+            .await
+            .unwrap()
+            .is_none()
+    );
     let left: Vec<String> = store
         .entries(Kind::Resource)
         .await
