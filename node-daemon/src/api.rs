@@ -74,6 +74,8 @@ pub fn rules() -> Vec<Rule> {
         ]
         .map(node),
     );
+    // The maintain routes the daemon mounts (crate::maintain); its one token is admin.
+    rules.extend(opsplane_serve::maintain::rules());
     rules
 }
 

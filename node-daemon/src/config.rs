@@ -34,6 +34,12 @@ pub struct Cli {
     /// Longest a node API request may take before it is answered with 503 (code 99999).
     #[arg(long, env = "OPSPLANE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Connection limits and timeouts of the listener.
+    #[command(flatten)]
+    pub listener: opsplane_serve::listener::ListenArgs,
+    /// The maintain API's settings.
+    #[command(flatten)]
+    pub maintain: opsplane_serve::maintain::MaintainArgs,
     /// Bearer token the node API requires. Without a token (or token file) the node API
     /// refuses every request.
     #[arg(long, env = "OPSPLANE_TOKEN", hide_env_values = true)]

@@ -10,6 +10,7 @@ use prometheus::Registry;
 use opsplane_node_daemon::api::{self, AppState};
 use opsplane_node_daemon::config::Cli;
 use opsplane_node_daemon::host::HostRoot;
+use opsplane_node_daemon::maintain;
 use opsplane_node_daemon::metrics::{self, ProbeMetrics};
 use opsplane_node_daemon::monitor::Limits;
 use opsplane_node_daemon::probe::{self, ProbeSettings};
@@ -19,15 +20,24 @@ use opsplane_node_daemon::task::{self, Runner, SystemClock};
 use opsplane_node_daemon::watch;
 use opsplane_serve::auth::{Auth, Credentials, Role};
 use opsplane_serve::guard::Guard;
+use opsplane_serve::listener::{self, Connections, ListenerConfig};
 use opsplane_serve::logging;
 use opsplane_serve::observe::{self, Api, RequestMetrics};
 use opsplane_serve::ratelimit::{self, Counter, MemoryCounter};
 use opsplane_serve::shutdown::shutdown_signal;
 
+/// jemalloc, so that `POST /maintain/v1/memory/free` can return free memory to the OS.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(&cli.log, cli.log_format);
+    let levels = logging::init(&cli.log, cli.log_format);
+    let timeouts = cli
+        .listener
+        .timeouts()
+        .map_err(|e| anyhow::anyhow!("invalid listener configuration: {e}"))?;
     if !cli.host_root.is_dir() {
         anyhow::bail!(
             "--host-root {} is not a directory (in the DaemonSet it is /host, the node's / mounted read-only)",
@@ -49,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let registry = Registry::new();
+    let connections = Connections::new(&registry)?;
     metrics::info(&registry, cli.node_name.as_deref().unwrap_or_default())?;
     let probe_metrics = Arc::new(ProbeMetrics::register(&registry)?);
     let settings = ProbeSettings {
@@ -158,6 +169,20 @@ async fn main() -> anyhow::Result<()> {
         envelope: api::layer_envelope,
         guard,
     };
+    let maintain = maintain::router(
+        opsplane_serve::maintain::Maintain::new(
+            connections.clone(),
+            levels,
+            cli.maintain.maintain_log_levels,
+        ),
+        token.clone(),
+        // Polaris answers the maintain API in plain text, errors included.
+        Api {
+            name: "maintain",
+            envelope: opsplane_serve::maintain::plain,
+            ..http.clone()
+        },
+    );
     let state = Arc::new(AppState {
         tasks,
         registry,
@@ -171,12 +196,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     tracing::info!(address = %cli.listen, host_root = %cli.host_root.display(), "node-daemon serving");
-    let served = axum::serve(
+    let served = listener::serve(
         listener,
-        observe::outer(http.wrap(api::router(state)))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        observe::outer(http.wrap(api::router(state)).merge(maintain)),
+        &connections,
+        ListenerConfig {
+            protocol: maintain::PROTOCOL.into(),
+            limits: cli.listener.limits(),
+            timeouts,
+        },
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await
     .context("node API server failed");
     sampling.abort();

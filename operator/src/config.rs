@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// Credentials and rate limits.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// Connection limits and timeouts of the listener.
+    #[command(flatten)]
+    pub listener: opsplane_serve::listener::ListenArgs,
+    /// The maintain API's shared settings.
+    #[command(flatten)]
+    pub maintain: opsplane_serve::maintain::MaintainArgs,
+    /// The maintain API counts a node as gone (cleanable) when it has not reported for this.
+    #[arg(long, env = "OPSPLANE_MAINTAIN_STALE_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub maintain_stale_after: std::time::Duration,
 }
 
 /// Who may call the API and how often (docs/auth.md).

@@ -26,7 +26,13 @@ use crate::controller::Context;
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use opsplane_serve::bearer::BearerToken;
-use opsplane_serve::logging;
+use opsplane_serve::listener::{self, Connections, ListenerConfig};
+use opsplane_serve::logging::{self, LogLevels};
+use opsplane_serve::maintain::Maintain;
+
+/// jemalloc, so that `POST /maintain/v1/memory/free` can return free memory to the OS.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use opsplane_serve::shutdown::shutdown_signal;
 
 /// The name of this host, as the kernel has it (`localhost` when it cannot be read).
@@ -44,12 +50,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Crds { out_dirs }) => write_crds(&out_dirs),
         Some(Command::Standalone(args)) => {
-            logging::init(&args.serve.log, args.serve.log_format);
-            run_standalone(*args).await
+            let levels = logging::init(&args.serve.log, args.serve.log_format);
+            run_standalone(*args, levels).await
         }
         None => {
-            logging::init(&cli.cluster.serve.log, cli.cluster.serve.log_format);
-            run_cluster(cli.cluster).await
+            let levels = logging::init(&cli.cluster.serve.log, cli.cluster.serve.log_format);
+            run_cluster(cli.cluster, levels).await
         }
     }
 }
@@ -169,19 +175,49 @@ async fn open_store(
     Ok(recorder::Recorder::new(store))
 }
 
-async fn serve(serve: &ServeArgs, state: AppState) -> anyhow::Result<()> {
+/// The maintain API's state over the process's connections and log levels.
+fn maintain_state(
+    serve: &ServeArgs,
+    metrics: &Metrics,
+    levels: LogLevels,
+) -> anyhow::Result<api::maintain::MaintainState> {
+    Ok(api::maintain::MaintainState {
+        shared: Maintain::new(
+            Connections::new(metrics.registry())?,
+            levels,
+            serve.maintain.maintain_log_levels,
+        ),
+        stale_after: serve.maintain_stale_after,
+    })
+}
+
+/// Serves the API on `--listen` through the counting accept loop (protocol `http`, as
+/// Polaris names its HTTP API listener) until SIGTERM/SIGINT, then drains within the grace.
+async fn serve(
+    serve: &ServeArgs,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let timeouts = serve
+        .listener
+        .timeouts()
+        .map_err(|e| anyhow::anyhow!("invalid listener configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(serve.listen)
         .await
         .with_context(|| format!("cannot listen on {}", serve.listen))?;
     tracing::info!(address = %serve.listen, "serving the API");
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    let connections = state.maintain.shared.connections.clone();
+    let config = ListenerConfig {
+        protocol: "http".into(),
+        limits: serve.listener.limits(),
+        timeouts,
+    };
+    listener::serve(listener, api::router(state), &connections, config, shutdown)
         .await
         .context("API server failed")
 }
 
-async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Result<()> {
     let services = match standalone::load(&args.config) {
         Ok(services) => services,
         Err(e) => {
@@ -216,8 +252,10 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         store.store().clone(),
         &metrics,
     )?;
+    let maintain = maintain_state(&args.serve, &metrics, levels)?;
     let state = AppState {
         catalog: Catalog::Local(services),
+        maintain,
         metrics,
         guard,
         ready: Arc::new(AtomicBool::new(true)),
@@ -225,12 +263,12 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         hostname: hostname().into(),
         request_timeout: args.serve.request_timeout,
     };
-    let result = serve(&args.serve, state).await;
+    let result = serve(&args.serve, state, shutdown_signal()).await;
     checks.abort();
     result
 }
 
-async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()> {
     let token = token_from_env().context(
         "OPSPLANE_TOKEN is not set: the API needs a token for writes (the Helm chart sets it from a Secret)",
     )?;
@@ -288,6 +326,7 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         &metrics,
     )?;
     let state = AppState {
+        maintain: maintain_state(&args.serve, &metrics, levels)?,
         catalog: Catalog::Cluster(client.clone()),
         metrics: metrics.clone(),
         guard,
@@ -309,9 +348,13 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let election = tokio::spawn(lead(Elector::new(client, lease), ctx, stopped));
-    let result = serve(&args.serve, state).await;
-    // Graceful stop: hand the Lease over before exiting.
-    let _ = stop.send(true);
+    // Graceful stop: on the signal, hand the Lease over at once (the standby takes over while
+    // requests in flight finish here), then wait for both.
+    let on_signal = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    let result = serve(&args.serve, state, on_signal).await;
     let _ = election.await;
     result
 }

@@ -287,6 +287,39 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn remove(&self, kind: Kind, names: &[&str]) -> Result<usize> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let mut removed = 0;
+            {
+                let mut t_names = txn.open_table(NAMES)?;
+                let mut t_entries = txn.open_table(ENTRIES)?;
+                let mut t_seen = txn.open_table(SEEN)?;
+                let mut ids = Vec::new();
+                for n in &names {
+                    let id = t_names
+                        .remove((kind.code(), n.as_str()))?
+                        .map(|v| v.value());
+                    if let Some(id) = id {
+                        t_entries.remove((kind.code(), id))?;
+                        ids.push(id);
+                        removed += 1;
+                    }
+                }
+                if !ids.is_empty() {
+                    let code = kind.code();
+                    t_seen.retain_in((code, 0, 0)..=(code, u32::MAX, u32::MAX), |k, _| {
+                        !ids.contains(&k.2)
+                    })?;
+                }
+            }
+            txn.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn ingest(&self, samples: &[Sample]) -> Result<()> {
         validate(samples).map_err(StoreError::Invalid)?;
         if samples.is_empty() {

@@ -95,6 +95,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every entry of a registry, by id.
     async fn entries(&self, kind: Kind) -> Result<Vec<RegistryEntry>>;
 
+    /// Removes the entries called `names` from the registry `kind`, with their first/last
+    /// seen records, in one atomic step (the maintain API's stale-instance clean). Ids are
+    /// never reused: a name registered again gets a new id. The series written under a removed
+    /// id stay until the retention drops them. Returns how many entries existed.
+    async fn remove(&self, kind: Kind, names: &[&str]) -> Result<usize>;
+
     /// Folds samples into their 1-minute buckets and marks the hours they fall in for roll-up.
     /// Also records, per metric, when each resource and label was first and last seen.
     async fn ingest(&self, samples: &[Sample]) -> Result<()>;

@@ -109,6 +109,29 @@ end
 return #order
 "#;
 
+/// Removes registry entries and their seen records. KEYS: reg, ent, reg:metric; ARGV: the key
+/// prefix, the kind, then the names.
+const REMOVE: &str = r#"
+local reg, ent, metrics = KEYS[1], KEYS[2], KEYS[3]
+local prefix, kind = ARGV[1], ARGV[2]
+local ms = redis.call('HVALS', metrics)
+table.insert(ms, '0')
+local removed = 0
+for i = 3, #ARGV do
+  local id = redis.call('HGET', reg, ARGV[i])
+  if id then
+    redis.call('HDEL', reg, ARGV[i])
+    redis.call('HDEL', ent, id)
+    for _, m in ipairs(ms) do
+      redis.call('ZREM', prefix .. 'first:' .. kind .. ':' .. m, id)
+      redis.call('ZREM', prefix .. 'last:' .. kind .. ':' .. m, id)
+    end
+    removed = removed + 1
+  end
+end
+return removed
+"#;
+
 const IDS: &str = r#"
 local out = {}
 for i, name in ipairs(ARGV) do
@@ -154,6 +177,7 @@ pub struct RedisStore {
     ids: std::sync::Arc<Script>,
     upsert: std::sync::Arc<Script>,
     rate: std::sync::Arc<Script>,
+    remove: std::sync::Arc<Script>,
 }
 
 /// One request against a fixed rate-limit window: KEYS[1] the window's counter, ARGV[1] its
@@ -202,6 +226,7 @@ impl RedisStore {
             ids: std::sync::Arc::new(Script::new(IDS)),
             upsert: std::sync::Arc::new(Script::new(UPSERT)),
             rate: std::sync::Arc::new(Script::new(RATE)),
+            remove: std::sync::Arc::new(Script::new(REMOVE)),
         })
     }
 
@@ -288,6 +313,23 @@ impl Store for RedisStore {
             .collect::<Result<Vec<_>>>()?;
         out.sort_by_key(|e| e.id);
         Ok(out)
+    }
+
+    async fn remove(&self, kind: Kind, names: &[&str]) -> Result<usize> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let mut inv = self.remove.prepare_invoke();
+        inv.key(self.key(&format!("reg:{}", kind.as_str())))
+            .key(self.key(&format!("ent:{}", kind.as_str())))
+            .key(self.key(&format!("reg:{}", Kind::Metric.as_str())))
+            .arg(&self.prefix)
+            .arg(kind.as_str());
+        for n in names {
+            inv.arg(*n);
+        }
+        Ok(inv.invoke_async(&mut conn).await?)
     }
 
     async fn ingest(&self, samples: &[Sample]) -> Result<()> {

@@ -543,6 +543,72 @@ async fn rate_hits_are_atomic_under_concurrency(store: Arc<dyn Store>) {
     );
 }
 
+async fn removed_entries_leave_the_registry_and_the_seen_records(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let metric = store.ids(Kind::Metric, &["check.up"]).await.unwrap()[0];
+    let names = [
+        resource_key("instance", "10.0.0.1:80"),
+        resource_key("instance", "10.0.0.2:80"),
+    ];
+    let ids = store
+        .ids(Kind::Resource, &[&names[0], &names[1]])
+        .await
+        .unwrap();
+    store
+        .upsert(Kind::Resource, &names[0], &serde_json::json!({"a": 1}))
+        .await
+        .unwrap();
+    let samples: Vec<Sample> = ids
+        .iter()
+        .map(|id| {
+            let mut k = key(metric, 0);
+            k.resource = *id;
+            sample(k, h, 1.0)
+        })
+        .collect();
+    store.ingest(&samples).await.unwrap();
+    let removed = store
+        .remove(Kind::Resource, &[&names[0], "instance|never-registered"])
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "only existing entries count");
+    assert!(
+        store
+            .entry(Kind::Resource, &names[0])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let left: Vec<String> = store
+        .entries(Kind::Resource)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(left, [names[1].clone()]);
+    // Gone from the seen records, for any metric and for this one.
+    assert_eq!(
+        store.seen(Kind::Resource, None, None, None).await.unwrap(),
+        [ids[1]]
+    );
+    assert_eq!(
+        store
+            .seen(Kind::Resource, Some(metric), None, None)
+            .await
+            .unwrap(),
+        [ids[1]]
+    );
+    // Another kind with the same name is untouched; removing again is a no-op.
+    store.ids(Kind::Host, &[&names[1]]).await.unwrap();
+    assert_eq!(store.remove(Kind::Resource, &[&names[0]]).await.unwrap(), 0);
+    assert_eq!(store.remove(Kind::Resource, &[&names[1]]).await.unwrap(), 1);
+    assert!(store.entry(Kind::Host, &names[1]).await.unwrap().is_some());
+    // A name registered again gets a new id.
+    let again = store.ids(Kind::Resource, &[&names[0]]).await.unwrap()[0];
+    assert!(again > ids[1], "{again} reuses an id");
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -576,6 +642,7 @@ conformance!(
     rollup_builds_hours_and_follows_late_data,
     bucket_filters_select_series,
     seen_tracks_resources_and_labels_per_metric,
+    removed_entries_leave_the_registry_and_the_seen_records,
     exceptions_are_numbered_listed_and_pruned,
     invalid_samples_write_nothing,
     concurrent_ingestion_loses_nothing,

@@ -7,6 +7,7 @@
 //! | `/api/v1` | [`resources`] (seed 004, Eve) | [`eve`] |
 //! | `/monitoring/api` | [`monitoring`] (seed 001, GeoNode) | [`geonode`] |
 //! | `POST /` | [`report`] (seed 002 §四 node reports) | [`eve`] |
+//! | `/maintain/v1` | [`maintain`] (seed 003, Polaris) | plain text / Polaris `BaseResponse` |
 //! | `/healthz`, `/readyz`, `/metrics` | here | plain text |
 //!
 //! Cross-cutting work is tower layers from `opsplane_serve::observe` (request id, trace span,
@@ -16,6 +17,7 @@
 
 pub mod eve;
 pub mod geonode;
+pub mod maintain;
 pub mod monitoring;
 pub mod report;
 pub mod resources;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub hostname: Arc<str>,
     /// Longest a request may take before it is answered with 503.
     pub request_timeout: Duration,
+    /// What the maintain API works on (connections, log levels, staleness).
+    pub maintain: maintain::MaintainState,
 }
 
 impl AppState {
@@ -93,6 +97,7 @@ pub fn rules() -> Vec<Rule> {
         report::rules(),
         resources::rules(),
         monitoring::rules(),
+        maintain::rules(),
     ]
     .concat()
 }
@@ -157,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(report::router(&state))
         .nest("/api/v1", resources::router(&state))
         .nest("/monitoring/api", monitoring::router(&state))
+        .nest("/maintain/v1", maintain::router(&state))
         .fallback_service(unmatched)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
@@ -222,6 +228,14 @@ pub(crate) mod testing {
                 recorder: crate::recorder::Recorder::new(store),
                 hostname: "test-host".into(),
                 request_timeout: Duration::from_secs(10),
+                maintain: maintain::MaintainState {
+                    shared: opsplane_serve::maintain::Maintain::new(
+                        opsplane_serve::listener::Connections::new(metrics.registry()).unwrap(),
+                        opsplane_serve::logging::LogLevels::detached("info"),
+                        opsplane_serve::maintain::LevelShape::Map,
+                    ),
+                    stale_after: Duration::from_secs(600),
+                },
             };
             TestApp {
                 router: router(state.clone()),

@@ -96,7 +96,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 impl Catalog {
-    async fn services(&self) -> Result<Vec<MonitoredService>, ApiError> {
+    pub(crate) async fn services(&self) -> Result<Vec<MonitoredService>, ApiError> {
         match self {
             Catalog::Cluster(client) => {
                 let api: Api<MonitoredService> = Api::all(client.clone());
