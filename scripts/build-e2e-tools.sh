@@ -2,6 +2,8 @@
 # Builds the tools the e2e tests need into ${OPSPLANE_CACHE:-/var/tmp/opsplane-cache}/bin:
 #   opsplane-e2e-harness  etcd + kube-apiserver test server (from e2e/harness)
 #   helm                  helm.sh/helm/v3/cmd/helm at HELM_VERSION, built from source
+#   kubectl               k8s.io/kubernetes/cmd/kubectl at the harness's k8s.io/kubernetes version,
+#                         built from the Go modules with the harness's staging replaces
 # Each tool is rebuilt only when its stamp (next to the binary) changed or the
 # binary is missing, so a second run is a no-op.
 # Uses the default GOCACHE/GOMODCACHE (outside the repo) and the Go module proxy.
@@ -107,7 +109,39 @@ build_helm() {
 	log "helm: built in $(elapsed "${t0}")s -> ${bin}"
 }
 
+# kubectl's main package lives in k8s.io/kubernetes, whose go.mod points the staging modules
+# (k8s.io/kubectl, k8s.io/cli-runtime, ...) at local paths, so `go install ...@version` refuses
+# it. It is built like the harness instead: in a scratch module carrying the harness's go.mod
+# (same k8s.io/kubernetes version and replaces) and go.sum; `-mod=mod` adds what kubectl needs.
+kubectl_stamp() {
+	printf 'k8s.io/kubernetes/cmd/kubectl@%s %s %s ' "$(kube_version)" "$(go env GOVERSION)" "$(harness_ldflags)"
+	sha256sum "${harness_src}/go.mod" | cut -d' ' -f1
+}
+
+build_kubectl() {
+	local bin="${bin_dir}/kubectl" stamp_file="${bin_dir}/kubectl.stamp" stamp t0 scratch
+	stamp="$(kubectl_stamp)"
+	if [ -x "${bin}" ] && [ -f "${stamp_file}" ] && [ "$(cat "${stamp_file}")" = "${stamp}" ]; then
+		log "kubectl: up to date (${bin}, $(kube_version))"
+		return
+	fi
+	log "kubectl: building k8s.io/kubernetes/cmd/kubectl@$(kube_version) from the Go modules"
+	t0=$(date +%s)
+	rm -f "${stamp_file}"
+	rm -rf "${bin_dir}"/.kubectl-build.*
+	scratch="$(mktemp -d "${bin_dir}/.kubectl-build.XXXXXX")"
+	sed 's|^module .*|module opsplane.io/e2e/kubectl|' "${harness_src}/go.mod" >"${scratch}/go.mod"
+	cp "${harness_src}/go.sum" "${scratch}/go.sum"
+	(cd "${scratch}" && GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath" go build -ldflags "$(harness_ldflags)" -o "${scratch}/kubectl" k8s.io/kubernetes/cmd/kubectl) ||
+		die "building kubectl $(kube_version) failed"
+	mv -f "${scratch}/kubectl" "${bin}"
+	rm -rf "${scratch}"
+	printf '%s\n' "${stamp}" >"${stamp_file}"
+	log "kubectl: built in $(elapsed "${t0}")s -> ${bin}"
+}
+
 t_all=$(date +%s)
 build_harness
 build_helm
+build_kubectl
 log "done in $(elapsed "${t_all}")s; tools in ${bin_dir}"

@@ -304,6 +304,8 @@ type harness struct {
 	serverURL string
 
 	saKeysBefore map[string]bool
+
+	stopControllers func() // guarded by mu; set once the controllers run
 }
 
 func (h *harness) etcdErr() <-chan error {
@@ -410,7 +412,17 @@ func (h *harness) start(deadline time.Time) error {
 	if err := writeFileAtomic(h.opts.kubeconfigOut, kubeconfig, 0o600); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}
-	return waitReady(kubeconfig, deadline)
+	if err := waitReady(kubeconfig, deadline); err != nil {
+		return err
+	}
+	stopControllers, err := startControllers(kubeconfig)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.stopControllers = stopControllers
+	h.mu.Unlock()
+	return nil
 }
 
 // waitReady checks the server through the written kubeconfig's admin
@@ -456,8 +468,11 @@ func (h *harness) shutdown() bool {
 	began := time.Now()
 	h.stopping.Store(true)
 	h.mu.Lock()
-	forwarder, server, etcd := h.forwarder, h.server, h.etcd
+	forwarder, server, etcd, stopControllers := h.forwarder, h.server, h.etcd, h.stopControllers
 	h.mu.Unlock()
+	if stopControllers != nil {
+		stopControllers()
+	}
 	if forwarder != nil {
 		_ = forwarder.Close()
 	}

@@ -45,6 +45,84 @@ pub fn helm() -> anyhow::Result<PathBuf> {
     cache_bin("helm", "OPSPLANE_HELM")
 }
 
+/// The kubectl binary built from the Go modules (k8s.io/kubernetes/cmd/kubectl).
+pub fn kubectl() -> anyhow::Result<PathBuf> {
+    cache_bin("kubectl", "OPSPLANE_KUBECTL")
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Whether it exited 0.
+    pub success: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// The output, or an error with both streams when the command failed.
+    pub fn ok(self) -> anyhow::Result<Output> {
+        if !self.success {
+            bail!("failed:\n{}\n{}", self.stdout, self.stderr);
+        }
+        Ok(self)
+    }
+}
+
+/// kubectl against one kubeconfig, as a user runs it.
+pub struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// kubectl with `kubeconfig`.
+    pub fn new(kubeconfig: &Path) -> anyhow::Result<Kubectl> {
+        Ok(Kubectl {
+            bin: kubectl()?,
+            kubeconfig: kubeconfig.to_path_buf(),
+        })
+    }
+
+    /// Runs `kubectl <args>`, with `stdin` on its standard input when given.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        use std::io::Write;
+        let mut child = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning kubectl {}", args.join(" ")))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        Ok(Output {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    /// `kubectl <args>` that must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        Ok(self
+            .run(args, None)?
+            .ok()
+            .with_context(|| format!("kubectl {}", args.join(" ")))?
+            .stdout)
+    }
+}
+
 /// A fresh path for one operator process's embedded store (no Redis in these tests), so that
 /// operators running at once never share a database file.
 pub fn operator_store_path(identity: &str) -> PathBuf {
@@ -148,6 +226,26 @@ impl Cluster {
             _child: child,
             _stdin: stdin,
         })
+    }
+
+    /// A kubeconfig for the same server that authenticates with `token` (e.g. a ServiceAccount's,
+    /// from `kubectl create token`) instead of the admin certificate, written next to the admin
+    /// kubeconfig as `kubeconfig-<name>`.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let mut config: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
+        let users = config
+            .get_mut("users")
+            .and_then(|u| u.as_sequence_mut())
+            .context("kubeconfig without users")?;
+        for user in users.iter_mut() {
+            let mut credential = serde_yaml::Mapping::new();
+            credential.insert("token".into(), token.into());
+            user["user"] = serde_yaml::Value::Mapping(credential);
+        }
+        let path = self.kubeconfig.with_file_name(format!("kubeconfig-{name}"));
+        std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+        Ok(path)
     }
 
     /// A kube client with the admin credential.

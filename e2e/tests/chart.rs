@@ -6,27 +6,152 @@ use std::process::Command;
 use opsplane_e2e::{helm, repo_root};
 use serde_json::Value;
 
-fn render(sets: &[&str]) -> Vec<Value> {
+/// `helm template <release>` with `--set`s: the output, or helm's error.
+fn template(release: &str, sets: &[&str]) -> Result<String, String> {
     let chart = repo_root().join("charts/opsplane");
     let mut command = Command::new(helm().expect("helm"));
     command
-        .args(["template", "opsplane"])
+        .args(["template", release])
         .arg(&chart)
         .args(["--namespace", "opsplane-system"]);
     for set in sets {
         command.args(["--set", set]);
     }
     let output = command.output().expect("helm template");
-    assert!(
-        output.status.success(),
-        "helm template {sets:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn render_release(release: &str, sets: &[&str]) -> Vec<Value> {
+    let text =
+        template(release, sets).unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"));
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("rendered YAML parses"))
         .filter(|v| !v.is_null())
         .collect()
+}
+
+fn render(sets: &[&str]) -> Vec<Value> {
+    render_release("opsplane", sets)
+}
+
+#[test]
+fn values_schema_refuses_bad_values_at_template_time_naming_the_value() {
+    let cases = [
+        (vec!["operator.replicas=0"], "/operator/replicas"),
+        (vec!["operator.port=70000"], "/operator/port"),
+        (
+            vec!["nodeDaemon.allowDisruptive=yes"],
+            "/nodeDaemon/allowDisruptive",
+        ),
+        (vec!["nodeDeamon.enabled=false"], "nodeDeamon"),
+        (vec!["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (
+            vec!["store.retention.hours=forever"],
+            "/store/retention/hours",
+        ),
+        (
+            vec!["redis.externalUrl=http://redis:6379"],
+            "/redis/externalUrl",
+        ),
+        (
+            vec!["nodeDaemon.fileDeletePrefixes={relative}"],
+            "/nodeDaemon/fileDeletePrefixes/0",
+        ),
+    ];
+    for (sets, field) in cases {
+        let error = template("opsplane", &sets).expect_err(&format!("{sets:?} must be refused"));
+        assert!(
+            error.contains("values don't meet the specifications of the schema")
+                && error.contains(field),
+            "{sets:?}: expected a schema error naming {field}: {error}"
+        );
+    }
+}
+
+#[test]
+fn no_shared_store_for_several_operator_replicas_is_refused() {
+    let error = template("opsplane", &["redis.enabled=false"])
+        .expect_err("redis.enabled=false with 2 replicas and no external Redis");
+    assert!(
+        error.contains("redis.enabled=false with operator.replicas=2 and no external Redis")
+            && error.contains("redis.externalUrl"),
+        "{error}"
+    );
+    for sets in [
+        vec!["redis.enabled=false", "operator.replicas=1"],
+        vec![
+            "redis.enabled=false",
+            "redis.externalUrl=redis://redis.example:6379/0",
+        ],
+        vec!["redis.enabled=false", "redis.existingSecret=redis-url"],
+    ] {
+        assert!(
+            template("opsplane", &sets).is_ok(),
+            "{sets:?} is a working setup"
+        );
+    }
+}
+
+#[test]
+fn any_release_name_renders_names_of_at_most_63_characters() {
+    // Helm allows release names up to 53 characters.
+    let release = "a-release-name-of-fifty-three-characters-for-opsplan";
+    let release = &format!("{release}x")[..53];
+    for sets in [vec![], vec!["nodeDaemon.allowDisruptive=true"]] {
+        for object in render_release(release, &sets) {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            assert!(
+                name.len() <= 63,
+                "{} {name} is {} characters",
+                object["kind"],
+                name.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn user_roles_aggregate_into_view_edit_and_admin() {
+    let objects = render(&[]);
+    let role = |suffix: &str| {
+        objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ClusterRole"
+                    && o["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with(suffix))
+            })
+            .unwrap_or_else(|| panic!("no ClusterRole *{suffix}"))
+    };
+    let aggregates = |o: &Value| {
+        let mut to: Vec<String> = o["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let k = k.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")?;
+                (*v == "true").then(|| k.to_string())
+            })
+            .collect();
+        to.sort();
+        to
+    };
+    assert_eq!(aggregates(role("-view")), ["admin", "edit", "view"]);
+    assert_eq!(aggregates(role("-edit")), ["admin", "edit"]);
+    assert_eq!(aggregates(role("-admin")), ["admin"]);
+    let off = render(&["rbac.aggregateToDefaultRoles=false"]);
+    assert!(
+        !off.iter().any(|o| o["kind"] == "ClusterRole"
+            && o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-view"))),
+        "aggregateToDefaultRoles=false renders no user roles"
+    );
 }
 
 #[test]
@@ -168,7 +293,6 @@ fn node_daemon_may_only_read_node_tasks_and_patch_their_status() {
         grants,
         [
             "opsplane.io/nodetasks/status:patch",
-            "opsplane.io/nodetasks:get",
             "opsplane.io/nodetasks:list",
             "opsplane.io/nodetasks:watch",
         ]

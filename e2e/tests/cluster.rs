@@ -675,6 +675,17 @@ async fn service_ref_instances_from_endpointslices_are_checked_one_by_one_with_e
         }))
         .unwrap()
     };
+    // The Service the EndpointSlices belong to: without a selector, so its slices are the
+    // test's own (no endpoint controller runs here). The operator checks it exists.
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("Service");
     slices
         .create(&PostParams::default(), &slice(&["192.0.2.2", "192.0.2.3"]))
         .await

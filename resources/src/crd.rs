@@ -2,15 +2,80 @@
 //!
 //! `opsplane-operator crds` prints [`all_yaml`]; `crds/` and `charts/opsplane/crds/` hold the same
 //! text committed (one file per CRD, from [`files`]) and a test fails when they drift.
+//!
+//! Two things the derived schemas say are put the way the API server reads them ([`tidy`]):
+//! the unsigned integer formats schemars writes (`uint16`, `uint64`), which the API server does
+//! not know and warns about on every apply, become `int32` / `int64` (their minimum of 0 stays);
+//! and the line breaks inside a doc comment's paragraph become spaces, so `kubectl explain`
+//! wraps the text itself instead of breaking sentences in the middle.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
 
 use crate::{MonitoredService, NodeTask};
 
 /// Every CRD opsplane defines.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![MonitoredService::crd(), NodeTask::crd()]
+    let mut crds = vec![MonitoredService::crd(), NodeTask::crd()];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                tidy(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// The integer formats of the OpenAPI data types, which the API server knows.
+fn known_format(format: &str) -> &str {
+    match format {
+        "uint8" | "uint16" | "int8" | "int16" => "int32",
+        "uint32" | "uint64" | "uint" | "uint128" | "int128" => "int64",
+        other => other,
+    }
+}
+
+/// One paragraph per line: single line breaks (a doc comment wrapped in the source) become
+/// spaces; blank lines between paragraphs stay.
+fn unwrap_paragraphs(text: &str) -> String {
+    text.split("\n\n")
+        .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// Rewrites formats and descriptions throughout a schema, see the module docs.
+fn tidy(schema: &mut JSONSchemaProps) {
+    if let Some(format) = schema.format.as_mut() {
+        *format = known_format(format).to_string();
+    }
+    if let Some(description) = schema.description.as_mut() {
+        *description = unwrap_paragraphs(description);
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        tidy(child);
+    }
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    };
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => tidy(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(tidy),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        tidy(extra);
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        list.iter_mut().flatten().for_each(tidy);
+    }
 }
 
 /// Why a CRD could not be rendered.
@@ -48,4 +113,206 @@ pub fn files() -> Result<Vec<(String, String)>, RenderError> {
 pub fn all_yaml() -> Result<String, RenderError> {
     let docs: Vec<String> = files()?.into_iter().map(|(_, text)| text).collect();
     Ok(docs.join("---\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_task::{TaskCommand, TaskHandler};
+
+    fn walk(schema: &JSONSchemaProps, path: &str, out: &mut Vec<(String, JSONSchemaProps)>) {
+        out.push((path.to_string(), schema.clone()));
+        for (name, child) in schema.properties.iter().flatten() {
+            walk(child, &format!("{path}.{name}"), out);
+        }
+        if let Some(
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(item),
+        ) = &schema.items
+        {
+            walk(item, &format!("{path}[]"), out);
+        }
+    }
+
+    fn every_schema() -> Vec<(String, JSONSchemaProps)> {
+        let mut out = Vec::new();
+        for crd in all() {
+            for version in &crd.spec.versions {
+                let schema = version
+                    .schema
+                    .as_ref()
+                    .unwrap()
+                    .open_api_v3_schema
+                    .as_ref()
+                    .unwrap();
+                walk(schema, &crd.spec.names.kind, &mut out);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_format_is_one_the_api_server_knows() {
+        // k8s.io/kube-openapi's supported formats that opsplane uses.
+        let known = ["int32", "int64", "date-time", "double", "float", "byte"];
+        for (path, schema) in every_schema() {
+            if let Some(format) = &schema.format {
+                assert!(known.contains(&format.as_str()), "{path}: format {format}");
+            }
+        }
+    }
+
+    #[test]
+    fn descriptions_are_written_for_kubectl_explain() {
+        for (path, schema) in every_schema() {
+            let Some(text) = &schema.description else {
+                continue;
+            };
+            assert!(!text.contains("Auto-generated"), "{path}: {text}");
+            assert!(
+                !text.to_lowercase().contains("seed"),
+                "{path}: seed jargon: {text}"
+            );
+            for paragraph in text.split("\n\n") {
+                assert!(
+                    !paragraph.contains('\n'),
+                    "{path}: a line break mid-paragraph: {text:?}"
+                );
+            }
+        }
+        // The top of each kind says what it is.
+        for crd in all() {
+            let top = crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap();
+            let text = top.description.clone().unwrap_or_default();
+            assert!(text.len() > 80, "{}: {text:?}", crd.spec.names.kind);
+        }
+    }
+
+    #[test]
+    fn defaults_are_said_in_the_text() {
+        let schemas = every_schema();
+        let text = |path: &str| {
+            schemas
+                .iter()
+                .find(|(p, _)| p == path)
+                .and_then(|(_, s)| s.description.clone())
+                .unwrap_or_else(|| panic!("no description at {path}"))
+        };
+        for (path, default) in [
+            ("MonitoredService.spec.checkInterval", "Default: `30s`"),
+            ("MonitoredService.spec.timeout", "Default: 5s"),
+            ("MonitoredService.spec.http.method", "Default: GET"),
+            (
+                "MonitoredService.spec.http.expectedStatus",
+                "Default: any 2xx",
+            ),
+            (
+                "MonitoredService.spec.http.insecureSkipVerify",
+                "Default: false",
+            ),
+            ("NodeTask.spec.maxUnavailable", "Default: 1"),
+            ("NodeTask.spec.dryRun", "Default: false"),
+            ("NodeTask.spec.allNodes", "Default: false"),
+        ] {
+            assert!(text(path).contains(default), "{path}: {:?}", text(path));
+        }
+        // Which commands belong to which handler, and which data each needs.
+        let command = text("NodeTask.spec.command");
+        for handler in [
+            TaskHandler::CrontabHandler,
+            TaskHandler::OsHandler,
+            TaskHandler::ServiceHandler,
+            TaskHandler::TimerHandler,
+            TaskHandler::FileHandler,
+            TaskHandler::NetworkHandler,
+        ] {
+            let name = format!("{handler:?}");
+            let section = command
+                .split_once(&format!("{name}:"))
+                .map(|(_, rest)| rest)
+                .unwrap_or_else(|| panic!("{name} not in {command:?}"));
+            let section = section.split(". ").next().unwrap_or_default();
+            for c in handler.commands() {
+                let c = serde_json::to_value(c).unwrap();
+                assert!(
+                    section.contains(c.as_str().unwrap()),
+                    "{name} lacks {c} in {section:?}"
+                );
+            }
+        }
+        for field in [
+            "task_name",
+            "exec_hour",
+            "service",
+            "addr",
+            "node_uuid",
+            "file_name",
+            "netmask",
+            "name1",
+        ] {
+            assert!(
+                command.contains(field),
+                "command does not say which command needs {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_all_nodes_rule_lists_exactly_the_disruptive_commands() {
+        let crd = NodeTask::crd();
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap();
+        let spec = &schema.properties.as_ref().unwrap()["spec"];
+        let rule = spec
+            .x_kubernetes_validations
+            .iter()
+            .flatten()
+            .find(|r| r.rule.contains("self.allNodes"))
+            .expect("the allNodes rule");
+        let listed = rule
+            .rule
+            .split_once("self.command in [")
+            .unwrap()
+            .1
+            .split_once(']')
+            .unwrap()
+            .0;
+        let mut listed: Vec<String> = listed
+            .split(',')
+            .map(|c| c.trim().trim_matches('\'').to_string())
+            .collect();
+        listed.sort();
+        let all = [
+            TaskHandler::CrontabHandler,
+            TaskHandler::OsHandler,
+            TaskHandler::ServiceHandler,
+            TaskHandler::TimerHandler,
+            TaskHandler::FileHandler,
+            TaskHandler::NetworkHandler,
+        ];
+        let mut disruptive: Vec<String> = all
+            .iter()
+            .flat_map(|h| h.commands())
+            .filter(|c| c.is_disruptive())
+            .map(|c: &TaskCommand| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        disruptive.sort();
+        assert_eq!(listed, disruptive);
+    }
 }

@@ -5,6 +5,12 @@
 //! and `route` (the ops API address is `baseUrl` + `route` unless `route` is an absolute URL).
 //! Validation lives in the CRD schema (patterns, ranges, CEL rules across fields) so that
 //! `kubectl apply` of a bad object is refused by the API server itself.
+//!
+//! The doc comments of the fields are what `kubectl explain` shows: they are written for the
+//! user of the CRD (one paragraph per line, defaults said in the text), and the seed each field
+//! comes from is said in `//` comments beside them. Each malformed value gets one message: the
+//! rules that read a duration first check that it is one, so a value such as
+//! `30sec` is refused by one plain sentence, not by a pattern error and conversion errors.
 
 // `#[kube(printcolumn(...))]` repeats `type_ = ...` by design; clippy reads the repeats as
 // duplicated attributes.
@@ -29,7 +35,28 @@ use crate::duration::parse_duration;
     shortname = "msvc",
     category = "opsplane",
     status = "MonitoredServiceStatus",
+    doc = "A service that opsplane checks on an interval, by HTTP(S) or TCP connect, either at one url or at every instance behind a Kubernetes Service; the operator writes the result to status and the metric store.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".spec.url",
+        description = "The address checked, when spec.url is set.",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Service",
+        type_ = "string",
+        json_path = ".spec.serviceRef.name",
+        description = "The Service whose instances are checked, when spec.serviceRef is set.",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Interval",
+        type_ = "string",
+        json_path = ".spec.checkInterval",
+        priority = 1
+    ),
     printcolumn(
         name = "Available",
         type_ = "string",
@@ -45,7 +72,25 @@ use crate::duration::parse_duration;
         type_ = "integer",
         json_path = ".status.latencyMs"
     ),
-    printcolumn(name = "Last-Check", type_ = "date", json_path = ".status.lastCheck"),
+    printcolumn(
+        name = "Availability(%)",
+        type_ = "string",
+        json_path = ".status.availability",
+        description = "Share of passing checks over the last 24 hours.",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Last-Check",
+        type_ = "date",
+        json_path = ".status.lastCheck",
+        priority = 1
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -63,66 +108,71 @@ use crate::duration::parse_duration;
 #[x_kube(validation = Rule::new("!(has(self.url) && !self.url.startsWith('tcp://') && has(self.tcp))")
     .message("spec.tcp needs spec.url of the form tcp://host:port")
     .field_path(".url"))]
-#[x_kube(validation = Rule::new("!has(self.timeout) || duration(self.timeout) <= duration(self.checkInterval)")
+// Only well-formed durations are compared: a malformed one has its own message on its field.
+#[x_kube(validation = Rule::new("!has(self.timeout) || !self.timeout.matches('^([0-9]+(ms|s|m|h))+$') || !self.checkInterval.matches('^([0-9]+(ms|s|m|h))+$') || duration(self.timeout) <= duration(self.checkInterval)")
     .message("spec.timeout must not be longer than spec.checkInterval")
     .field_path(".timeout"))]
 #[serde(rename_all = "camelCase")]
 pub struct MonitoredServiceSpec {
-    /// Free text that groups services in the monitoring API (seed 001 service `type`), e.g. `geonode`.
+    // Seed 001's service `type`.
+    /// Free text that groups services in the monitoring API, e.g. `geonode`. At most 63 characters. Optional.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub service_type: Option<String>,
 
-    /// Environment the service belongs to (seed 000), e.g. `production`.
+    // Seed 000's `environment`.
+    /// Environment the service belongs to, e.g. `production`. At most 63 characters. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub environment: Option<String>,
 
-    /// How often to check (seed 001 `check_interval`): a duration such as `30s` or `1m`, at least `1s`.
+    // Seed 001's `check_interval`. The duration rules are guarded by the shape check so that a
+    // malformed value gets only the shape message.
+    /// How often to check: a duration of whole numbers with the units ms, s, m or h, such as `30s`, `1m` or `1h30m`; from 1s to 24h. Default: `30s`.
     #[serde(default = "default_check_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("checkInterval must be at least 1s"))]
-    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("checkInterval must be at most 24h"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("checkInterval must be a duration such as 30s, 1m or 1h30m (whole numbers with the units ms, s, m or h)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) >= duration('1s')").message("checkInterval must be at least 1s"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) <= duration('24h')").message("checkInterval must be at most 24h"))]
     pub check_interval: String,
 
-    /// How long one check may take before it counts as failed, e.g. `5s`; at most
-    /// `checkInterval`. Unset: 5s, or `checkInterval` when that is shorter.
     // No schema default: a defaulted `5s` would be held to the rule against `checkInterval` and
     // refuse `checkInterval: 2s`, which the user wrote validly. The default is applied where the
     // timeout is used ([`MonitoredServiceSpec::timing`]).
+    /// How long one check may take before it counts as failed: a duration such as `5s` or `500ms`, greater than zero and not longer than checkInterval. Default: 5s, or checkInterval when that is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1ms')").message("timeout must be greater than zero"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("timeout must be a duration such as 5s or 500ms (whole numbers with the units ms, s, m or h)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) >= duration('1ms')").message("timeout must be greater than zero"))]
     pub timeout: Option<String>,
 
-    /// Absolute address to check: `http://`, `https://`, or `tcp://host:port` for a TCP connect.
+    /// The one address to check: `http://...` or `https://...` for an HTTP check, or `tcp://host:port` for a TCP connect (the port is required). Set exactly one of url and serviceRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^(https?|tcp)://[^\s/?#]+[^\s]*$"),
-        length(max = 2048)
-    )]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(https?|tcp)://[^\\\\s/?#]+[^\\\\s]*$')").message("url must be an absolute http://, https:// or tcp:// address without spaces"))]
+    #[x_kube(validation = Rule::new("!self.matches('^(https?|tcp)://[^\\\\s/?#]+[^\\\\s]*$') || !self.startsWith('tcp://') || self.matches('^tcp://(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9._-]+):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])/?$')").message("a tcp:// url needs a host and a port 1-65535, like tcp://db.example:5432"))]
     pub url: Option<String>,
 
-    /// A Kubernetes Service in the same namespace whose instances are found through its
-    /// EndpointSlices and checked one by one.
+    /// A Kubernetes Service in this namespace whose instances (every address of its EndpointSlices, ready or not) are checked one by one. Set exactly one of url and serviceRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_ref: Option<ServiceRef>,
 
-    /// HTTP check settings (the default kind of check for http(s) targets).
+    /// How an HTTP check judges the answer. Used for http(s) urls and for serviceRef without tcp; omitted: GET, any 2xx is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCheck>,
 
-    /// TCP connect check instead of HTTP.
+    /// Write `tcp: {}` to check by TCP connect instead of HTTP: the service is up when a connection is accepted within the timeout. Not with http.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpCheck>,
 
-    /// Base URL of the service's API (seed 000 `base_url`).
+    // Seed 000's `base_url`.
+    /// Base URL of the service's own API, an absolute http(s) URL. Informational: listed by the REST API, not checked. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
     pub base_url: Option<String>,
 
-    /// Route of the service's ops API (seed 000 `route`): joined to `baseUrl`, unless it is an
-    /// absolute URL itself.
+    // Seed 000's `route`.
+    /// Route of the service's ops API: joined to baseUrl with one slash, or used as it is when it is an absolute URL. Informational. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub route: Option<String>,
@@ -156,24 +206,28 @@ pub struct CheckTiming {
 }
 
 /// Reference to a Service whose endpoints are checked.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRef {
-    /// Name of the Service, in the MonitoredService's namespace.
+    /// Name of the Service, in the MonitoredService's namespace. Required.
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
-    /// Port of the Service, by name (e.g. `http`) or number.
+    /// Port of the Service: its name (e.g. `http`, as in the Service's `ports[].name`) or its number 1-65535. Required.
+    // A port name is an IANA service name: 1-15 lowercase letters, digits and single inner
+    // hyphens, with at least one letter.
+    #[x_kube(validation = Rule::new("type(self) != int || (self >= 1 && self <= 65535)").message("serviceRef.port must be a port number 1-65535 or a port name such as http"))]
+    #[x_kube(validation = Rule::new("type(self) != string || (size(self) <= 15 && self.matches('^[a-z0-9]([a-z0-9]|-[a-z0-9])*$') && self.matches('[a-z]'))").message("serviceRef.port must be a port number 1-65535 or a port name such as http (at most 15 lowercase letters, digits and inner hyphens, with a letter)"))]
     pub port: IntOrString,
-    /// Path requested on each instance for HTTP checks, e.g. `/health`.
+    /// Path requested on each instance for HTTP checks, e.g. `/health`; must start with /. Default: `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"), length(max = 2048))]
     pub path: Option<String>,
 }
 
-/// HTTP methods a check may use.
+/// The request method of an HTTP check.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
@@ -192,23 +246,23 @@ pub enum HttpMethod {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
-    /// Request method.
+    /// Request method: GET, HEAD, POST (with an empty body) or OPTIONS. Default: GET.
     #[serde(default)]
     pub method: HttpMethod,
-    /// Status codes that count as up. Empty or omitted: any 2xx.
+    /// Status codes (100-599) that count as up, at most 32. Default: any 2xx.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(range(min = 100, max = 599)))]
     pub expected_status: Vec<u16>,
-    /// Text that must appear in the response body.
+    /// Text that must appear in the response body for the check to pass. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub body_contains: Option<String>,
-    /// Skip TLS certificate verification (off by default).
+    /// Skip TLS certificate verification of https targets. Default: false.
     #[serde(default)]
     pub insecure_skip_verify: bool,
 }
 
-/// TCP connect check: up when a connection is accepted within the timeout.
+/// TCP connect check: up when a connection is accepted within the timeout. Takes no settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 pub struct TcpCheck {}
 
@@ -222,17 +276,16 @@ pub struct MonitoredServiceStatus {
     /// When the last check finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<String>,
-    /// Latency of the last check in milliseconds (the slowest healthy instance for serviceRef).
+    /// Latency of the last check in milliseconds (for serviceRef, the slowest healthy instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    /// Share of passing instance checks over the last 24 hours, in percent with two decimals
-    /// (e.g. `99.95`), from the metric store's `check.up` aggregates.
+    /// Share of passing instance checks over the last 24 hours, in percent with two decimals (e.g. `99.95`), from the metric store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability: Option<String>,
-    /// Error of the last failed check; empty when the last check passed.
+    /// Why the service is unavailable or an instance failed (the first failing instance's error, the missing Service, no instances); empty when every check passed.
     #[serde(default)]
     pub last_error: String,
-    /// `Available` and `Degraded` conditions.
+    /// `Available` (some instance passes its check) and `Degraded` (some instances pass, others fail).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Per-instance results for services checked through serviceRef (or the one url).

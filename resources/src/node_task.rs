@@ -5,6 +5,9 @@
 //! update_ip, delete_ip, exchange_ip), which the seed exposes as separate endpoints, are reachable
 //! here under the handler name `NetworkHandler` with the same data fields. Which commands belong to
 //! which handler, and which data each command needs, is checked by CEL rules in the CRD schema.
+//!
+//! The doc comments of the fields are what `kubectl explain` shows: written for the user (one
+//! paragraph per line, defaults said in the text); seed references are `//` comments.
 
 // `#[kube(printcolumn(...))]` repeats `type_ = ...` by design; clippy reads the repeats as
 // duplicated attributes.
@@ -14,7 +17,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Desired state of a NodeTask: which nodes, which seed 002 handler and command, with which data.
+/// Desired state of a NodeTask: which nodes, which handler and command, with which data.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "opsplane.io",
@@ -23,13 +26,32 @@ use serde::{Deserialize, Serialize};
     shortname = "ntask",
     category = "opsplane",
     status = "NodeTaskStatus",
+    doc = "A control task run by the opsplane node-daemons of the targeted nodes: a scheduled shutdown, a shutdown or reboot, a systemd unit action, a report timer change, a file deletion or a NIC address change. The operator releases it to the nodes (disruptive commands maxUnavailable nodes at a time) and sums up their results; the Complete condition becomes True when every node succeeded, the Failed condition when any failed.",
     printcolumn(name = "Handler", type_ = "string", json_path = ".spec.handler"),
     printcolumn(name = "Command", type_ = "string", json_path = ".spec.command"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "Progress",
+        type_ = "string",
+        json_path = ".status.progress",
+        description = "Nodes finished (succeeded or failed) of the nodes targeted."
+    ),
+    printcolumn(
         name = "DryRun",
         type_ = "boolean",
         json_path = ".spec.dryRun",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Max-Unavailable",
+        type_ = "integer",
+        json_path = ".spec.maxUnavailable",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Complete\")].message",
         priority = 1
     ),
     printcolumn(
@@ -41,6 +63,10 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("(has(self.nodeNames) && size(self.nodeNames) > 0) || has(self.nodeSelector)")
     .message("a NodeTask needs targets: set spec.nodeNames and/or spec.nodeSelector")
     .reason(Reason::FieldValueRequired))]
+// Keep the command list in step with `TaskCommand::is_disruptive` (a test compares them).
+#[x_kube(validation = Rule::new("!(has(self.nodeSelector) && (!has(self.nodeSelector.matchLabels) || size(self.nodeSelector.matchLabels) == 0) && (!has(self.nodeSelector.matchExpressions) || size(self.nodeSelector.matchExpressions) == 0) && self.command in ['setup_shutdown', 'modify_shutdown', 'shutdown', 'reboot', 'stop', 'restart', 'disable', 'delete_file', 'add_ip', 'update_ip', 'delete_ip', 'exchange_ip']) || (has(self.allNodes) && self.allNodes)")
+    .message("an empty spec.nodeSelector selects every node; for a disruptive command set spec.allNodes: true to confirm, or select nodes by label")
+    .field_path(".nodeSelector"))]
 #[x_kube(validation = Rule::new("self.command in {'CrontabHandler': ['setup_shutdown', 'delete_shutdown', 'select_shutdown', 'modify_shutdown'], 'OsHandler': ['shutdown', 'reboot'], 'ServiceHandler': ['start', 'stop', 'restart', 'enable', 'disable'], 'TimerHandler': ['update', 'pause', 'resume'], 'FileHandler': ['delete_file'], 'NetworkHandler': ['add_ip', 'update_ip', 'delete_ip', 'exchange_ip']}[self.handler]")
     .message("spec.command is not a command of spec.handler (CrontabHandler: setup_shutdown|delete_shutdown|select_shutdown|modify_shutdown; OsHandler: shutdown|reboot; ServiceHandler: start|stop|restart|enable|disable; TimerHandler: update|pause|resume; FileHandler: delete_file; NetworkHandler: add_ip|update_ip|delete_ip|exchange_ip)")
     .field_path(".command"))]
@@ -78,7 +104,7 @@ use serde::{Deserialize, Serialize};
     .field_path(".data"))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTaskSpec {
-    /// Names of the nodes to run on.
+    /// Names of the Nodes to run on, in the order disruptive commands are rolled out. A name with no Node fails on that node without running. Set nodeNames, nodeSelector or both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 5000),
@@ -89,36 +115,42 @@ pub struct NodeTaskSpec {
     )]
     pub node_names: Vec<String>,
 
-    /// Label selector over Node objects; matching nodes are added to `nodeNames`.
+    /// Label selector over Node objects; the matching Nodes (by name) are added after nodeNames. The nodes are resolved once, when the task is planned. An empty selector ({}) selects every node, which a disruptive command accepts only with allNodes: true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
 
-    /// Seed 002 handler name.
+    /// Confirms that an empty nodeSelector, which selects every node, is meant for a disruptive command. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_nodes: bool,
+
+    // Seed 002's handler names, plus NetworkHandler for §二.12-15.
+    /// What kind of task: CrontabHandler (scheduled shutdowns), OsHandler (shutdown, reboot), ServiceHandler (systemd units), TimerHandler (the node's report timer), FileHandler (file deletion) or NetworkHandler (NIC addresses). Required.
     pub handler: TaskHandler,
 
-    /// Seed 002 command name; must belong to the handler.
+    // Seed 002's command names.
+    /// The command, which must belong to the handler. CrontabHandler: setup_shutdown, modify_shutdown (data: task_name, exec_hour, exec_minute, exec_weekly), delete_shutdown, select_shutdown (data: task_name). OsHandler: shutdown, reboot (no data). ServiceHandler: start, stop, restart, enable, disable (data: service). TimerHandler: update (data: addr, node_uuid), pause, resume (no data). FileHandler: delete_file (data: file_name). NetworkHandler: add_ip, update_ip (data: name, ip, netmask; optional gateway, dns1, dns2), delete_ip (data: name), exchange_ip (data: name1, name2). Disruptive commands, rolled out maxUnavailable nodes at a time and refused by a node-daemon that does not allow them: setup_shutdown, modify_shutdown, shutdown, reboot, stop, restart, disable, delete_file and the four IP commands. Required.
     pub command: TaskCommand,
 
-    /// Seed 002 data object of the command.
+    // Seed 002's `data` object.
+    /// The command's arguments; which fields each command needs is listed under command. Fields a command does not use are ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<TaskData>,
 
-    /// How many nodes may run a disruptive command (shutdown, reboot, scheduled shutdowns, service
-    /// stop/restart/disable, delete_file, IP changes) at once. Defaults to 1: one node at a time, the next after the previous succeeded.
+    /// How many nodes may run a disruptive command at once, 1-1000; the next node is released after one succeeded, and a failure stops the rollout. Commands that are not disruptive run on every node at once. Default: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_unavailable: Option<i32>,
 
-    /// Validate and plan only; nothing runs on the nodes.
+    /// Plan only: resolve the nodes and report what a real run would meet before running (a missing node fails), but run nothing. Default: false.
     #[serde(default)]
     pub dry_run: bool,
 
-    /// Optional daily time window in which the task may start on a node.
+    /// A daily time window in which the task may start on a node. Not supported yet: a task with a window fails (reason WindowUnsupported) instead of running outside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<TimeWindow>,
 }
 
-/// Seed 002 handler names.
+/// What kind of task (seed 002 handler names).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum TaskHandler {
     /// Scheduled shutdowns (§三.1).
@@ -135,7 +167,7 @@ pub enum TaskHandler {
     NetworkHandler,
 }
 
-/// Seed 002 command names, of every handler.
+/// The command of a task (seed 002 command names, of every handler).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
@@ -214,90 +246,90 @@ impl TaskCommand {
     }
 }
 
-/// Seed 002 `data` fields of every command; each command uses its own subset.
+/// The arguments of a command (seed 002 `data`); each command uses its own fields.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 pub struct TaskData {
-    /// CrontabHandler: schedule name, letters and digits only, unique per node.
+    /// CrontabHandler: the schedule's name, 1-64 letters and digits, unique per node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9]{1,64}$"))]
     pub task_name: Option<String>,
-    /// CrontabHandler: hour 0-23, as the seed's string.
+    /// CrontabHandler: the hour, 0-23, written as a string (`"3"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([01]?[0-9]|2[0-3])$"))]
     pub exec_hour: Option<String>,
-    /// CrontabHandler: minute 0-59, as the seed's string.
+    /// CrontabHandler: the minute, 0-59, written as a string (`"55"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-5]?[0-9]$"))]
     pub exec_minute: Option<String>,
-    /// CrontabHandler: comma-separated weekdays, 0 (or 7) = Sunday.
+    /// CrontabHandler: the weekdays, comma-separated, 0 (or 7) is Sunday, e.g. `"1,2,3,4,5"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-7](,[0-7]){0,7}$"))]
     pub exec_weekly: Option<String>,
-    /// ServiceHandler: systemd units.
+    /// ServiceHandler: the systemd units, one or more (at most 64), e.g. `["nginx.service"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 64),
         inner(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9@._:\\-]+$"))
     )]
     pub service: Option<Vec<String>>,
-    /// TimerHandler update: report address, e.g. `http://10.0.0.1:8080/`.
+    /// TimerHandler update: the address the node reports to, an http(s) URL such as `http://10.0.0.1:8080/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
     pub addr: Option<String>,
-    /// TimerHandler update: the node's UUID in reports.
+    /// TimerHandler update: the node's UUID in its reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub node_uuid: Option<String>,
-    /// FileHandler delete_file: absolute path.
+    /// FileHandler delete_file: the file's absolute path; the node-daemon deletes only under its allowed prefixes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"), length(max = 4096))]
     pub file_name: Option<String>,
-    /// NetworkHandler: address configuration name, `eth0:0` style.
+    /// NetworkHandler: the address configuration's name, like `eth0:0` (an interface and an optional alias number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}(:[0-9]{1,4})?$"))]
     pub name: Option<String>,
-    /// NetworkHandler: IPv4 address.
+    /// NetworkHandler add_ip, update_ip: the IPv4 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("isIP(self)").message("ip must be an IP address"))]
     pub ip: Option<String>,
-    /// NetworkHandler: netmask, e.g. `255.255.255.0`.
+    /// NetworkHandler add_ip, update_ip: the netmask, e.g. `255.255.255.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("isIP(self)").message("netmask must be written as an address, like 255.255.255.0"))]
     pub netmask: Option<String>,
-    /// NetworkHandler: gateway address.
+    /// NetworkHandler add_ip, update_ip: the gateway address; optional, empty for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self == '' || isIP(self)").message("gateway must be an IP address"))]
     pub gateway: Option<String>,
-    /// NetworkHandler: first DNS server.
+    /// NetworkHandler add_ip, update_ip: the first DNS server; optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self == '' || isIP(self)").message("dns1 must be an IP address"))]
     pub dns1: Option<String>,
-    /// NetworkHandler: second DNS server.
+    /// NetworkHandler add_ip, update_ip: the second DNS server; optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self == '' || isIP(self)").message("dns2 must be an IP address"))]
     pub dns2: Option<String>,
-    /// NetworkHandler exchange_ip: first configuration name.
+    /// NetworkHandler exchange_ip: the first configuration's name, like `eth0:0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}(:[0-9]{1,4})?$"))]
     pub name1: Option<String>,
-    /// NetworkHandler exchange_ip: second configuration name.
+    /// NetworkHandler exchange_ip: the second configuration's name, like `eth0:1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,15}(:[0-9]{1,4})?$"))]
     pub name2: Option<String>,
 }
 
-/// A daily window, in the node's local time, in which a task may start.
+/// A daily window, in the node's local time, in which a task may start (not supported yet).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct TimeWindow {
     /// Start, `HH:MM`.
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
-    /// End, `HH:MM`; before `start` means the window spans midnight.
+    /// End, `HH:MM`; before start means the window spans midnight.
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
 }
@@ -312,9 +344,9 @@ pub enum TaskPhase {
     Running,
     /// Succeeded on every node.
     Succeeded,
-    /// Failed on every node (or could not start).
+    /// Failed on every node, or could not start (the Failed condition's reason says why).
     Failed,
-    /// Succeeded on some nodes and failed on others.
+    /// Succeeded on some nodes and failed on others: the Failed condition is True (reason PartiallyFailed) and Complete is False.
     PartiallyFailed,
 }
 
@@ -322,25 +354,28 @@ pub enum TaskPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTaskStatus {
-    /// Overall phase.
+    /// Overall phase: Pending, Running, Succeeded, Failed or PartiallyFailed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TaskPhase>,
+    /// Nodes finished (succeeded or failed) of the nodes targeted, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The plan and the per-node results, one entry per target node in the order the operator
-    /// releases them. A map-list keyed by `name`: the operator (plan, release) and each node's
-    /// daemon (its own result) write their fields with server-side apply under their own field
-    /// managers, so no writer clobbers another's entries.
+    // A map-list keyed by `name`: the operator (plan, release) and each node's daemon (its own
+    // result) write their fields with server-side apply under their own field managers, so no
+    // writer clobbers another's entries.
+    /// The plan and the result on each node, one entry per target node in the order the operator releases them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub nodes: Vec<NodeResult>,
-    /// Conditions.
+    /// `Complete` (True when the task succeeded on every node; for a dry run, when every node exists) and `Failed` (True when it failed on any node, reason Failed or PartiallyFailed, or could not start). Both are False while the task is Pending or Running, so `kubectl wait --for=condition=Complete` waits for success only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
-/// The result of a task on one node, with seed 002's return code and message.
+/// The result of a task on one node, with its return code and message.
 ///
 /// The operator writes `name`, `releasedAt` and — until the node reports — `phase: Pending`
 /// (or `phase: Failed` with `msg` and `reason` for a node it will never release); the node's
@@ -352,18 +387,16 @@ pub struct NodeResult {
     pub name: String,
     /// Phase on this node.
     pub phase: TaskPhase,
-    /// When the operator released the task to this node (RFC 3339); a node-daemon runs its part
-    /// only once it is set. Disruptive tasks are released `maxUnavailable` nodes at a time.
+    /// When the operator released the task to this node (RFC 3339); the node-daemon runs its part only once it is set. Disruptive tasks are released maxUnavailable nodes at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
-    /// Seed 002 return code (0 success).
+    /// The node-daemon's return code: 0 success, anything else a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
-    /// Seed 002 message.
+    /// The node-daemon's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
-    /// Why the operator failed this node without releasing the task to it (written by the
-    /// operator, with `phase: Failed`); the node never runs it.
+    /// Why the operator failed this node without releasing the task to it (with phase Failed): NodeNotFound or RolloutStopped. The node never runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<NodeFailureReason>,
     /// When the node started the task (RFC 3339).

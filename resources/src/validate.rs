@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::MonitoredServiceSpec;
 use crate::duration::parse_duration;
 
@@ -66,6 +68,49 @@ fn valid_url(url: &str, schemes: &[&str]) -> bool {
         && !url.chars().any(char::is_whitespace)
 }
 
+/// Whether a `tcp://` url names a host and a port 1-65535 (`tcp://db:5432`, `tcp://[::1]:80`,
+/// a trailing `/` allowed), as the CRD's rule on `spec.url` holds it.
+fn tcp_url_has_port(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("tcp://") else {
+        return true;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    let port_ok = !port.is_empty()
+        && !port.starts_with('0')
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+    host_ok && port_ok
+}
+
+/// Whether `name` is a port name (an IANA service name): 1-15 lowercase letters, digits and
+/// single inner hyphens, with at least one letter.
+fn valid_port_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+}
+
 /// Checks a spec as the CRD schema would; returns every problem found, not only the first.
 pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -107,6 +152,11 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
             errors.push(err(
                 "spec.url",
                 format!("{url:?} is not an absolute http://, https:// or tcp:// address"),
+            ));
+        } else if !tcp_url_has_port(url) {
+            errors.push(err(
+                "spec.url",
+                "a tcp:// url needs a host and a port 1-65535, like tcp://db.example:5432",
             ));
         } else if url.starts_with("tcp://") && spec.http.is_some() {
             errors.push(err(
@@ -157,6 +207,16 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
             errors.push(err(
                 "spec.serviceRef.name",
                 format!("{:?} is not a Service name", r.name),
+            ));
+        }
+        let port_ok = match &r.port {
+            IntOrString::Int(p) => (1..=65535).contains(p),
+            IntOrString::String(name) => valid_port_name(name),
+        };
+        if !port_ok {
+            errors.push(err(
+                "spec.serviceRef.port",
+                "serviceRef.port must be a port number 1-65535 or a port name such as http",
             ));
         }
         if let Some(p) = &r.path
@@ -240,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn accepts_tcp_urls_with_a_port_and_service_ports_by_number_or_name() {
+        for spec in [
+            serde_json::json!({"url": "tcp://db.example:5432", "tcp": {}}),
+            serde_json::json!({"url": "tcp://10.0.0.1:1/"}),
+            serde_json::json!({"url": "tcp://[::1]:65535"}),
+            serde_json::json!({"serviceRef": {"name": "web", "port": 1}}),
+            serde_json::json!({"serviceRef": {"name": "web", "port": 65535}}),
+            serde_json::json!({"serviceRef": {"name": "web", "port": "http"}}),
+            serde_json::json!({"serviceRef": {"name": "web", "port": "metrics-2"}}),
+        ] {
+            assert_eq!(fields(spec.clone()), Vec::<String>::new(), "{spec}");
+        }
+    }
+
+    #[test]
     fn names_the_field_of_each_mistake() {
         let cases = [
             (
@@ -283,6 +358,25 @@ mod tests {
             (
                 serde_json::json!({"url": "http://a/", "baseUrl": "not a url"}),
                 "spec.baseUrl",
+            ),
+            (serde_json::json!({"url": "tcp://db"}), "spec.url"),
+            (serde_json::json!({"url": "tcp://db:70000"}), "spec.url"),
+            (serde_json::json!({"url": "tcp://db:0"}), "spec.url"),
+            (
+                serde_json::json!({"serviceRef": {"name": "web", "port": 0}}),
+                "spec.serviceRef.port",
+            ),
+            (
+                serde_json::json!({"serviceRef": {"name": "web", "port": 70000}}),
+                "spec.serviceRef.port",
+            ),
+            (
+                serde_json::json!({"serviceRef": {"name": "web", "port": "Not_A_Port"}}),
+                "spec.serviceRef.port",
+            ),
+            (
+                serde_json::json!({"serviceRef": {"name": "web", "port": "8080"}}),
+                "spec.serviceRef.port",
             ),
         ];
         for (value, field) in cases {

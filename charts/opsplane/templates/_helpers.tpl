@@ -3,17 +3,26 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Full name prefix of every object: <release>-opsplane, or the release name when it already contains the chart name. */}}
+{{/* Full name prefix of every object: <release>-opsplane, or the release name when it already contains the chart name.
+Cut to 47 characters so that the longest name made from it, <fullname>-leader-election, stays within 63
+(a Service or label value may not be longer). */}}
 {{- define "opsplane.fullname" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | trunc 47 | trimSuffix "-" -}}
 {{- else -}}
 {{- $name := default .Chart.Name .Values.nameOverride -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 47 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 47 | trimSuffix "-" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuses value combinations that would render but not work. Included by the operator Deployment. */}}
+{{- define "opsplane.validate" -}}
+{{- if and (not .Values.redis.enabled) (not .Values.redis.externalUrl) (not .Values.redis.existingSecret) (gt (int .Values.operator.replicas) 1) -}}
+{{- fail (printf "redis.enabled=false with operator.replicas=%d and no external Redis: each operator pod would keep its own embedded store, so the REST API would answer differently per pod. Set redis.externalUrl or redis.existingSecret, keep redis.enabled=true, or set operator.replicas=1." (int .Values.operator.replicas)) -}}
 {{- end -}}
 {{- end -}}
 

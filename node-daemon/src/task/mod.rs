@@ -208,7 +208,7 @@ pub(crate) fn disruptive(settings: &TaskSettings, what: &str) -> Result<(), Task
         Ok(())
     } else {
         Err(TaskError::Refused(format!(
-            "{what} is disruptive; start the node-daemon with --allow-disruptive (OPSPLANE_ALLOW_DISRUPTIVE=true) to allow it"
+            "{what} is disruptive; start the node-daemon with --allow-disruptive (OPSPLANE_ALLOW_DISRUPTIVE=true; in the Helm chart, nodeDaemon.allowDisruptive=true) to allow it"
         )))
     }
 }
@@ -656,6 +656,21 @@ pub(crate) async fn run_command(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_disruptive_refusal_names_the_daemon_flag_and_the_helm_value() {
+        let settings = TaskSettings::new("/", "/nonexistent-state");
+        let Err(TaskError::Refused(message)) = disruptive(&settings, "OsHandler reboot") else {
+            panic!("a disruptive command without --allow-disruptive is refused");
+        };
+        for name in [
+            "--allow-disruptive",
+            "OPSPLANE_ALLOW_DISRUPTIVE=true",
+            "nodeDaemon.allowDisruptive=true",
+        ] {
+            assert!(message.contains(name), "{message:?} lacks {name}");
+        }
+    }
 
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![

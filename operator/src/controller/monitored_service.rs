@@ -6,13 +6,15 @@
 //! [`check_round`] is shared with standalone mode: check every instance, record the results in
 //! the metric store, decide the status and, when it will be written, refresh its availability.
 //! [`decide_status`] is the pure part: from the previous status and the results, what status
-//! should be.
+//! should be; [`service_not_found_status`] is the status of a serviceRef naming no Service.
+//! Whenever `Available` is False, `lastError` says why.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -132,10 +134,12 @@ pub fn decide_status(
         .map(|r| r.latency.as_millis() as u64)
         .max()
         .or_else(|| results.iter().map(|r| r.latency.as_millis() as u64).max());
-    let last_error = failing
-        .first()
-        .map(|r| format!("{}: {}", r.address, r.error.as_deref().unwrap_or("failed")))
-        .unwrap_or_default();
+    let last_error = match failing.first() {
+        Some(r) => format!("{}: {}", r.address, r.error.as_deref().unwrap_or("failed")),
+        // Unavailable without a failing instance (none to check): the condition says why.
+        None if !available => message.clone(),
+        None => String::new(),
+    };
     let stamp = now.to_string();
     MonitoredServiceStatus {
         observed_generation: generation,
@@ -175,6 +179,51 @@ pub fn decide_status(
                 error: r.error.clone(),
             })
             .collect(),
+    }
+}
+
+/// The status of a service whose `serviceRef` names a Service that does not exist in its
+/// namespace: unavailable (reason `ServiceNotFound`), with `lastError` saying so, no instances.
+/// Pure.
+pub fn service_not_found_status(
+    previous: Option<&MonitoredServiceStatus>,
+    generation: Option<i64>,
+    namespace: &str,
+    service: &str,
+    now: Timestamp,
+) -> MonitoredServiceStatus {
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let message = format!(
+        "Service {service:?} not found in namespace {namespace:?}: spec.serviceRef.name must name \
+         a Service in the MonitoredService's namespace"
+    );
+    MonitoredServiceStatus {
+        observed_generation: generation,
+        last_check: Some(now.to_string()),
+        latency_ms: None,
+        availability: previous.and_then(|p| p.availability.clone()),
+        last_error: message.clone(),
+        conditions: vec![
+            condition(
+                "Available",
+                false,
+                "ServiceNotFound",
+                message,
+                generation,
+                previous_conditions,
+                now,
+            ),
+            condition(
+                "Degraded",
+                false,
+                "NotDegraded",
+                "no instance is failing while others pass".to_string(),
+                generation,
+                previous_conditions,
+                now,
+            ),
+        ],
+        instances: Vec::new(),
     }
 }
 
@@ -538,6 +587,18 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
                 .as_ref()
                 .map(|r| r.name.clone())
                 .unwrap_or_default();
+            let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+            if services.get_opt(&service_name).await?.is_none() {
+                let status = service_not_found_status(
+                    obj.status.as_ref(),
+                    obj.metadata.generation,
+                    &namespace,
+                    &service_name,
+                    Timestamp::now(),
+                );
+                write_status(&ctx, &obj, &namespace, &name, &status, Timestamp::now()).await?;
+                return Ok(next_slot());
+            }
             let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &namespace);
             let selector = format!("kubernetes.io/service-name={service_name}");
             let list = slices
@@ -581,21 +642,49 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
     else {
         return Ok(next_slot());
     };
-    let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), &namespace);
+    patch_status(&ctx, &obj, &namespace, &name, &status).await?;
+    Ok(next_slot())
+}
+
+/// Writes `status` when [`status_needs_write`] says so (for a status made without a check
+/// round, which decides that itself).
+async fn write_status(
+    ctx: &Context,
+    obj: &MonitoredService,
+    namespace: &str,
+    name: &str,
+    status: &MonitoredServiceStatus,
+    now: Timestamp,
+) -> Result<(), Error> {
+    if status_needs_write(obj.status.as_ref(), status, now) {
+        patch_status(ctx, obj, namespace, name, status).await?;
+    }
+    Ok(())
+}
+
+/// Applies `status` and publishes the availability event of the change, if any.
+async fn patch_status(
+    ctx: &Context,
+    obj: &MonitoredService,
+    namespace: &str,
+    name: &str,
+    status: &MonitoredServiceStatus,
+) -> Result<(), Error> {
+    let api: Api<MonitoredService> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch_status(
-        &name,
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&status_patch::<MonitoredService>(&status)),
+        &Patch::Apply(&status_patch::<MonitoredService>(status)),
     )
     .await?;
     ctx.metrics.status_written();
-    if let Some(event) = transition_event(obj.status.as_ref(), &status) {
+    if let Some(event) = transition_event(obj.status.as_ref(), status) {
         let reference = obj.object_ref(&());
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(%error, "could not publish the availability event");
         }
     }
-    Ok(next_slot())
+    Ok(())
 }
 
 /// On error: log, count, retry soon (bounded by the check interval).
@@ -676,6 +765,55 @@ mod tests {
         assert_eq!(cond(&up, "Available").last_transition_time, Time(t1));
         let none = decide_status(Some(&up), Some(1), &[], t1);
         assert_eq!(cond(&none, "Available").reason, "NoInstances");
+    }
+
+    #[test]
+    fn last_error_is_set_whenever_available_is_false() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let rounds: [&[InstanceResult]; 4] = [
+            &[result("a:1", false, 5)],
+            &[],
+            &[result("a:1", true, 5), result("b:1", false, 9)],
+            &[result("a:1", true, 5)],
+        ];
+        for results in rounds {
+            let s = decide_status(None, Some(1), results, t0);
+            let available = cond(&s, "Available").status == "True";
+            assert_eq!(
+                s.last_error.is_empty(),
+                available && results.iter().all(|r| r.healthy),
+                "{results:?}: lastError {:?}",
+                s.last_error
+            );
+        }
+        let none = decide_status(None, Some(1), &[], t0);
+        assert_eq!(none.last_error, cond(&none, "Available").message);
+    }
+
+    #[test]
+    fn a_service_ref_to_a_missing_service_says_it_is_not_found() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let t1 = Timestamp::from_second(1_800_000_030).unwrap();
+        let up = decide_status(None, Some(1), &[result("a:1", true, 5)], t0);
+        let s = service_not_found_status(Some(&up), Some(2), "shop", "web", t1);
+        let available = cond(&s, "Available");
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_str()),
+            ("False", "ServiceNotFound")
+        );
+        assert_eq!(
+            s.last_error,
+            "Service \"web\" not found in namespace \"shop\": spec.serviceRef.name must name a \
+             Service in the MonitoredService's namespace"
+        );
+        assert_eq!(available.message, s.last_error);
+        assert!(s.instances.is_empty());
+        assert_eq!(available.last_transition_time, Time(t1));
+        let event = transition_event(Some(&up), &s).expect("down event");
+        assert_eq!(event.reason, "ServiceDown");
+        // Unchanged a round later: not rewritten within the refresh period.
+        let again = service_not_found_status(Some(&s), Some(2), "shop", "web", t1);
+        assert!(!status_needs_write(Some(&s), &again, t1));
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! 2. [`node_states`]: each target as it stands: released or not, reported or not.
 //! 3. [`release`]: which waiting nodes are released now, under the [`Rollout`] rules.
 //! 4. [`node_phases`]: each node's effective phase, and the entry the operator writes for it.
-//! 5. [`overall`]: the task's phase with the reason and message of its condition.
-//! 6. [`complete_condition`] and [`transition_event`]: the `Complete` condition and the event of
-//!    a phase change.
+//! 5. [`overall`]: the task's phase with the reason and message of its conditions.
+//! 6. [`conditions`] and [`transition_event`]: the `Complete` and `Failed` conditions (Job's
+//!    convention: `Complete` only on success) and the event of a phase change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,9 +47,13 @@ pub struct Decision {
 ///   (default 1) nodes at a time, the next only after a released node reported Succeeded
 ///   (for reboot/shutdown the daemon reports Succeeded only once it is back). After a
 ///   released node fails, nothing more is released and the rest fail as "not run".
-/// - `dryRun`: the plan is written, nothing is released, the phase is Succeeded.
+/// - `dryRun`: the plan is written, nothing is released; the phase is what a real run would
+///   meet before running anything: Succeeded when every target exists, else Failed (no target
+///   exists) or PartiallyFailed (some do not).
 /// - Phase: Pending until something is released; Running; then Succeeded (all nodes),
 ///   Failed (none) or PartiallyFailed.
+/// - Conditions, as a Job's: `Complete=True` only when Succeeded; `Failed=True` when Failed or
+///   PartiallyFailed (reason says which); both False while Pending or Running.
 pub fn decide(
     spec: &NodeTaskSpec,
     previous: Option<&NodeTaskStatus>,
@@ -67,13 +71,14 @@ pub fn decide(
             (outcomes, verdict)
         }
     };
-    let condition = complete_condition(&verdict, previous, generation, now);
+    let conditions = conditions(&verdict, previous, generation, now);
     let event = transition_event(previous.and_then(|s| s.phase), &verdict);
     Decision {
         status: OperatorStatus {
             phase: verdict.phase,
+            progress: progress(&outcomes),
             observed_generation: generation,
-            conditions: vec![condition],
+            conditions,
             nodes: outcomes.iter().map(NodeOutcome::entry).collect(),
         },
         event,
@@ -428,7 +433,7 @@ pub fn node_phases(states: &[NodeState], rollout: &Rollout) -> Vec<NodeOutcome> 
 
 // --- 5. overall phase ------------------------------------------------------------------------
 
-/// The task's phase with the reason and message of its `Complete` condition.
+/// The task's phase with the reason and message of its conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Overall phase.
@@ -463,7 +468,9 @@ fn summary(nodes: &[NodeOutcome]) -> String {
     truncate(&text, 1000)
 }
 
-/// Step 5: the overall phase. A dry run is Succeeded; once every node is Succeeded or Failed,
+/// Step 5: the overall phase. A dry run is what a real run would meet before it runs anything:
+/// Succeeded (reason `DryRun`) when no node failed in planning (a missing node does), else
+/// Failed (every node) or PartiallyFailed. A real run, once every node is Succeeded or Failed:
 /// Succeeded (all), Failed (none) or PartiallyFailed; Running once anything was released or a
 /// node left Pending; else Pending.
 pub fn overall(nodes: &[NodeOutcome], rollout: &Rollout) -> Verdict {
@@ -473,16 +480,44 @@ pub fn overall(nodes: &[NodeOutcome], rollout: &Rollout) -> Verdict {
         message,
     };
     if rollout.dry_run {
-        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-        return Verdict {
-            phase: TaskPhase::Succeeded,
-            reason: "DryRun".into(),
-            message: format!(
-                "dry run: planned for {} node(s) ({}); nothing ran",
-                nodes.len(),
-                truncate(&names.join(", "), 500)
-            ),
+        let (failed, planned): (Vec<&NodeOutcome>, Vec<&NodeOutcome>) =
+            nodes.iter().partition(|n| n.phase == TaskPhase::Failed);
+        let names = |ns: &[&NodeOutcome]| {
+            let names: Vec<&str> = ns.iter().map(|n| n.name.as_str()).collect();
+            truncate(&names.join(", "), 500)
         };
+        if failed.is_empty() {
+            return Verdict {
+                phase: TaskPhase::Succeeded,
+                reason: "DryRun".into(),
+                message: format!(
+                    "dry run: planned for {} node(s) ({}); nothing ran",
+                    nodes.len(),
+                    names(&planned)
+                ),
+            };
+        }
+        let phase = if planned.is_empty() {
+            TaskPhase::Failed
+        } else {
+            TaskPhase::PartiallyFailed
+        };
+        let failures: Vec<String> = failed
+            .iter()
+            .take(5)
+            .map(|n| format!("{}: {}", n.name, n.msg.as_deref().unwrap_or("failed")))
+            .collect();
+        let mut message = format!(
+            "dry run: a real run would fail on {} of {} node(s) ({})",
+            failed.len(),
+            nodes.len(),
+            failures.join("; ")
+        );
+        if !planned.is_empty() {
+            message.push_str(&format!(" and run on {}", names(&planned)));
+        }
+        message.push_str("; nothing ran");
+        return verdict(phase, truncate(&message, 1000));
     }
     if nodes.iter().all(|n| terminal(n.phase)) {
         let succeeded = nodes
@@ -509,34 +544,61 @@ pub fn overall(nodes: &[NodeOutcome], rollout: &Rollout) -> Verdict {
     verdict(phase, summary(nodes))
 }
 
+/// `done/total`: the nodes that finished (Succeeded or Failed, a node failed without release
+/// included) of the nodes targeted, for `kubectl get`'s Progress column.
+pub fn progress(nodes: &[NodeOutcome]) -> String {
+    let done = nodes.iter().filter(|n| terminal(n.phase)).count();
+    format!("{done}/{}", nodes.len())
+}
+
 // --- 6. condition and event ------------------------------------------------------------------
 
-/// Step 6a: the `Complete` condition: True once the task is Succeeded, Failed or
-/// PartiallyFailed. `lastTransitionTime` moves only when the status flips.
-pub fn complete_condition(
+/// The condition types a NodeTask carries, in the order they are written.
+pub const CONDITION_TYPES: [&str; 2] = ["Complete", "Failed"];
+
+/// Step 6a: the conditions, as a Job's, so that `kubectl wait --for=condition=Complete` means
+/// success and `--for=condition=Failed` means failure:
+///
+/// - `Complete`: True only when the task Succeeded (a successful dry run included).
+/// - `Failed`: True when the task Failed or PartiallyFailed (the reason says which).
+///
+/// Both are False while the task is Pending or Running; both carry the verdict's reason and
+/// message. `lastTransitionTime` moves only when a condition's status flips.
+pub fn conditions(
     verdict: &Verdict,
     previous: Option<&NodeTaskStatus>,
     generation: Option<i64>,
     now: Timestamp,
-) -> Condition {
-    let complete = terminal(verdict.phase) || verdict.phase == TaskPhase::PartiallyFailed;
-    let status = if complete { "True" } else { "False" };
-    let last_transition_time = previous
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Complete" && c.status == status)
+) -> Vec<Condition> {
+    let holds = |kind: &str| match kind {
+        "Complete" => verdict.phase == TaskPhase::Succeeded,
+        _ => matches!(
+            verdict.phase,
+            TaskPhase::Failed | TaskPhase::PartiallyFailed
+        ),
+    };
+    CONDITION_TYPES
+        .iter()
+        .map(|kind| {
+            let status = if holds(kind) { "True" } else { "False" };
+            let last_transition_time = previous
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == *kind && c.status == status)
+                })
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: (*kind).into(),
+                status: status.into(),
+                reason: verdict.reason.clone(),
+                message: verdict.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
         })
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: "Complete".into(),
-        status: status.into(),
-        reason: verdict.reason.clone(),
-        message: verdict.message.clone(),
-        observed_generation: generation,
-        last_transition_time,
-    }
+        .collect()
 }
 
 /// Step 6b: the event of a phase change (a Warning for Failed and PartiallyFailed); none while
@@ -594,6 +656,7 @@ mod tests {
     fn apply(previous: Option<NodeTaskStatus>, op: &OperatorStatus) -> NodeTaskStatus {
         let mut status = previous.unwrap_or_default();
         status.phase = Some(op.phase);
+        status.progress = Some(op.progress.clone());
         status.observed_generation = op.observed_generation;
         status.conditions = op.conditions.clone();
         for entry in &op.nodes {
@@ -719,6 +782,7 @@ mod tests {
         report(&mut st, "node-b", TaskPhase::Succeeded, "back");
         let d = decide(&s, Some(&st), Some(1), &[], now());
         assert_eq!(d.status.phase, TaskPhase::Succeeded);
+        assert_eq!(statuses(&d.status.conditions), ("True", "False"));
         assert_eq!(d.event.unwrap().reason, "Succeeded");
         // The reported phases are not overwritten: the operator applies none for them.
         assert!(d.status.nodes.iter().all(|e| e.phase.is_none()));
@@ -750,6 +814,11 @@ mod tests {
         report(&mut st, "node-b", TaskPhase::Succeeded, "成功");
         let d = decide(&s, Some(&st), Some(1), &[], now());
         assert_eq!(d.status.phase, TaskPhase::PartiallyFailed);
+        assert_eq!(
+            statuses(&d.status.conditions),
+            ("False", "True"),
+            "a partial failure is Failed, never Complete"
+        );
     }
 
     #[test]
@@ -772,6 +841,7 @@ mod tests {
         report(&mut st, "node-c", TaskPhase::Failed, "outside");
         let d = decide(&s2, Some(&st), Some(1), &[], now());
         assert_eq!(d.status.phase, TaskPhase::Failed);
+        assert_eq!(statuses(&d.status.conditions), ("False", "True"));
         assert!(d.status.conditions[0].message.contains("node-a: outside"));
     }
 
@@ -786,6 +856,7 @@ mod tests {
         let d = decide(&s, None, Some(1), &cluster(), now());
         assert_eq!(d.status.phase, TaskPhase::Succeeded);
         assert_eq!(d.status.conditions[0].reason, "DryRun");
+        assert_eq!(statuses(&d.status.conditions), ("True", "False"));
         assert!(d.status.nodes.iter().all(|e| e.released_at.is_none()));
         assert_eq!(d.status.nodes.len(), 2);
 
@@ -827,6 +898,38 @@ mod tests {
                 .message
                 .contains("not a valid label selector")
         );
+    }
+
+    #[test]
+    fn a_dry_run_naming_a_missing_node_reports_what_a_real_run_would_meet() {
+        let mut s = spec(TaskHandler::ServiceHandler, TaskCommand::Stop);
+        s.node_selector = None;
+        s.dry_run = true;
+        s.node_names = vec!["node-a".into(), "node-x".into()];
+        let d = decide(&s, None, Some(1), &cluster(), now());
+        assert_eq!(d.status.phase, TaskPhase::PartiallyFailed);
+        assert_eq!(statuses(&d.status.conditions), ("False", "True"));
+        assert_eq!(
+            d.status.conditions[0].message,
+            "dry run: a real run would fail on 1 of 2 node(s) (node-x: no Node named node-x in \
+             the cluster) and run on node-a; nothing ran"
+        );
+        assert!(d.status.nodes.iter().all(|e| e.released_at.is_none()));
+        let event = d.event.expect("a transition event");
+        assert_eq!(
+            (event.type_, event.reason.as_str()),
+            (EventType::Warning, "PartiallyFailed")
+        );
+        // Only missing nodes: Failed, as a real run would be.
+        s.node_names = vec!["node-x".into()];
+        let d = decide(&s, None, Some(1), &cluster(), now());
+        assert_eq!(d.status.phase, TaskPhase::Failed);
+        assert_eq!(d.event.map(|e| e.type_), Some(EventType::Warning));
+        // Re-deciding from the written plan says the same and publishes nothing new.
+        let st = apply(None, &decide(&s, None, Some(1), &cluster(), now()).status);
+        let again = decide(&s, Some(&st), Some(1), &[], now());
+        assert_eq!(again.status.phase, TaskPhase::Failed);
+        assert!(again.event.is_none());
     }
 
     #[test]
@@ -1308,38 +1411,87 @@ mod tests {
         assert_eq!(v.message, "dry run: planned for 1 node(s) (a); nothing ran");
     }
 
+    /// `(Complete, Failed)` statuses of a verdict's conditions.
+    fn statuses(conditions: &[Condition]) -> (&str, &str) {
+        let of = |kind: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == kind)
+                .map(|c| c.status.as_str())
+                .unwrap_or("absent")
+        };
+        (of("Complete"), of("Failed"))
+    }
+
     #[test]
-    fn complete_condition_step_moves_its_transition_time_only_on_a_flip() {
+    fn conditions_step_follows_jobs_complete_only_on_success_failed_otherwise() {
+        let verdict = |phase: TaskPhase| Verdict {
+            phase,
+            reason: format!("{phase:?}"),
+            message: "m".into(),
+        };
+        let cases = [
+            (TaskPhase::Pending, ("False", "False")),
+            (TaskPhase::Running, ("False", "False")),
+            (TaskPhase::Succeeded, ("True", "False")),
+            (TaskPhase::Failed, ("False", "True")),
+            (TaskPhase::PartiallyFailed, ("False", "True")),
+        ];
+        for (phase, expected) in cases {
+            let got = conditions(&verdict(phase), None, Some(2), now());
+            assert_eq!(statuses(&got), expected, "{phase:?}");
+            assert!(
+                got.iter()
+                    .all(|c| c.reason == format!("{phase:?}") && c.observed_generation == Some(2)),
+                "{phase:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_counts_finished_nodes_of_all_targets() {
+        use TaskPhase::{Failed, Pending, Running, Succeeded};
+        let nodes = [
+            outcome("a", Succeeded, true),
+            outcome("b", Failed, false),
+            outcome("c", Running, true),
+            outcome("d", Pending, false),
+        ];
+        assert_eq!(progress(&nodes), "2/4");
+        assert_eq!(progress(&[]), "0/0");
+        let mut s = spec(TaskHandler::ServiceHandler, TaskCommand::Start);
+        s.node_names = vec!["node-x".into()];
+        let d = decide(&s, None, Some(1), &cluster(), now());
+        assert_eq!(d.status.progress, "1/3", "node-x failed at once");
+    }
+
+    #[test]
+    fn conditions_step_moves_a_transition_time_only_on_a_flip() {
         let t1 = now() + jiff::SignedDuration::from_secs(60);
         let verdict = |phase: TaskPhase| Verdict {
             phase,
             reason: format!("{phase:?}"),
             message: "m".into(),
         };
-        let running = complete_condition(&verdict(TaskPhase::Running), None, Some(2), now());
-        assert_eq!(
-            (running.status.as_str(), running.observed_generation),
-            ("False", Some(2))
-        );
+        let running = conditions(&verdict(TaskPhase::Running), None, Some(2), now());
         let previous = NodeTaskStatus {
-            conditions: vec![running.clone()],
+            conditions: running,
             ..Default::default()
         };
-        let still = complete_condition(&verdict(TaskPhase::Pending), Some(&previous), Some(2), t1);
-        assert_eq!(
-            still.last_transition_time,
-            Time(now()),
-            "still not complete"
+        let still = conditions(&verdict(TaskPhase::Pending), Some(&previous), Some(2), t1);
+        assert!(
+            still.iter().all(|c| c.last_transition_time == Time(now())),
+            "nothing flipped: {still:?}"
         );
-        for phase in [
-            TaskPhase::Succeeded,
-            TaskPhase::Failed,
-            TaskPhase::PartiallyFailed,
-        ] {
-            let done = complete_condition(&verdict(phase), Some(&previous), Some(2), t1);
-            assert_eq!(done.status, "True", "{phase:?} completes the task");
-            assert_eq!(done.last_transition_time, Time(t1));
-        }
+        let failed = conditions(&verdict(TaskPhase::Failed), Some(&previous), Some(2), t1);
+        let time = |kind: &str| {
+            failed
+                .iter()
+                .find(|c| c.type_ == kind)
+                .map(|c| c.last_transition_time.clone())
+        };
+        assert_eq!(time("Failed"), Some(Time(t1)), "Failed flipped to True");
+        assert_eq!(time("Complete"), Some(Time(now())), "Complete stayed False");
     }
 
     #[test]

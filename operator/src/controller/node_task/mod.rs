@@ -73,10 +73,12 @@ pub struct PlanEntry {
 pub struct OperatorStatus {
     /// Overall phase.
     pub phase: TaskPhase,
+    /// `done/total` nodes ([`decide::progress`]).
+    pub progress: String,
     /// The generation planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Complete` condition.
+    /// `Complete` and `Failed` conditions ([`decide::conditions`]).
     pub conditions: Vec<Condition>,
     /// Per-node plan entries.
     pub nodes: Vec<PlanEntry>,
@@ -87,15 +89,21 @@ fn needs_write(previous: Option<&NodeTaskStatus>, new: &OperatorStatus) -> bool 
     let Some(previous) = previous else {
         return true;
     };
-    if previous.phase != Some(new.phase) || previous.observed_generation != new.observed_generation
+    if previous.phase != Some(new.phase)
+        || previous.observed_generation != new.observed_generation
+        || previous.progress.as_deref() != Some(new.progress.as_str())
     {
         return true;
     }
-    let old_condition = previous.conditions.iter().find(|c| c.type_ == "Complete");
-    let new_condition = new.conditions.first();
-    if old_condition.map(|c| (&c.status, &c.reason, &c.message))
-        != new_condition.map(|c| (&c.status, &c.reason, &c.message))
-    {
+    let changed = new.conditions.iter().any(|new| {
+        previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == new.type_)
+            .map(|c| (&c.status, &c.reason, &c.message))
+            != Some((&new.status, &new.reason, &new.message))
+    });
+    if changed {
         return true;
     }
     if previous.nodes.len() != new.nodes.len() {
