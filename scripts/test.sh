@@ -24,6 +24,8 @@ fi
 # Debian's package starts a system-wide server on 6379; the tests never use it.
 
 bash "$root/scripts/build-e2e-tools.sh"
+# The monitoring API tests replay GeoNode 4.4.5's own test fixture.
+bash "$root/scripts/fetch-geonode.sh"
 
 cd "$root"
 cargo test --workspace --locked --no-fail-fast "$@"

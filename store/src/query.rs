@@ -85,15 +85,10 @@ pub fn format_time(ms: i64) -> String {
     }
 }
 
-/// The interval used when none is given: 60 s for windows up to a day (seed 001), coarser
-/// beyond so that a query stays within a few hundred points.
+/// The interval used when none is given, GeoNode 4.4.5's (`get_metrics_for`): 60 s, and
+/// 3600 s for windows longer than a day.
 pub fn default_interval(window_secs: i64) -> i64 {
-    match window_secs {
-        w if w <= DAY => MINUTE,
-        w if w <= 7 * DAY => HOUR,
-        w if w <= 31 * DAY => 6 * HOUR,
-        _ => DAY,
-    }
+    if window_secs > DAY { HOUR } else { MINUTE }
 }
 
 /// The aligned window of a query.
@@ -272,7 +267,8 @@ impl GroupBy {
 }
 
 /// Which stored samples a query reads, for metrics stored once per request and once per
-/// resource ([`crate::catalog::MetricDef::per_request`]).
+/// resource ([`crate::catalog::MetricDef::per_request`]): plain per-label totals read each
+/// request once, every grouping (as GeoNode's join on resources) only resource-bound samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Everything (metrics stored once per observation).
@@ -284,11 +280,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The scope of a query of a metric.
+    /// The scope of a query of a metric: GeoNode joins resources in every grouping, so only
+    /// the default per-label rows without a resource filter read each request once.
     pub fn of(per_request: bool, group_by: GroupBy, resource_filtered: bool) -> Scope {
         if !per_request {
             Scope::All
-        } else if resource_filtered || group_by.by_resource() || group_by.by_event_type() {
+        } else if resource_filtered || group_by != GroupBy::Label {
             Scope::Resources
         } else {
             Scope::Requests
@@ -448,8 +445,9 @@ const AGGREGATE_ROWS: [&str; 3] = ["all", "other", "OWS:ALL"];
 pub fn fold_with(buckets: &[BucketRow], window: &Window, how: &Fold<'_>) -> Vec<Interval> {
     let group_by = how.group_by;
     let user_of = |b: &BucketRow| how.users.get(&b.key.label).copied().unwrap_or(0);
-    // (interval start, group key) → group.
-    let mut per: BTreeMap<(i64, (u32, u32, EventRow, u32)), Group> = BTreeMap::new();
+    // (interval start, label, event type, user)) → group.
+    type GroupKey = (i64, (u32, u32, EventRow, u32));
+    let mut per: BTreeMap<GroupKey, Group> = BTreeMap::new();
     let mut add = |slot: i64, key: (u32, u32, EventRow, u32), b: &BucketRow, user: u32| {
         per.entry((slot, key))
             .and_modify(|g| g.add(b, user))
