@@ -24,6 +24,9 @@ fi
 # Debian's package starts a system-wide server on 6379; the tests never use it.
 
 bash "$root/scripts/build-e2e-tools.sh"
+# The monitoring API tests replay GeoNode 4.4.5's own test fixture.
+export OPSPLANE_GEONODE_DIR=${OPSPLANE_GEONODE_DIR:-$OPSPLANE_CACHE/geonode-4.4.5}
+bash "$root/scripts/fetch-geonode.sh"
 
 cd "$root"
 cargo test --workspace --locked --no-fail-fast "$@"

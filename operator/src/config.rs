@@ -135,6 +135,10 @@ pub struct StoreArgs {
     /// How long exception records are kept, e.g. `30d`.
     #[arg(long, env = "OPSPLANE_RETENTION_EXCEPTIONS", default_value = "30d", value_parser = humantime::parse_duration)]
     pub retention_exceptions: std::time::Duration,
+    /// A GeoIP database in MaxMind DB format (e.g. GeoLite2-City.mmdb): ingested events
+    /// without a country get `request.country` / `region` / `city` from their `ip`.
+    #[arg(long, env = "OPSPLANE_GEOIP_DATABASE")]
+    pub geoip_database: Option<PathBuf>,
 }
 
 impl StoreArgs {

@@ -172,7 +172,16 @@ async fn open_store(
             }
         }
     });
-    Ok(recorder::Recorder::new(store))
+    let recorder = recorder::Recorder::new(store);
+    match &args.geoip_database {
+        Some(path) => {
+            let geoip = recorder::geoip::GeoIp::open(path)
+                .map_err(|e| anyhow::anyhow!("--geoip-database: {e}"))?;
+            tracing::info!(path = %path.display(), "GeoIP database");
+            Ok(recorder.with_geoip(std::sync::Arc::new(geoip)))
+        }
+        None => Ok(recorder),
+    }
 }
 
 /// The maintain API's state over the process's connections and log levels.

@@ -494,12 +494,14 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn exceptions(
+    async fn exceptions_where(
         &self,
         from: Option<i64>,
         to: Option<i64>,
         limit: usize,
+        filter: &crate::ExceptionFilter,
     ) -> Result<Vec<ExceptionRecord>> {
+        let filter = filter.clone();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(EXCEPTIONS)?;
@@ -515,7 +517,10 @@ impl Store for EmbeddedStore {
                         reason: e.to_string(),
                     })?;
                 let secs = record.created_ms.div_euclid(1000);
-                if from.is_none_or(|f| secs >= f) && to.is_none_or(|t| secs <= t) {
+                if from.is_none_or(|f| secs >= f)
+                    && to.is_none_or(|t| secs <= t)
+                    && filter.matches(&record)
+                {
                     out.push(record);
                 }
             }

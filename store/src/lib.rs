@@ -23,8 +23,8 @@ pub mod testing;
 use async_trait::async_trait;
 
 pub use model::{
-    Agg, BucketRow, ExceptionRecord, Kind, RegistryEntry, Resolution, Retention, Sample,
-    SeriesFilter, SeriesKey,
+    Agg, BucketRow, ExceptionFilter, ExceptionRecord, Kind, RegistryEntry, Resolution, Retention,
+    Sample, SeriesFilter, SeriesKey,
 };
 
 /// Errors of a store backend.
@@ -138,6 +138,19 @@ pub trait Store: Send + Sync + 'static {
         from: Option<i64>,
         to: Option<i64>,
         limit: usize,
+    ) -> Result<Vec<ExceptionRecord>> {
+        self.exceptions_where(from, to, limit, &ExceptionFilter::default())
+            .await
+    }
+
+    /// Exceptions newest first that pass `filter`, at most `limit`, created within
+    /// `[from, to]` when given.
+    async fn exceptions_where(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+        filter: &ExceptionFilter,
     ) -> Result<Vec<ExceptionRecord>>;
 
     /// One exception by id.

@@ -363,6 +363,40 @@ pub struct ExceptionRecord {
     pub request: serde_json::Value,
 }
 
+/// Which exceptions a list returns (GeoNode's `/exceptions/` filters); `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExceptionFilter {
+    /// Only this `error_type`.
+    pub error_type: Option<String>,
+    /// Only exceptions of this service.
+    pub service: Option<String>,
+    /// Only exceptions of services of this type.
+    pub service_type: Option<String>,
+    /// Only exceptions whose request touched this resource `(type, name)`.
+    pub resource: Option<(String, String)>,
+}
+
+impl ExceptionFilter {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ExceptionFilter::default()
+    }
+
+    /// Whether `record` passes.
+    pub fn matches(&self, record: &ExceptionRecord) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        eq(&self.error_type, &record.error_type)
+            && eq(&self.service, &record.service)
+            && eq(&self.service_type, &record.service_type)
+            && self.resource.as_ref().is_none_or(|(t, n)| {
+                record.request["resources"].as_array().is_some_and(|list| {
+                    list.iter()
+                        .any(|r| r["type"] == t.as_str() && r["name"] == n.as_str())
+                })
+            })
+    }
+}
+
 /// Folds samples into per-(series, minute) aggregates, the unit every backend writes.
 pub fn fold_minutes(samples: &[Sample]) -> HashMap<(SeriesKey, i64), Agg> {
     let mut out: HashMap<(SeriesKey, i64), Agg> = HashMap::with_capacity(samples.len().min(4096));

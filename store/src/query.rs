@@ -3,7 +3,7 @@
 //! into the rows of each interval by `group_by`. No I/O: the API fetches buckets from the
 //! store and renders what this module returns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::catalog::MetricType;
 use crate::model::{Agg, BucketRow, HOUR, MINUTE, Resolution};
@@ -85,15 +85,10 @@ pub fn format_time(ms: i64) -> String {
     }
 }
 
-/// The interval used when none is given: 60 s for windows up to a day (seed 001), coarser
-/// beyond so that a query stays within a few hundred points.
+/// The interval used when none is given, GeoNode 4.4.5's (`get_metrics_for`): 60 s, and
+/// 3600 s for windows longer than a day.
 pub fn default_interval(window_secs: i64) -> i64 {
-    match window_secs {
-        w if w <= DAY => MINUTE,
-        w if w <= 7 * DAY => HOUR,
-        w if w <= 31 * DAY => 6 * HOUR,
-        _ => DAY,
-    }
+    if window_secs > DAY { HOUR } else { MINUTE }
 }
 
 /// The aligned window of a query.
@@ -162,22 +157,37 @@ impl Window {
     }
 }
 
-/// `group_by` of seed 001.
+/// `group_by` of seed 001 and GeoNode 4.4.5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
     /// One row per label (the default).
     Label,
     /// One row per resource and label.
     Resource,
-    /// One row per resource.
+    /// One row per resource (seed 001; GeoNode 4.4.5 refuses it).
     ResourceNoLabel,
+    /// One row per resource with the number of distinct labels.
+    ResourceOnLabel,
+    /// One row per resource with the number of distinct users.
+    ResourceOnUser,
+    /// One row with the number of distinct resources.
+    CountOnResource,
     /// One row with the number of distinct labels.
     DistinctLabels,
+    /// One row with the number of distinct users (labels with a user only).
+    User,
+    /// One row per user with the number of distinct labels.
+    UserOnLabel,
     /// One row per event type.
     EventType,
     /// One row per event type with the number of distinct labels.
     EventTypeOnLabel,
+    /// One row per event type with the number of distinct users.
+    EventTypeOnUser,
 }
+
+/// Every accepted `group_by` value, as the error message lists them.
+pub const GROUP_BY_VALUES: &str = "resource, resource_no_label, resource_on_label, resource_on_user, count_on_resource, label, user, user_on_label, event_type, event_type_on_label, event_type_on_user";
 
 impl GroupBy {
     /// Parses the parameter (absent = per label).
@@ -186,28 +196,108 @@ impl GroupBy {
             None | Some("") => GroupBy::Label,
             Some("resource") => GroupBy::Resource,
             Some("resource_no_label") | Some("resource_no_labels") => GroupBy::ResourceNoLabel,
+            Some("resource_on_label") => GroupBy::ResourceOnLabel,
+            Some("resource_on_user") => GroupBy::ResourceOnUser,
+            Some("count_on_resource") => GroupBy::CountOnResource,
             Some("label") => GroupBy::DistinctLabels,
+            Some("user") => GroupBy::User,
+            Some("user_on_label") => GroupBy::UserOnLabel,
             Some("event_type") => GroupBy::EventType,
             Some("event_type_on_label") => GroupBy::EventTypeOnLabel,
+            Some("event_type_on_user") => GroupBy::EventTypeOnUser,
             Some(other) => {
                 return Err(bad(
                     "group_by",
                     format!(
-                        "{other:?} is not one of resource, resource_no_label, label, event_type, event_type_on_label"
+                        "Select a valid choice. {other} is not one of the available choices: {GROUP_BY_VALUES}."
                     ),
                 ));
             }
         })
     }
 
-    fn key(self, row: &BucketRow) -> (u32, u32, u32) {
+    /// Whether rows are per resource (and so only resource-bound samples count).
+    pub fn by_resource(self) -> bool {
+        matches!(
+            self,
+            GroupBy::Resource
+                | GroupBy::ResourceNoLabel
+                | GroupBy::ResourceOnLabel
+                | GroupBy::ResourceOnUser
+                | GroupBy::CountOnResource
+        )
+    }
+
+    /// Whether rows are per event type.
+    pub fn by_event_type(self) -> bool {
+        matches!(
+            self,
+            GroupBy::EventType | GroupBy::EventTypeOnLabel | GroupBy::EventTypeOnUser
+        )
+    }
+
+    /// Whether rows need the users of labels.
+    pub fn needs_users(self) -> bool {
+        matches!(
+            self,
+            GroupBy::Label
+                | GroupBy::Resource
+                | GroupBy::ResourceOnUser
+                | GroupBy::User
+                | GroupBy::UserOnLabel
+                | GroupBy::EventTypeOnUser
+        )
+    }
+
+    fn key(self, row: &BucketRow, user: u32) -> (u32, u32, u32, u32) {
+        let k = &row.key;
         match self {
-            GroupBy::Label => (0, row.key.label, 0),
-            GroupBy::Resource => (row.key.resource, row.key.label, 0),
-            GroupBy::ResourceNoLabel => (row.key.resource, 0, 0),
-            GroupBy::DistinctLabels => (0, 0, 0),
-            GroupBy::EventType => (0, 0, row.key.event_type),
-            GroupBy::EventTypeOnLabel => (0, 0, row.key.event_type),
+            GroupBy::Label => (0, k.label, 0, 0),
+            GroupBy::Resource => (k.resource, k.label, 0, 0),
+            GroupBy::ResourceNoLabel | GroupBy::ResourceOnLabel | GroupBy::ResourceOnUser => {
+                (k.resource, 0, 0, 0)
+            }
+            GroupBy::CountOnResource | GroupBy::DistinctLabels | GroupBy::User => (0, 0, 0, 0),
+            GroupBy::UserOnLabel => (0, 0, 0, user),
+            GroupBy::EventType | GroupBy::EventTypeOnLabel | GroupBy::EventTypeOnUser => {
+                (0, 0, k.event_type, 0)
+            }
+        }
+    }
+}
+
+/// Which stored samples a query reads, for metrics stored once per request and once per
+/// resource ([`crate::catalog::MetricDef::per_request`]): plain per-label totals read each
+/// request once, every grouping (as GeoNode's join on resources) only resource-bound samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (metrics stored once per observation).
+    All,
+    /// Only the resource-less samples: each request once (plain totals).
+    Requests,
+    /// Only the resource-bound samples (groupings and filters by resource or event type).
+    Resources,
+}
+
+impl Scope {
+    /// The scope of a query of a metric: GeoNode joins resources in every grouping, so only
+    /// the default per-label rows without a resource filter read each request once.
+    pub fn of(per_request: bool, group_by: GroupBy, resource_filtered: bool) -> Scope {
+        if !per_request {
+            Scope::All
+        } else if resource_filtered || group_by != GroupBy::Label {
+            Scope::Resources
+        } else {
+            Scope::Requests
+        }
+    }
+
+    /// Whether `row` is read.
+    pub fn keeps(self, row: &BucketRow) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Requests => row.key.resource == 0,
+            Scope::Resources => row.key.resource != 0,
         }
     }
 }
@@ -217,19 +307,30 @@ impl GroupBy {
 pub enum Val {
     /// A number, rendered `"10.0000"`.
     Number(f64),
-    /// A count of distinct labels, rendered as a JSON integer.
+    /// A count of distinct labels, users or resources, rendered as a JSON integer.
     Distinct(u64),
+}
+
+/// The event type of a row of the event-type groupings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventRow {
+    /// A stored event type, by id.
+    Stored(u32),
+    /// One of GeoNode's aggregate event types: `all`, `other`, `OWS:ALL`.
+    Aggregate(&'static str),
 }
 
 /// One row of an interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    /// Resource id (group_by resource / resource_no_label).
+    /// Resource id (groupings by resource).
     pub resource: Option<u32>,
     /// Label id (default and group_by resource).
     pub label: Option<u32>,
-    /// Event type id (group_by event_type / event_type_on_label).
-    pub event_type: Option<u32>,
+    /// Event type (groupings by event type).
+    pub event_type: Option<EventRow>,
+    /// User (the id given by [`Fold::users`]): group_by user_on_label.
+    pub user: Option<u32>,
     /// The value.
     pub val: Val,
     /// Shown min.
@@ -255,8 +356,25 @@ pub struct Interval {
     pub rows: Vec<Row>,
 }
 
-/// Folds `buckets` (already filtered) into the intervals of `window`, grouped by `group_by`,
-/// with `val`, `min` and `max` as the metric type wants them.
+/// How [`fold_with`] folds: the metric's aggregation and the grouping, with what the grouping
+/// needs to know of labels and event types.
+#[derive(Debug, Clone, Copy)]
+pub struct Fold<'a> {
+    /// Aggregation of `val`.
+    pub kind: MetricType,
+    /// Whether min/max are over per-minute sums.
+    pub minute_extrema: bool,
+    /// Whether `resource_no_label` counts distinct labels.
+    pub distinct_per_resource: bool,
+    /// The grouping.
+    pub group_by: GroupBy,
+    /// Label id → user id (any numbering; labels without a user are absent).
+    pub users: &'a HashMap<u32, u32>,
+    /// Event type id → name (for the aggregate rows of the event-type groupings).
+    pub event_types: &'a HashMap<u32, String>,
+}
+
+/// [`fold_with`] without users or event type names.
 pub fn fold(
     buckets: &[BucketRow],
     window: &Window,
@@ -264,26 +382,123 @@ pub fn fold(
     minute_extrema: bool,
     group_by: GroupBy,
 ) -> Vec<Interval> {
-    // (interval start, group key) → (aggregate, labels seen).
-    type Groups = BTreeMap<(i64, (u32, u32, u32)), (Agg, BTreeSet<u32>)>;
-    let mut per: Groups = BTreeMap::new();
+    let none = HashMap::new();
+    let names = HashMap::new();
+    fold_with(
+        buckets,
+        window,
+        &Fold {
+            kind,
+            minute_extrema,
+            distinct_per_resource: kind == MetricType::Value,
+            group_by,
+            users: &none,
+            event_types: &names,
+        },
+    )
+}
+
+/// What one group gathers: its aggregate and the distinct labels, users and resources in it.
+struct Group {
+    agg: Agg,
+    labels: BTreeSet<u32>,
+    users: BTreeSet<u32>,
+    resources: BTreeSet<u32>,
+}
+
+impl Group {
+    fn new(b: &BucketRow, user: u32) -> Group {
+        let mut g = Group {
+            agg: b.agg,
+            labels: BTreeSet::new(),
+            users: BTreeSet::new(),
+            resources: BTreeSet::new(),
+        };
+        g.note(b, user);
+        g
+    }
+
+    fn add(&mut self, b: &BucketRow, user: u32) {
+        self.agg.merge(&b.agg);
+        self.note(b, user);
+    }
+
+    fn note(&mut self, b: &BucketRow, user: u32) {
+        self.labels.insert(b.key.label);
+        if user != 0 {
+            self.users.insert(user);
+        }
+        if b.key.resource != 0 {
+            self.resources.insert(b.key.resource);
+        }
+    }
+}
+
+/// GeoNode's aggregate event types, as rows of the event-type groupings.
+const AGGREGATE_ROWS: [&str; 3] = ["all", "other", "OWS:ALL"];
+
+/// Folds `buckets` (already filtered) into the intervals of `window`, grouped by
+/// `how.group_by`, with `val`, `min` and `max` as the metric type wants them. The event-type
+/// groupings also give GeoNode's aggregate rows `all` (every event), `other` (every event
+/// that is not OWS or machine-made; the stored `other` of untyped events has no row of its
+/// own) and `OWS:ALL` (every `OWS:*` event; a row of 0 in every interval with data).
+pub fn fold_with(buckets: &[BucketRow], window: &Window, how: &Fold<'_>) -> Vec<Interval> {
+    let group_by = how.group_by;
+    let user_of = |b: &BucketRow| how.users.get(&b.key.label).copied().unwrap_or(0);
+    // (interval start, label, event type, user)) → group.
+    type GroupKey = (i64, (u32, u32, EventRow, u32));
+    let mut per: BTreeMap<GroupKey, Group> = BTreeMap::new();
+    let mut add = |slot: i64, key: (u32, u32, EventRow, u32), b: &BucketRow, user: u32| {
+        per.entry((slot, key))
+            .and_modify(|g| g.add(b, user))
+            .or_insert_with(|| Group::new(b, user));
+    };
+    let mut slots_with_data = BTreeSet::new();
     for b in buckets {
         if b.start < window.start || b.start >= window.end {
             continue;
         }
+        let user = user_of(b);
+        if matches!(group_by, GroupBy::User | GroupBy::UserOnLabel) && user == 0 {
+            continue;
+        }
         let slot =
             window.start + (b.start - window.start).div_euclid(window.interval) * window.interval;
-        per.entry((slot, group_by.key(b)))
-            .and_modify(|(a, labels)| {
-                a.merge(&b.agg);
-                labels.insert(b.key.label);
-            })
-            .or_insert_with(|| (b.agg, BTreeSet::from([b.key.label])));
+        let (r, l, e, u) = group_by.key(b, user);
+        if !group_by.by_event_type() {
+            add(slot, (r, l, EventRow::Stored(e), u), b, user);
+            continue;
+        }
+        slots_with_data.insert(slot);
+        let name = how.event_types.get(&e).map_or("", String::as_str);
+        if !AGGREGATE_ROWS.contains(&name) {
+            add(slot, (r, l, EventRow::Stored(e), u), b, user);
+        }
+        for aggregate in AGGREGATE_ROWS {
+            if crate::catalog::event_type(aggregate).is_some_and(|d| d.covers(name)) {
+                add(slot, (r, l, EventRow::Aggregate(aggregate), u), b, user);
+            }
+        }
     }
-    let distinct = matches!(
-        group_by,
-        GroupBy::DistinctLabels | GroupBy::EventTypeOnLabel
-    ) || (group_by == GroupBy::ResourceNoLabel && kind == MetricType::Value);
+    fn labels(g: &Group) -> usize {
+        g.labels.len()
+    }
+    fn users(g: &Group) -> usize {
+        g.users.len()
+    }
+    fn resources(g: &Group) -> usize {
+        g.resources.len()
+    }
+    let distinct: Option<fn(&Group) -> usize> = match group_by {
+        GroupBy::DistinctLabels
+        | GroupBy::EventTypeOnLabel
+        | GroupBy::ResourceOnLabel
+        | GroupBy::UserOnLabel => Some(labels),
+        GroupBy::User | GroupBy::ResourceOnUser | GroupBy::EventTypeOnUser => Some(users),
+        GroupBy::CountOnResource => Some(resources),
+        GroupBy::ResourceNoLabel if how.distinct_per_resource => Some(labels),
+        _ => None,
+    };
     let mut out: Vec<Interval> = window
         .intervals()
         .map(|(from, to)| Interval {
@@ -292,31 +507,37 @@ pub fn fold(
             rows: Vec::new(),
         })
         .collect();
-    for ((slot, (resource, label, event_type)), (agg, labels)) in per {
+    for ((slot, (resource, label, event_type, user)), group) in per {
         let index = ((slot - window.start) / window.interval) as usize;
         let Some(interval) = out.get_mut(index) else {
             continue;
         };
-        let (min, max) = if minute_extrema {
+        let agg = group.agg;
+        let (min, max) = if how.minute_extrema {
             (agg.minute_min, agg.minute_max)
         } else {
             (agg.min, agg.max)
         };
-        let val = if distinct {
-            Val::Distinct(labels.len() as u64)
-        } else {
-            Val::Number(match kind {
+        let val = match distinct {
+            Some(count) => Val::Distinct(count(&group) as u64),
+            None => Val::Number(match how.kind {
                 MetricType::Count => agg.sum,
                 MetricType::Value => agg.sum / agg.samples.max(1) as f64,
                 MetricType::Rate => agg.sum / window.interval as f64,
-            })
+            }),
         };
         interval.rows.push(Row {
-            resource: matches!(group_by, GroupBy::Resource | GroupBy::ResourceNoLabel)
-                .then_some(resource),
+            resource: matches!(
+                group_by,
+                GroupBy::Resource
+                    | GroupBy::ResourceNoLabel
+                    | GroupBy::ResourceOnLabel
+                    | GroupBy::ResourceOnUser
+            )
+            .then_some(resource),
             label: matches!(group_by, GroupBy::Label | GroupBy::Resource).then_some(label),
-            event_type: matches!(group_by, GroupBy::EventType | GroupBy::EventTypeOnLabel)
-                .then_some(event_type),
+            event_type: group_by.by_event_type().then_some(event_type),
+            user: (group_by == GroupBy::UserOnLabel).then_some(user),
             val,
             min,
             max,
@@ -324,6 +545,32 @@ pub fn fold(
             samples_count: agg.samples,
             metric_count: agg.metric_count,
         });
+    }
+    // GeoNode pushes OWS:ALL for every period with requests, even when none was OWS.
+    for interval in out.iter_mut() {
+        if slots_with_data.contains(&interval.from)
+            && !interval
+                .rows
+                .iter()
+                .any(|r| r.event_type == Some(EventRow::Aggregate("OWS:ALL")))
+        {
+            interval.rows.push(Row {
+                resource: None,
+                label: None,
+                event_type: Some(EventRow::Aggregate("OWS:ALL")),
+                user: None,
+                val: if distinct.is_some() {
+                    Val::Distinct(0)
+                } else {
+                    Val::Number(0.0)
+                },
+                min: 0.0,
+                max: 0.0,
+                sum: 0.0,
+                samples_count: 0,
+                metric_count: 0,
+            });
+        }
     }
     out
 }

@@ -511,11 +511,12 @@ impl Store for RedisStore {
         Ok(id)
     }
 
-    async fn exceptions(
+    async fn exceptions_where(
         &self,
         from: Option<i64>,
         to: Option<i64>,
         limit: usize,
+        filter: &crate::ExceptionFilter,
     ) -> Result<Vec<ExceptionRecord>> {
         let mut conn = self.conn.clone();
         let max = to
@@ -524,33 +525,51 @@ impl Store for RedisStore {
         let min = from
             .map(|f| (f * 1000).to_string())
             .unwrap_or("-inf".into());
-        let ids: Vec<u64> = ::redis::cmd("ZRANGE")
-            .arg(self.key("exc:created"))
-            .arg(&max)
-            .arg(&min)
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let texts: Vec<Option<String>> = ::redis::cmd("HMGET")
-            .arg(self.key("exc"))
-            .arg(&ids)
-            .query_async(&mut conn)
-            .await?;
-        let mut out = Vec::new();
-        for t in texts.into_iter().flatten() {
-            out.push(serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                key: "exception".into(),
-                reason: e.to_string(),
-            })?);
+        // Unfiltered: one page of `limit`. Filtered: pages until `limit` pass or none is left.
+        let page = if filter.is_empty() {
+            limit
+        } else {
+            limit.max(500)
+        };
+        let mut out: Vec<ExceptionRecord> = Vec::new();
+        let mut offset = 0usize;
+        while out.len() < limit {
+            let ids: Vec<u64> = ::redis::cmd("ZRANGE")
+                .arg(self.key("exc:created"))
+                .arg(&max)
+                .arg(&min)
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(page)
+                .query_async(&mut conn)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            offset += ids.len();
+            let texts: Vec<Option<String>> = ::redis::cmd("HMGET")
+                .arg(self.key("exc"))
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+            for t in texts.into_iter().flatten() {
+                let record: ExceptionRecord =
+                    serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                        key: "exception".into(),
+                        reason: e.to_string(),
+                    })?;
+                if filter.matches(&record) {
+                    out.push(record);
+                }
+            }
+            if ids.len() < page {
+                break;
+            }
         }
         out.sort_by_key(|e: &ExceptionRecord| std::cmp::Reverse((e.created_ms, e.id)));
+        out.truncate(limit);
         Ok(out)
     }
 

@@ -633,7 +633,72 @@ macro_rules! conformance {
     };
 }
 
+async fn exception_lists_filter_by_type_service_and_resource(store: Arc<dyn Store>) {
+    use opsplane_store::ExceptionFilter;
+    let h = base_hour();
+    // 700 exceptions of service a, then one of b touching a resource: a filtered list finds
+    // b's beyond the first page of candidates.
+    for i in 0..700 {
+        store
+            .add_exception(&exception("a", (h + i) * 1000, "check.timeout"))
+            .await
+            .unwrap();
+    }
+    let mut b = exception("b", (h - 10) * 1000, "ValueError");
+    b.service_type = "application".into();
+    b.request = serde_json::json!({"resources": [{"type": "dataset", "name": "roads"}]});
+    let b_id = store.add_exception(&b).await.unwrap();
+    let ids = |list: Vec<opsplane_store::ExceptionRecord>| {
+        list.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    for filter in [
+        ExceptionFilter {
+            error_type: Some("ValueError".into()),
+            ..Default::default()
+        },
+        ExceptionFilter {
+            service: Some("b".into()),
+            ..Default::default()
+        },
+        ExceptionFilter {
+            service_type: Some("application".into()),
+            ..Default::default()
+        },
+        ExceptionFilter {
+            resource: Some(("dataset".into(), "roads".into())),
+            ..Default::default()
+        },
+    ] {
+        let found = store
+            .exceptions_where(None, None, 5, &filter)
+            .await
+            .unwrap();
+        assert_eq!(ids(found), [b_id], "{filter:?}");
+    }
+    let none = ExceptionFilter {
+        resource: Some(("dataset".into(), "rivers".into())),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .exceptions_where(None, None, 5, &none)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let a = ExceptionFilter {
+        service: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.exceptions_where(None, None, 3, &a).await.unwrap()),
+        [700, 699, 698],
+        "newest first, at most the limit"
+    );
+}
+
 conformance!(
+    exception_lists_filter_by_type_service_and_resource,
     rate_hits_count_per_key_within_a_window,
     rate_hits_are_atomic_under_concurrency,
     registry_ids_are_stable_and_per_kind,

@@ -389,7 +389,7 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["status"], "error", "{body}");
-        assert!(body["errors"]["request"].is_string(), "{body}");
+        assert!(body["errors"]["request"][0].is_string(), "{body}");
         // A method no route declares: 405 with Allow, in Eve's envelope.
         let (status, headers, body) = app
             .call(Method::DELETE, "/api/v1/services", Some(TOKEN), "")
@@ -422,7 +422,7 @@ mod tests {
             )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let message = body["errors"]["authorization"].as_str().unwrap();
+        let message = body["errors"]["authorization"][0].as_str().unwrap();
         assert!(message.contains("admin role"), "{message}");
     }
 
@@ -436,7 +436,7 @@ mod tests {
         let (status, body) = app.get("/monitoring/api/hosts/", None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["status"], "error");
-        assert!(body["errors"]["authorization"].is_string(), "{body}");
+        assert!(body["errors"]["authorization"][0].is_string(), "{body}");
         let (status, _, body) = app.call(Method::POST, "/", None, "{}").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["_status"], "ERR");

@@ -1,6 +1,9 @@
 //! Request events of the ingestion endpoint (`POST /monitoring/api/ingest/`): their checks and
-//! what they become — request samples per touched resource, exception records for errors, and
-//! the services (with their type and host) they name. No I/O here.
+//! what they become — request samples once per request and once per touched resource,
+//! exception records for errors, the services (with their type and host) they name, and the
+//! user names of tracking labels. The user agent family comes from the user agent (woothee),
+//! the client's country/region/city from the event's own fields or a GeoIP database. No I/O
+//! here.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -48,10 +51,26 @@ pub struct RequestEvent {
     /// Client user agent.
     #[serde(default)]
     pub user_agent: Option<String>,
-    /// User tracking id (`request.users`).
+    /// User tracking id (`request.users`; GeoNode's `user_identifier`).
     #[serde(default)]
     pub user: Option<String>,
-    /// Event type (seed 001 names such as `view`, `download`; default `other`).
+    /// The user's name (GeoNode's `user_username`, e.g. `AnonymousUser`): kept as the `user`
+    /// of the tracking label, what the `user` parameter and the user groupings read. Without a
+    /// tracking id the name is the label.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The client's country (ISO code), when the sender knows it; a configured GeoIP database
+    /// fills it from `ip` otherwise.
+    #[serde(default)]
+    pub country: Option<String>,
+    /// The client's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The client's city.
+    #[serde(default)]
+    pub city: Option<String>,
+    /// Event type (seed 001 names such as `view`, `download`, GeoServer's `OWS:WMS`, ...;
+    /// default `other`).
     #[serde(default)]
     pub event_type: Option<String>,
     /// Resources the request touched.
@@ -116,10 +135,11 @@ pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
             ));
         }
         if let Some(t) = &e.event_type
-            && catalog::event_type(t).is_none_or(|d| d.machine || t == "all")
+            && catalog::event_type(t)
+                .is_none_or(|d| d.aggregate || (d.machine && !t.starts_with("OWS:")))
         {
             return Err(bad(format!(
-                "event_type: {t:?} is not a request event type (see /monitoring/api/event_types/?ows_service=false)"
+                "event_type: {t:?} is not the event type of a request (see /monitoring/api/event_types/: a request event type or an OWS:<service> one, not an aggregate such as all, other, OWS:ALL)"
             )));
         }
         for (field, v) in [("duration_ms", e.duration_ms), ("size", e.size)] {
@@ -137,22 +157,56 @@ pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
     Ok(times)
 }
 
-/// The request samples of checked events (`times` from [`event_times`]): per event and per
-/// resource it touched (or once without one), `request.count` and a sample for each fact the
-/// event carries.
-pub fn event_samples<'a>(events: &'a [RequestEvent], times: &[i64]) -> Vec<Named<'a>> {
-    let mut named = Vec::with_capacity(events.len() * 9);
-    for (e, ms) in events.iter().zip(times) {
+/// Where an event's client is, by name: what [`event_samples`] records as `request.country`,
+/// `request.region` and `request.city`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    /// ISO country code.
+    pub country: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// City.
+    pub city: Option<String>,
+}
+
+/// The user agent family (`Chrome`, `Firefox`, ...) of a user agent string, by woothee; `None`
+/// when it names no known browser or crawler.
+pub fn ua_family(user_agent: &str) -> Option<String> {
+    let parsed = woothee::parser::Parser::new().parse(user_agent)?;
+    (parsed.name != woothee::woothee::VALUE_UNKNOWN && !parsed.name.is_empty())
+        .then(|| parsed.name.to_string())
+}
+
+/// The tracking label of an event's user: its tracking id, else its user name.
+pub fn user_label(e: &RequestEvent) -> Option<&str> {
+    e.user.as_deref().or(e.username.as_deref())
+}
+
+/// The request samples of checked events (`times` from [`event_times`]): per event once
+/// without a resource and once per resource it touched, `request.count` and a sample for each
+/// fact the event carries. `places` (one per event, from the event's fields or a GeoIP look-up)
+/// give the geographic metrics.
+pub fn event_samples<'a>(
+    events: &'a [RequestEvent],
+    times: &[i64],
+    places: &'a [Place],
+) -> Vec<Named<'a>> {
+    let mut named = Vec::with_capacity(events.len() * 12);
+    static NO_PLACE: Place = Place {
+        country: None,
+        region: None,
+        city: None,
+    };
+    for (i, (e, ms)) in events.iter().zip(times).enumerate() {
         let ts = ms.div_euclid(1000);
         let event_type = e.event_type.as_deref().unwrap_or("other");
-        let resources: Vec<Option<(&str, &str)>> = if e.resources.is_empty() {
-            vec![None]
-        } else {
+        let family = e.user_agent.as_deref().and_then(ua_family);
+        let place = places.get(i).unwrap_or(&NO_PLACE);
+        let resources = std::iter::once(None).chain(
             e.resources
                 .iter()
-                .map(|r| Some((r.resource_type.as_str(), r.name.as_str())))
-                .collect()
-        };
+                .map(|r| Some((r.resource_type.as_str(), r.name.as_str()))),
+        );
         for resource in resources {
             let mut push = |metric: &'static str, label: Option<Cow<'a, str>>, value: f64| {
                 named.push(Named {
@@ -167,15 +221,21 @@ pub fn event_samples<'a>(events: &'a [RequestEvent], times: &[i64]) -> Vec<Named
             };
             push("request.count", None, 1.0);
             for (metric, label) in [
-                ("request.ip", &e.ip),
-                ("request.ua", &e.user_agent),
-                ("request.path", &e.path),
-                ("request.method", &e.method),
-                ("request.users", &e.user),
+                ("request.ip", e.ip.as_deref()),
+                ("request.ua", e.user_agent.as_deref()),
+                ("request.path", e.path.as_deref()),
+                ("request.method", e.method.as_deref()),
+                ("request.users", user_label(e)),
+                ("request.country", place.country.as_deref()),
+                ("request.region", place.region.as_deref()),
+                ("request.city", place.city.as_deref()),
             ] {
                 if let Some(label) = label {
-                    push(metric, Some(label.as_str().into()), 1.0);
+                    push(metric, Some(label.into()), 1.0);
                 }
+            }
+            if let Some(f) = &family {
+                push("request.ua.family", Some(f.clone().into()), 1.0);
             }
             if let Some(d) = e.duration_ms {
                 push("response.time", None, d);
@@ -239,6 +299,26 @@ pub fn event_exceptions(events: &[RequestEvent], times: &[i64]) -> Vec<Exception
         .collect()
 }
 
+/// The user name of each tracking label a batch names (the last event's).
+pub fn event_users(events: &[RequestEvent]) -> HashMap<&str, &str> {
+    events
+        .iter()
+        .filter_map(|e| Some((user_label(e)?, e.username.as_deref()?)))
+        .collect()
+}
+
+/// The place of each event from its own fields.
+pub fn event_places(events: &[RequestEvent]) -> Vec<Place> {
+    events
+        .iter()
+        .map(|e| Place {
+            country: e.country.clone(),
+            region: e.region.clone(),
+            city: e.city.clone(),
+        })
+        .collect()
+}
+
 /// The services a batch names, each with the type and host of its last event.
 pub fn event_services(events: &[RequestEvent]) -> HashMap<&str, (&str, Option<&str>)> {
     events
@@ -273,7 +353,7 @@ mod tests {
         }))];
         let times = event_times(&events).unwrap();
         assert_eq!(times, [120_000]);
-        let named = event_samples(&events, &times);
+        let named = event_samples(&events, &times, &[]);
         let metrics: Vec<_> = named.iter().map(|n| n.metric).collect();
         let one = [
             "request.count",
@@ -284,13 +364,19 @@ mod tests {
             "response.status",
             "response.error.count",
         ];
-        assert_eq!(metrics, [one, one].concat(), "once per resource");
+        assert_eq!(
+            metrics,
+            [one, one, one].concat(),
+            "once without a resource, once per resource"
+        );
         assert!(
             named
                 .iter()
                 .all(|n| n.ts == 120 && n.event_type.as_deref() == Some("other"))
         );
-        assert_eq!(named[7].resource, Some(("layer".into(), "roads".into())));
+        assert_eq!(named[0].resource, None);
+        assert_eq!(named[7].resource, Some(("url".into(), "/a".into())));
+        assert_eq!(named[14].resource, Some(("layer".into(), "roads".into())));
         assert_eq!(named[5].label.as_deref(), Some("503"));
         assert!(
             event_exceptions(&events, &times).is_empty(),
@@ -304,6 +390,19 @@ mod tests {
         for (bad, field) in [
             (json!({"service": " "}), "service"),
             (json!({"service": "s", "event_type": "all"}), "event_type"),
+            (
+                json!({"service": "s", "event_type": "OWS:ALL"}),
+                "event_type",
+            ),
+            (json!({"service": "s", "event_type": "other"}), "event_type"),
+            (
+                json!({"service": "s", "event_type": "check:http"}),
+                "event_type",
+            ),
+            (
+                json!({"service": "s", "event_type": "OWS:NOPE"}),
+                "event_type",
+            ),
             (json!({"service": "s", "size": -1.0}), "size"),
             (json!({"service": "s", "status": 99}), "status"),
             (
@@ -356,6 +455,45 @@ mod tests {
                 "response": {"status": 500, "time": 12.5, "type": null, "size": null},
                 "resources": [{"type": "url", "name": "/pay"}],
             })
+        );
+    }
+
+    #[test]
+    fn geoservers_ows_events_are_accepted_and_users_families_places_recorded() {
+        let events = [
+            event(json!({
+                "service": "geoserver", "time": 60, "event_type": "OWS:WMS",
+                "user": "4f2a", "username": "admin", "country": "IT", "city": "Florence",
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/60.0.3112.78 Safari/537.36",
+            })),
+            event(json!({"service": "geoserver", "username": "AnonymousUser"})),
+        ];
+        let times = event_times(&events).unwrap();
+        let places = event_places(&events);
+        let named = event_samples(&events, &times, &places);
+        let label_of = |metric: &str| -> Vec<&str> {
+            named
+                .iter()
+                .filter(|n| n.metric == metric)
+                .filter_map(|n| n.label.as_deref())
+                .collect()
+        };
+        assert_eq!(label_of("request.ua.family"), ["Chrome"]);
+        assert_eq!(label_of("request.users"), ["4f2a", "AnonymousUser"]);
+        assert_eq!(label_of("request.country"), ["IT"]);
+        assert_eq!(label_of("request.city"), ["Florence"]);
+        assert!(label_of("request.region").is_empty());
+        let users = event_users(&events);
+        assert_eq!(users["4f2a"], "admin");
+        assert_eq!(users["AnonymousUser"], "AnonymousUser");
+        assert_eq!(ua_family("curl/8.0").as_deref(), Some("HTTP Library"));
+        assert_eq!(ua_family("no-browser-at-all").as_deref(), None);
+        assert_eq!(
+            ua_family(
+                "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:53.0) Gecko/20100101 Firefox/53.0"
+            )
+            .as_deref(),
+            Some("Firefox")
         );
     }
 

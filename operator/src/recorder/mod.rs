@@ -10,6 +10,7 @@
 
 mod checks;
 mod events;
+pub mod geoip;
 mod node_report;
 
 use std::borrow::Cow;
@@ -36,6 +37,10 @@ pub struct Recorder {
     /// Service attributes this process last wrote from events, so a steady stream of events
     /// does not rewrite the same registry entry with every batch.
     event_services: Arc<RwLock<HashMap<String, (String, String)>>>,
+    /// The user name this process last wrote for each tracking label.
+    label_users: Arc<RwLock<HashMap<String, String>>>,
+    /// Where client addresses are looked up when events carry no place of their own.
+    geoip: Option<Arc<geoip::GeoIp>>,
 }
 
 /// A sample before its names are resolved to ids.
@@ -92,7 +97,8 @@ impl FailedRequest<'_> {
     fn to_json(&self) -> Value {
         json!({
             "event_type": self.event_type,
-            "client": {"ip": self.ip, "user_agent": self.user_agent, "user_agent_family": null,
+            "client": {"ip": self.ip, "user_agent": self.user_agent,
+                       "user_agent_family": self.user_agent.and_then(events::ua_family),
                        "position": {"lat": null, "lon": null, "country": null, "city": null}},
             "request": {"path": self.path, "host": self.host, "method": self.method,
                         "created": opsplane_store::query::format_time(self.created_ms)},
@@ -111,7 +117,15 @@ impl Recorder {
             store,
             ids: Default::default(),
             event_services: Default::default(),
+            label_users: Default::default(),
+            geoip: None,
         }
+    }
+
+    /// The same recorder, looking client addresses up in `geoip`.
+    pub fn with_geoip(mut self, geoip: Arc<geoip::GeoIp>) -> Recorder {
+        self.geoip = Some(geoip);
+        self
     }
 
     /// The store.
@@ -299,9 +313,31 @@ impl Recorder {
     /// Returns how many samples and exceptions were written.
     pub async fn events(&self, events: &[RequestEvent]) -> Result<(usize, usize), RecordError> {
         let times = events::event_times(events)?;
-        let named = events::event_samples(events, &times);
+        let mut places = events::event_places(events);
+        if let Some(geoip) = &self.geoip {
+            for (place, e) in places.iter_mut().zip(events) {
+                if place.country.is_none()
+                    && let Some(found) = e.ip.as_deref().and_then(|ip| geoip.place(ip))
+                {
+                    *place = found;
+                }
+            }
+        }
+        let named = events::event_samples(events, &times, &places);
         let exceptions = events::event_exceptions(events, &times);
         self.write(&named).await?;
+        for (label, username) in events::event_users(events) {
+            if self.label_users.read().await.get(label).map(String::as_str) == Some(username) {
+                continue;
+            }
+            self.store
+                .upsert(Kind::Label, label, &json!({"user": username}))
+                .await?;
+            self.label_users
+                .write()
+                .await
+                .insert(label.to_string(), username.to_string());
+        }
         for (name, (service_type, host)) in events::event_services(events) {
             let attrs = (service_type.to_string(), host.unwrap_or("").to_string());
             if self.event_services.read().await.get(name) == Some(&attrs) {

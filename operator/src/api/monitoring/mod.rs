@@ -8,6 +8,7 @@
 
 pub mod metric_data;
 pub mod params;
+pub mod status;
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, header};
@@ -23,8 +24,8 @@ use opsplane_store::query::{self, ParamError};
 use opsplane_store::{Kind, StoreError};
 use serde_json::{Value, json};
 
-use self::params::SeenQuery;
 use self::params::{EventTypesQuery, ExceptionsQuery, MetricDataQuery, Params, ResourcesQuery};
+use self::params::{ResourceParam, SeenQuery};
 use super::{AppState, geonode};
 use crate::recorder::{RecordError, RequestEvent};
 
@@ -143,6 +144,7 @@ pub fn rules() -> Vec<Rule> {
         read("/monitoring/api/metric_data/{metric}/", "metrics"),
         read("/monitoring/api/exceptions/", "exceptions"),
         read("/monitoring/api/exceptions/{id}/", "exceptions"),
+        read("/monitoring/api/status/", "monitoring"),
         Rule::new(
             Method::POST,
             "/monitoring/api/autoconfigure/",
@@ -169,14 +171,69 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/metric_data/{metric}/", get(metric_data))
         .route("/exceptions/", get(exceptions))
         .route("/exceptions/{id}/", get(exception))
+        .route("/status/", get(status))
         .route("/autoconfigure/", post(autoconfigure))
         .route("/ingest/", post(ingest));
-    let routes = routes.fallback(|uri: axum::http::Uri| async move {
-        MonitoringError::not_found("path", format!("no such endpoint: {}", uri.path()))
-    });
+    let routes = routes.fallback(
+        |axum::extract::OriginalUri(uri): axum::extract::OriginalUri| async move {
+            // Django's APPEND_SLASH, as GeoNode answers its own frontend's `metric_data/x?...`.
+            if let Some(location) = with_trailing_slash(&uri) {
+                return (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response();
+            }
+            MonitoringError::not_found("path", format!("no such endpoint: {}", uri.path()))
+                .into_response()
+        },
+    );
     state
         .api("monitoring", MonitoringError::envelope, rules())
         .wrap(routes)
+}
+
+/// The routes of this API below `/monitoring/api`, `{x}` standing for one path segment.
+const ROUTES: &[&str] = &[
+    "/hosts/",
+    "/services/",
+    "/resources/",
+    "/resource_types/",
+    "/event_types/",
+    "/labels/",
+    "/metrics/",
+    "/metric_data/{x}/",
+    "/exceptions/",
+    "/exceptions/{x}/",
+    "/status/",
+    "/autoconfigure/",
+    "/ingest/",
+];
+
+/// The slash form of `uri` (query kept) when the path lacks only the trailing slash of one of
+/// [`ROUTES`].
+fn with_trailing_slash(uri: &axum::http::Uri) -> Option<String> {
+    let path = uri.path();
+    if path.ends_with('/') {
+        return None;
+    }
+    let slashed = format!("{path}/");
+    let rest = slashed.strip_prefix("/monitoring/api")?;
+    let matches = |route: &str| {
+        let a: Vec<&str> = route.split('/').collect();
+        let b: Vec<&str> = rest.split('/').collect();
+        a.len() == b.len()
+            && a.iter()
+                .zip(&b)
+                .all(|(x, y)| x == y || (*x == "{x}" && !y.is_empty()))
+    };
+    ROUTES
+        .iter()
+        .any(|r| matches(r))
+        .then(|| match uri.query() {
+            Some(q) => format!("{slashed}?{q}"),
+            None => slashed,
+        })
 }
 
 /// `GET /monitoring/api/hosts/`.
@@ -192,20 +249,33 @@ pub async fn hosts(State(state): State<AppState>) -> Answer {
 /// `GET /monitoring/api/services/`.
 pub async fn services(State(state): State<AppState>) -> Answer {
     let entries = state.recorder.store().entries(Kind::Service).await?;
-    let items = entries
-        .into_iter()
+    let item = |name: &str, service_type: Value, e: &opsplane_store::RegistryEntry| {
+        let a = &e.attrs;
+        json!({
+            "name": name,
+            "last_check": a.get("last_check").cloned().unwrap_or(Value::Null),
+            "host": a.get("host").cloned().unwrap_or(json!("")),
+            "check_interval": a.get("check_interval").cloned().unwrap_or(json!(60)),
+            "type": service_type,
+            "id": e.id,
+        })
+    };
+    let mut items: Vec<Value> = entries
+        .iter()
         .map(|e| {
-            let a = &e.attrs;
-            json!({
-                "name": e.name,
-                "last_check": a.get("last_check").cloned().unwrap_or(Value::Null),
-                "host": a.get("host").cloned().unwrap_or(json!("")),
-                "check_interval": a.get("check_interval").cloned().unwrap_or(json!(60)),
-                "type": a.get("type").cloned().unwrap_or(json!("application")),
-                "id": e.id,
-            })
+            let t = e.attrs.get("type").cloned().unwrap_or(json!("application"));
+            item(&e.name, t, e)
         })
         .collect();
+    // GeoNode's hardware panels ask CPU and memory of hostgeonode/hostgeoserver services:
+    // every reporting node is also listed as both (same id: the same data).
+    for e in entries.iter().filter(|e| e.attrs["type"] == "host") {
+        if let Some(host) = e.name.strip_prefix("host:") {
+            for t in metric_data::GEONODE_HOST_TYPES {
+                items.push(item(&format!("{host}-{t}"), json!(t), e));
+            }
+        }
+    }
     Ok(Json(geonode::list("services", items)))
 }
 
@@ -243,11 +313,19 @@ async fn seen_ids(
 /// `GET /monitoring/api/resources/?metric_name&resource_type&valid_from&valid_to`.
 pub async fn resources(State(state): State<AppState>, Params(q): Params<ResourcesQuery>) -> Answer {
     let seen = seen_ids(&state, Kind::Resource, &q.seen).await?;
-    let items = state
-        .recorder
-        .store()
-        .entries(Kind::Resource)
-        .await?
+    let entries = state.recorder.store().entries(Kind::Resource).await?;
+    if let Some(t) = &q.resource_type
+        && !catalog::resource_type(t)
+        && !entries.iter().any(|e| split_resource_key(&e.name).0 == t)
+    {
+        return Err(MonitoringError::bad(
+            "resource_type",
+            format!(
+                "Select a valid choice. {t} is not one of the available choices; see /monitoring/api/resource_types/"
+            ),
+        ));
+    }
+    let items = entries
         .into_iter()
         .filter(|e| seen.as_ref().is_none_or(|s| s.contains(&e.id)))
         .filter_map(|e| {
@@ -258,28 +336,25 @@ pub async fn resources(State(state): State<AppState>, Params(q): Params<Resource
             Some(json!({"type": t, "id": e.id, "name": n}))
         })
         .collect();
-    Ok(Json(geonode::list("resources", items)))
+    Ok(Json(geonode::keyed("resources", items)))
 }
 
 /// `GET /monitoring/api/resource_types/`.
 pub async fn resource_types() -> Json<Value> {
     let items = RESOURCE_TYPES
         .iter()
-        .map(|(name, t)| json!({"type": t, "name": name}))
+        .map(|(name, t)| json!({"type": t, "name": name, "type_label": t}))
         .collect();
     Json(geonode::keyed("resource_types", items))
 }
 
-/// `GET /monitoring/api/event_types/?ows_service=true|false|1|0`: `true` lists machine-made
-/// events (checks, node reports; the seed's OWS side), `false` request events.
+/// `GET /monitoring/api/event_types/?ows_service=true|false|1|0`: `true` lists OWS and
+/// machine-made events (checks, node reports), `false` request events.
 pub async fn event_types(Params(q): Params<EventTypesQuery>) -> Json<Value> {
     let items = EVENT_TYPES
         .iter()
         .filter(|e| q.ows_service.is_none_or(|m| e.machine == m))
-        .map(|e| match q.ows_service {
-            None => json!({"name": e.name}),
-            Some(_) => json!({"name": e.name, "type_label": e.type_label}),
-        })
+        .map(|e| json!({"name": e.name, "type_label": e.type_label}))
         .collect();
     Json(geonode::keyed("event_types", items))
 }
@@ -296,7 +371,7 @@ pub async fn labels(State(state): State<AppState>, Params(q): Params<SeenQuery>)
         .filter(|e| seen.as_ref().is_none_or(|s| s.contains(&e.id)))
         .map(|e| json!({"id": e.id, "name": e.name}))
         .collect();
-    Ok(Json(geonode::list("labels", items)))
+    Ok(Json(geonode::keyed("labels", items)))
 }
 
 /// `GET /monitoring/api/metrics/`: every metric, grouped by the service type producing it.
@@ -304,7 +379,7 @@ pub async fn metrics() -> Json<Value> {
     let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
     for m in METRICS {
         for st in m.service_types {
-            let metric = json!({"type": m.kind.as_str(), "name": m.name, "unit": m.unit});
+            let metric = json!({"type": m.reported.as_str(), "name": m.name, "unit": m.unit});
             match groups.iter_mut().find(|(s, _)| s == st) {
                 Some((_, metrics)) => metrics.push(metric),
                 None => groups.push((st, vec![metric])),
@@ -364,13 +439,37 @@ pub async fn exceptions(
     State(state): State<AppState>,
     Params(q): Params<ExceptionsQuery>,
 ) -> Answer {
+    let mut filter = q.filter.clone();
+    if let Some(r) = &q.resource {
+        filter.resource = Some(match r {
+            ResourceParam::Named(t, n) => (t.clone(), n.clone()),
+            ResourceParam::Id(id) => {
+                let entry = state
+                    .recorder
+                    .store()
+                    .entries(Kind::Resource)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.id == *id)
+                    .ok_or_else(|| {
+                        MonitoringError::bad(
+                            "resource",
+                            format!("MonitoredResource matching query does not exist: {id}"),
+                        )
+                    })?;
+                let (t, n) = split_resource_key(&entry.name);
+                (t.to_string(), n.to_string())
+            }
+        });
+    }
     let list = state
         .recorder
         .store()
-        .exceptions(
+        .exceptions_where(
             q.from_ms.map(|f| f / 1000),
             q.to_ms.map(|t| t / 1000),
             q.limit,
+            &filter,
         )
         .await?;
     let items = list
@@ -385,7 +484,7 @@ pub async fn exceptions(
             })
         })
         .collect();
-    Ok(Json(geonode::list("exceptions", items)))
+    Ok(Json(geonode::keyed("exceptions", items)))
 }
 
 /// `GET /monitoring/api/exceptions/<id>/`.
@@ -398,7 +497,7 @@ pub async fn exception(State(state): State<AppState>, Path(id): Path<String>) ->
         .store()
         .exception(id)
         .await?
-        .ok_or_else(|| MonitoringError::not_found("id", format!("no exception {id}")))?;
+        .ok_or_else(|| MonitoringError::not_found("exception_id", "Object not found"))?;
     Ok(Json(json!({
         "error_data": e.error_data,
         "service": exception_service(&e),
@@ -407,6 +506,66 @@ pub async fn exception(State(state): State<AppState>, Path(id): Path<String>) ->
         "request": e.request,
         "error_message": e.error_message,
     })))
+}
+
+/// `GET /monitoring/api/status/`: GeoNode's `{problems, health_level}` from what opsplane
+/// knows ([`status::problems`]).
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
+    let store = state.recorder.store();
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let gathered = match store.ping().await {
+        Err(e) => Err(e.to_string()),
+        Ok(()) => match store.entries(Kind::Service).await {
+            Ok(services) => Ok(services),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let down = match &gathered {
+        Ok(services) => down_services(&state, services).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let (problems, level) = status::problems(&gathered, &down, now_ms);
+    Json(geonode::status(problems, level))
+}
+
+/// Checked services whose last round (the minute of their `last_check`) had an instance down
+/// (`check.up` below 1).
+async fn down_services(
+    state: &AppState,
+    services: &[opsplane_store::RegistryEntry],
+) -> Result<Vec<String>, StoreError> {
+    let Some(metric) = state.recorder.existing_id(Kind::Metric, "check.up").await? else {
+        return Ok(Vec::new());
+    };
+    let mut down = Vec::new();
+    for s in services.iter().filter(|s| s.attrs["type"] != "host") {
+        let Some(last) = s.attrs["last_check"]
+            .as_str()
+            .and_then(|t| query::parse_time("last_check", t).ok())
+        else {
+            continue;
+        };
+        let minute = last.div_euclid(60_000) * 60;
+        let filter = opsplane_store::SeriesFilter {
+            services: Some(vec![s.id]),
+            ..Default::default()
+        };
+        let rows = state
+            .recorder
+            .store()
+            .buckets(
+                metric,
+                opsplane_store::Resolution::Minute,
+                minute,
+                minute + 60,
+                &filter,
+            )
+            .await?;
+        if rows.iter().any(|r| r.agg.min < 1.0) {
+            down.push(s.name.clone());
+        }
+    }
+    Ok(down)
 }
 
 /// `POST /monitoring/api/autoconfigure/`: registers opsplane's metrics, event types and this

@@ -126,8 +126,8 @@ impl FromQuery for EventTypesQuery {
     }
 }
 
-/// `/exceptions/?valid_from&valid_to&limit`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `/exceptions/?valid_from&valid_to&last&limit&error_type&service_name&service_type&resource`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExceptionsQuery {
     /// From (ms).
     pub from_ms: Option<i64>,
@@ -135,12 +135,37 @@ pub struct ExceptionsQuery {
     pub to_ms: Option<i64>,
     /// At most this many, newest first.
     pub limit: usize,
+    /// GeoNode's filters by error type, service name and service type.
+    pub filter: opsplane_store::ExceptionFilter,
+    /// Only exceptions of requests that touched this resource.
+    pub resource: Option<ResourceParam>,
 }
 
-impl FromQuery for ExceptionsQuery {
-    fn from_query(q: &HashMap<String, String>) -> Result<Self, MonitoringError> {
-        let from_ms = time(q, "valid_from")?;
-        let to_ms = time(q, "valid_to")?;
+impl ExceptionsQuery {
+    /// Parses `q` against the clock reading `now_ms` (for `last`).
+    pub fn parse(q: &HashMap<String, String>, now_ms: i64) -> Result<Self, MonitoringError> {
+        let mut from_ms = time(q, "valid_from")?;
+        let mut to_ms = time(q, "valid_to")?;
+        if let Some(v) = given(q, "last") {
+            let last = v
+                .parse::<i64>()
+                .ok()
+                .filter(|s| (MIN_SECONDS..=MAX_LAST_SECONDS).contains(s))
+                .ok_or_else(|| {
+                    MonitoringError::bad(
+                        "last",
+                        format!("{v:?} is not a whole number of seconds of at least {MIN_SECONDS}"),
+                    )
+                })?;
+            if from_ms.is_some() || to_ms.is_some() {
+                return Err(MonitoringError::bad(
+                    "last",
+                    "Cannot use last and valid_from/valid_to at the same time",
+                ));
+            }
+            from_ms = Some(now_ms - last * 1000);
+            to_ms = Some(now_ms);
+        }
         let limit = match given(q, "limit") {
             None => 100,
             Some(v) => v
@@ -155,26 +180,74 @@ impl FromQuery for ExceptionsQuery {
             from_ms,
             to_ms,
             limit,
+            filter: opsplane_store::ExceptionFilter {
+                error_type: given(q, "error_type").map(str::to_owned),
+                service: given(q, "service_name").map(str::to_owned),
+                service_type: given(q, "service_type").map(str::to_owned),
+                resource: None,
+            },
+            resource: given(q, "resource")
+                .map(|v| ResourceParam::parse("resource", v))
+                .transpose()?,
         })
     }
 }
 
+impl FromQuery for ExceptionsQuery {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self, MonitoringError> {
+        ExceptionsQuery::parse(q, jiff::Timestamp::now().as_millisecond())
+    }
+}
+
+/// A `resource` parameter: GeoNode's resource id or `type=name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceParam {
+    /// By id.
+    Id(u32),
+    /// By type and name (`dataset=roads`).
+    Named(String, String),
+}
+
+impl ResourceParam {
+    /// Parses `v`, naming `param` when it is neither form.
+    pub fn parse(param: &str, v: &str) -> Result<ResourceParam, MonitoringError> {
+        if let Some((t, n)) = v.split_once('=') {
+            if !n.is_empty() {
+                return Ok(ResourceParam::Named(t.to_string(), n.to_string()));
+            }
+        } else if let Some(id) = v.parse::<u32>().ok().filter(|id| *id > 0) {
+            return Ok(ResourceParam::Id(id));
+        }
+        Err(MonitoringError::bad(
+            param,
+            format!("{v} is not valid resource description: a resource id or type=name"),
+        ))
+    }
+}
+
 /// `metric_data`'s parameters, checked in the order a client sees its mistakes named:
-/// group_by, valid_to, valid_from, last, the window, interval, resource, event_type.
+/// group_by, valid_to, valid_from, last, the window, interval, resource, event_type. What
+/// needs the registries (service, service_type, label, user, resource, resource_type) is
+/// resolved — and refused when unknown — by the service function.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricDataQuery {
     /// How rows are grouped.
     pub group_by: GroupBy,
     /// The aligned window (periods counted from 00:00, seed 001).
     pub window: Window,
-    /// Only this resource id.
-    pub resource: Option<u32>,
-    /// Only this event type (`all` means no filter).
+    /// Only this resource.
+    pub resource: Option<ResourceParam>,
+    /// Only this event type (`all` means no filter; `other`, `OWS:ALL`, `check:all` the
+    /// types they cover).
     pub event_type: Option<String>,
-    /// Only this label.
+    /// Only this label, by id or name.
     pub label: Option<String>,
+    /// Only labels of this user name (unknown: no filter, as GeoNode).
+    pub user: Option<String>,
     /// Only this service.
     pub service: Option<String>,
+    /// Only services of this type.
+    pub service_type: Option<String>,
     /// Only resources of this type.
     pub resource_type: Option<String>,
 }
@@ -182,8 +255,14 @@ pub struct MetricDataQuery {
 /// Longest `last` accepted: ten years.
 const MAX_LAST_SECONDS: i64 = 10 * 365 * 86_400;
 
+/// Shortest `last` and `interval`: GeoNode's collection period.
+const MIN_SECONDS: i64 = 60;
+
 impl MetricDataQuery {
     /// Parses `q` against the clock reading `now_ms` (the default `valid_to`).
+    ///
+    /// Defaults where seed 001 gives none are GeoNode 4.4.5's: `interval` 60 s (3600 s when
+    /// the window is longer than a day), the window one interval back from `valid_to`.
     pub fn parse(q: &HashMap<String, String>, now_ms: i64) -> Result<Self, MonitoringError> {
         let group_by = GroupBy::parse(q.get("group_by").map(String::as_str))?;
         let valid_to = time(q, "valid_to")?;
@@ -193,11 +272,34 @@ impl MetricDataQuery {
             Some(v) => Some(
                 v.parse::<i64>()
                     .ok()
-                    .filter(|s| *s > 0 && *s <= MAX_LAST_SECONDS)
+                    .filter(|s| (MIN_SECONDS..=MAX_LAST_SECONDS).contains(s))
                     .ok_or_else(|| {
                         MonitoringError::bad(
                             "last",
-                            format!("{v:?} is not a positive number of seconds"),
+                            format!(
+                                "{v:?} is not a whole number of seconds; ensure this value is greater than or equal to {MIN_SECONDS}"
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        if last.is_some() && (valid_from.is_some() || valid_to.is_some()) {
+            return Err(MonitoringError::bad(
+                "last",
+                "Cannot use last and valid_from/valid_to at the same time",
+            ));
+        }
+        let interval = match given(q, "interval") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && x.fract() == 0.0 && *x > 0.0 && *x < 1e10)
+                    .map(|x| x as i64)
+                    .ok_or_else(|| {
+                        MonitoringError::bad(
+                            "interval",
+                            format!("{v:?} is not a positive whole number of seconds"),
                         )
                     })?,
             ),
@@ -206,51 +308,44 @@ impl MetricDataQuery {
         let from_ms = match (valid_from, last) {
             (Some(f), _) => f,
             (None, Some(l)) => to_ms - l * 1000,
-            (None, None) => to_ms - 3_600_000,
+            (None, None) => to_ms - interval.unwrap_or(MIN_SECONDS) * 1000,
         };
         if from_ms > to_ms {
             return Err(MonitoringError::bad("valid_from", "is after valid_to"));
         }
-        let interval = match given(q, "interval") {
-            None => query::default_interval((to_ms - from_ms) / 1000),
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite() && x.fract() == 0.0 && *x > 0.0 && *x < 1e10)
-                .map(|x| x as i64)
-                .ok_or_else(|| {
-                    MonitoringError::bad(
-                        "interval",
-                        format!("{v:?} is not a positive whole number of seconds"),
-                    )
-                })?,
-        };
+        let interval =
+            interval.unwrap_or_else(|| query::default_interval((to_ms - from_ms) / 1000));
         let window = Window::align(from_ms, to_ms, interval)?;
-        let resource = match given(q, "resource") {
-            None => None,
-            Some(v) => Some(v.parse::<u32>().ok().filter(|id| *id > 0).ok_or_else(|| {
-                MonitoringError::bad("resource", format!("{v:?} is not a resource id"))
-            })?),
-        };
+        let resource = given(q, "resource")
+            .map(|v| ResourceParam::parse("resource", v))
+            .transpose()?;
         let event_type = match given(q, "event_type") {
             None | Some("all") => None,
             Some(v) => {
                 if catalog::event_type(v).is_none() {
                     return Err(MonitoringError::bad(
                         "event_type",
-                        format!("unknown event type {v:?}; see /monitoring/api/event_types/"),
+                        format!("Event Type {v} doesn't exist; see /monitoring/api/event_types/"),
                     ));
                 }
                 Some(v.to_owned())
             }
         };
+        if given(q, "service").is_some() && given(q, "service_type").is_some() {
+            return Err(MonitoringError::bad(
+                "service_type",
+                "Cannot use service and service_type at the same time",
+            ));
+        }
         Ok(MetricDataQuery {
             group_by,
             window,
             resource,
             event_type,
             label: given(q, "label").map(str::to_owned),
+            user: given(q, "user").map(str::to_owned),
             service: given(q, "service").map(str::to_owned),
+            service_type: given(q, "service_type").map(str::to_owned),
             resource_type: given(q, "resource_type").map(str::to_owned),
         })
     }
@@ -283,12 +378,49 @@ mod tests {
     const NOON: i64 = 1_764_590_400_000; // 2025-12-01T12:00:00Z
 
     #[test]
-    fn metric_data_defaults_to_the_last_hour_before_now() {
+    fn metric_data_defaults_to_one_interval_before_now_as_geonode() {
         let query = MetricDataQuery::parse(&q(&[]), NOON).unwrap();
         assert_eq!(query.group_by, GroupBy::Label);
         assert_eq!(query.window.end, NOON / 1000);
-        assert_eq!(query.window.start, NOON / 1000 - 3600);
+        assert_eq!(query.window.start, NOON / 1000 - 60);
+        assert_eq!(query.window.interval, 60);
         assert_eq!(query.event_type, None);
+        let query = MetricDataQuery::parse(&q(&[("interval", "3600")]), NOON).unwrap();
+        assert_eq!(query.window.start, NOON / 1000 - 3600);
+        // A window longer than a day without an interval: GeoNode's 3600 s.
+        let query = MetricDataQuery::parse(&q(&[("last", "172800")]), NOON).unwrap();
+        assert_eq!(query.window.interval, 3600);
+        let query = MetricDataQuery::parse(&q(&[("last", "86400")]), NOON).unwrap();
+        assert_eq!(query.window.interval, 60);
+    }
+
+    #[test]
+    fn last_is_at_least_60_and_not_with_valid_from_or_to() {
+        assert_eq!(
+            param_of(MetricDataQuery::parse(&q(&[("last", "59")]), NOON).unwrap_err()),
+            "last"
+        );
+        for other in ["valid_from", "valid_to"] {
+            let e = MetricDataQuery::parse(&q(&[("last", "600"), (other, "2025-12-01")]), NOON)
+                .unwrap_err();
+            assert_eq!(param_of(e), "last", "{other}");
+        }
+    }
+
+    #[test]
+    fn resource_is_an_id_or_type_equals_name() {
+        let parse = |v: &str| MetricDataQuery::parse(&q(&[("resource", v)]), NOON);
+        assert_eq!(parse("7").unwrap().resource, Some(ResourceParam::Id(7)));
+        assert_eq!(
+            parse("dataset=geonode:roads").unwrap().resource,
+            Some(ResourceParam::Named(
+                "dataset".into(),
+                "geonode:roads".into()
+            ))
+        );
+        for bad in ["0", "x", "dataset="] {
+            assert_eq!(param_of(parse(bad).unwrap_err()), "resource", "{bad}");
+        }
     }
 
     #[test]
