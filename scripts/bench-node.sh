@@ -35,7 +35,8 @@ cpu() {
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }     # KiB
 state=$(mktemp -d)
 nd_port=$(port); ne_port=$(port)
-OPSPLANE_TOKEN=bench "$bin" --listen "127.0.0.1:$nd_port" --sample-interval 1s --state-dir "$state" 2>/dev/null &
+# The node API's rate limits would refuse a benchmark client (env: a build without the flag ignores it).
+OPSPLANE_RATE_LIMIT=off OPSPLANE_TOKEN=bench "$bin" --listen "127.0.0.1:$nd_port" --sample-interval 1s --state-dir "$state" 2>/dev/null &
 nd=$!
 prometheus-node-exporter --web.listen-address="127.0.0.1:$ne_port" >/dev/null 2>&1 &
 ne=$!
