@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{audit_lines, connect_in, post_on};
+use common::{audit_lines, connect_in, ip, post_on};
 
 const TOKEN: &str = "ip-token";
 const ADDR: &str = "127.0.0.1:6666";
@@ -36,17 +36,6 @@ impl Drop for Namespace {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Namespace {

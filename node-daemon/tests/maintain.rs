@@ -50,6 +50,18 @@ fn send(
     }
 }
 
+/// `method /maintain/v1/log/outputlevel` with the token and `body` on `stream`.
+fn log_level(stream: &mut TcpStream, method: &str, body: &str) -> (u16, String) {
+    send(
+        stream,
+        method,
+        "/maintain/v1/log/outputlevel",
+        Some(TOKEN),
+        body,
+    )
+    .unwrap()
+}
+
 fn connect(from: &str, to: &str) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,38 +146,21 @@ fn the_node_listener_is_counted_closed_and_its_log_level_changed_at_run_time() {
             .count()
     };
     assert_eq!(accepted(), 0);
-    let (status, body) = send(
+    let (status, body) = log_level(
         &mut me,
         "PUT",
-        "/maintain/v1/log/outputlevel",
-        Some(TOKEN),
         r#"{"scope": "apiserver", "level": "debug"}"#,
-    )
-    .unwrap();
+    );
     assert_eq!((status, body.as_str()), (200, "\"ok\""));
     drop(TcpStream::connect(&addr).unwrap());
     assert!(
         common::wait_for(Duration::from_secs(5), || accepted() >= 1),
         "no debug line after raising the level"
     );
-    let (_, body) = send(
-        &mut me,
-        "GET",
-        "/maintain/v1/log/outputlevel",
-        Some(TOKEN),
-        "",
-    )
-    .unwrap();
+    let (_, body) = log_level(&mut me, "GET", "");
     let levels: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(levels["apiserver"], "debug");
     assert_eq!(levels["probes"], "info");
-    let (status, body) = send(
-        &mut me,
-        "POST",
-        "/maintain/v1/log/outputlevel",
-        Some(TOKEN),
-        r#"{"scope": "nope", "level": "debug"}"#,
-    )
-    .unwrap();
+    let (status, body) = log_level(&mut me, "POST", r#"{"scope": "nope", "level": "debug"}"#);
     assert_eq!((status, body.as_str()), (400, "invalid scope name"));
 }

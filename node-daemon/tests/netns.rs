@@ -6,11 +6,14 @@
 //! Needs root and iproute2. Namespaces and files are removed in all cases.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+
+use common::{connect_in, ip};
 
 struct Netns {
     name: String,
@@ -33,34 +36,6 @@ impl Drop for Netns {
             .status();
         let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
-}
-
-/// Connects to `addr` from inside the namespace `name` (the socket keeps its namespace).
-fn connect_in(name: &str, addr: &str) -> Option<TcpStream> {
-    let path = format!("/var/run/netns/{name}");
-    let addr = addr.to_string();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(&path).ok()?;
-        // SAFETY: setns on a valid namespace fd changes only this short-lived thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        TcpStream::connect(&addr).ok()
-    })
-    .join()
-    .ok()
-    .flatten()
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -24,46 +24,45 @@ const SHA512_ROUNDS: &str = "$6$rounds=10000$X5nl7dPQbOjxT2Ut$Nx7WRN5i0d3gPS4K3k
 const YESCRYPT: &str = "$y$j9T$qKbO3fOcf0Z3m9s1vBKbH.$iGEgAZ2fqpTFzv9JdJJYzXoKMAlI4fotdMJC817tmS7";
 const SHA512: &str = "$6$Vx8iBf1R7cQeyB9m$uaNw3wwSSTySk1.9fq0HJusWSmXbEAlqDaQ9oe/NnCkt1/i/9GRJCRUvYfY43aH5xWi80Rg0Gs/CsBaV04hHR/";
 
-/// A hash of `password` made now by the system's crypt, if a tool for it is installed.
-fn fresh_hash(method: &str, password: &str) -> Option<String> {
-    let mkpasswd = Command::new("mkpasswd")
-        .args(["--stdin", "-m", method])
+/// The output of `command` run with `input` on its stdin (stderr dropped), if it ran.
+fn fed(command: &mut Command, input: &str) -> Option<std::process::Output> {
+    use std::io::Write;
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .ok()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take()?.write_all(password.as_bytes()).ok()?;
-            let out = child.wait_with_output().ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        });
+        .ok()?;
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    child.wait_with_output().ok()
+}
+
+/// A hash of `password` made now by the system's crypt, if a tool for it is installed.
+fn fresh_hash(method: &str, password: &str) -> Option<String> {
+    let mkpasswd = fed(
+        Command::new("mkpasswd").args(["--stdin", "-m", method]),
+        password,
+    )
+    .and_then(|out| {
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
     mkpasswd.or_else(|| {
         let python_method = if method == "yescrypt" {
             "'$y$j9T$' + crypt.mksalt(crypt.METHOD_SHA512)[3:19]"
         } else {
             "crypt.mksalt(crypt.METHOD_SHA512)"
         };
-        let out = Command::new("python3")
-            .args([
+        let out = fed(
+            Command::new("python3").args([
                 "-W",
                 "ignore",
                 "-c",
                 &format!("import crypt,sys; print(crypt.crypt(sys.stdin.read(), {python_method}))"),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child.stdin.take()?.write_all(password.as_bytes()).ok()?;
-                child.wait_with_output().ok()
-            })?;
+            ]),
+            password,
+        )?;
         let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         (out.status.success() && hash.starts_with('$') && hash.len() > 20).then_some(hash)
     })

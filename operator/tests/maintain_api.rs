@@ -5,42 +5,29 @@
 //! time changing what the running process logs.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
+use common::Running;
+
 const TOKEN: &str = "maintain-test-token-0123";
 
 struct Operator {
-    child: Child,
+    _running: Running,
     addr: SocketAddr,
     log: std::path::PathBuf,
     config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A tiny HTTP server answering `200 ok` to everything.
 fn http_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    addr
+    common::http_service("200 OK", "ok")
 }
 
 fn manifest(up: SocketAddr) -> String {
@@ -60,34 +47,21 @@ fn start(up: SocketAddr, extra: &[&str]) -> Operator {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("services.yaml");
     std::fs::write(&config, manifest(up)).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = common::free_addr();
     let log = dir.path().join("operator.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
-        .args(["standalone", "--listen", &addr.to_string(), "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--reload-poll-ms", "100", "--log", "info"])
-        .args(["--maintain-stale-after", "60s"])
-        .args(extra)
-        .env("OPSPLANE_TOKEN", TOKEN)
-        .env_remove("OPSPLANE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "operator did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let running = common::spawn_listening(
+        common::standalone(addr, &config, dir.path())
+            .args(["--reload-poll-ms", "100", "--log", "info"])
+            .args(["--maintain-stale-after", "60s"])
+            .args(extra)
+            .env("OPSPLANE_TOKEN", TOKEN)
+            .env_remove("OPSPLANE_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+        addr,
+    );
     Operator {
-        child,
+        _running: running,
         addr,
         log,
         config,

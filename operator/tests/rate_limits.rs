@@ -3,9 +3,9 @@
 //! configured and the limits come back with Redis; failed logins are limited per client
 //! address; no credential ever reaches the log or `/metrics`.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use opsplane_serve::testing;
@@ -13,24 +13,13 @@ use opsplane_store::testing::RedisServer;
 
 const TOKEN: &str = "rate-limit-admin-token-0123";
 
+mod common;
+
+use common::Running;
+
 struct Operator {
-    child: Child,
+    _running: Running,
     addr: SocketAddr,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A standalone operator with `args`, its store in Redis when `redis` is given, stderr in
@@ -38,13 +27,9 @@ fn free_port() -> u16 {
 fn start(dir: &Path, redis: Option<&str>, args: &[&str]) -> Operator {
     let config = dir.join("services.yaml");
     std::fs::write(&config, "").unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
+    let addr = common::free_addr();
+    let mut command = common::standalone(addr, &config, dir);
     command
-        .args(["standalone", "--listen", &addr.to_string(), "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir)
         .args(args)
         .env("OPSPLANE_TOKEN", TOKEN)
         .env_remove("OPSPLANE_REDIS_URL")
@@ -53,16 +38,11 @@ fn start(dir: &Path, redis: Option<&str>, args: &[&str]) -> Operator {
     if let Some(url) = redis {
         command.env("OPSPLANE_REDIS_URL", url);
     }
-    let child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "operator did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let running = common::spawn_listening(&mut command, addr);
+    Operator {
+        _running: running,
+        addr,
     }
-    Operator { child, addr }
 }
 
 /// `(status, whole response)` of a GET from source address `from` (any loopback address).

@@ -1,38 +1,16 @@
 //! Standalone mode over real TCP: the real binary, a real config file, a real HTTP service to
 //! check, and HTTP requests as a user's curl would make them.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Running, http_service};
+
 const TOKEN: &str = "test-token-0123456789";
-
-/// A tiny HTTP server answering every request with `status` and `body`, on a thread.
-fn http_service(status: &'static str, body: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `(status, headers+body)` of a plain HTTP/1.1 GET.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
@@ -47,27 +25,16 @@ fn body(response: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A standalone operator on a free port with `config`, `data_dir` and, when given, `token` as
+/// `OPSPLANE_TOKEN`, once it listens; and that port's address.
 fn start(
     config: &std::path::Path,
     data_dir: &std::path::Path,
-    listen: SocketAddr,
     token: Option<&str>,
-) -> Operator {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
+) -> (Running, SocketAddr) {
+    let listen = common::free_addr();
+    let mut command = common::standalone(listen, config, data_dir);
     command
-        .args(["standalone", "--listen", &listen.to_string(), "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
         .args(["--reload-poll-ms", "100"])
         .env_remove("OPSPLANE_TOKEN")
         .stdout(Stdio::null())
@@ -75,16 +42,7 @@ fn start(
     if let Some(token) = token {
         command.env("OPSPLANE_TOKEN", token);
     }
-    let child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "operator did not listen on {listen}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Operator(child)
+    (common::spawn_listening(&mut command, listen), listen)
 }
 
 fn manifests(up: SocketAddr, down: SocketAddr) -> String {
@@ -125,8 +83,7 @@ fn standalone_checks_services_and_serves_them_with_status() {
     let down = http_service("503 Service Unavailable", "no");
     let config = dir.path().join("services.yaml");
     std::fs::write(&config, manifests(up, down)).unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+    let (_operator, listen) = start(&config, dir.path(), Some(TOKEN));
 
     assert_eq!(get(listen, "/healthz", None).0, 200);
     assert_eq!(get(listen, "/readyz", None).0, 200);
@@ -240,8 +197,7 @@ spec:
         ),
     )
     .unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+    let (_operator, listen) = start(&config, dir.path(), Some(TOKEN));
     let deadline = Instant::now() + Duration::from_secs(15);
     let items = loop {
         let (status, response) = get(listen, "/api/v1/services", Some(TOKEN));
@@ -290,8 +246,7 @@ fn api_reads_need_the_token_and_bad_paging_is_a_400() {
     let up = http_service("200 OK", "ok");
     let config = dir.path().join("services.yaml");
     std::fs::write(&config, manifests(up, up)).unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+    let (_operator, listen) = start(&config, dir.path(), Some(TOKEN));
 
     let (status, response) = get(listen, "/api/v1/services", None);
     assert_eq!(status, 401);
@@ -327,9 +282,8 @@ fn without_opsplane_token_a_token_is_generated_into_the_data_dir() {
     let up = http_service("200 OK", "ok");
     let config = dir.path().join("services.yaml");
     std::fs::write(&config, manifests(up, up)).unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let data = dir.path().join("state");
-    let _operator = start(&config, &data, listen, None);
+    let (_operator, listen) = start(&config, &data, None);
     let token_file = data.join("token");
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
@@ -420,8 +374,7 @@ fn config_edits_are_followed_and_a_bad_edit_keeps_the_last_good_config() {
     let both = manifests(up, down);
     let only_web = both.split("---").next().unwrap().to_string();
     std::fs::write(&config, &only_web).unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _operator = start(&config, dir.path(), listen, Some(TOKEN));
+    let (_operator, listen) = start(&config, dir.path(), Some(TOKEN));
 
     let names = || -> Vec<String> {
         let (_, response) = get(listen, "/api/v1/services", Some(TOKEN));
@@ -496,18 +449,14 @@ fn log_of(extra: &[&str]) -> String {
     let config = dir.path().join("services.yaml");
     std::fs::write(&config, "").unwrap();
     let log = dir.path().join("stderr.log");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
-        .args(["standalone", "--listen", &listen.to_string(), "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
+    let child = common::standalone(common::free_addr(), &config, dir.path())
         .args(extra)
         .env("OPSPLANE_TOKEN", TOKEN)
         .env_remove("OPSPLANE_LOG_FORMAT")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
+        .map(Running)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
@@ -518,8 +467,7 @@ fn log_of(extra: &[&str]) -> String {
         assert!(Instant::now() < deadline, "never served; log:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     text
 }
 

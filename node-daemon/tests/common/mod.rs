@@ -165,3 +165,15 @@ pub fn connect_in(name: &str, addr: &str) -> Option<TcpStream> {
     .ok()
     .flatten()
 }
+
+/// Runs `ip` with `args`, asserting it succeeds; returns its stdout.
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
