@@ -20,7 +20,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::RwLock;
 
-use crate::api::{AppState, Catalog};
+use crate::api::AppState;
+use crate::api::resources::backend::{Backend, Local};
 use crate::config::{Cli, ClusterArgs, Command, ServeArgs, StandaloneArgs};
 use crate::controller::Context;
 use crate::leader::{Elector, LeaseConfig};
@@ -216,13 +217,25 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         store.store().clone(),
         &metrics,
     )?;
+    let eve = args
+        .serve
+        .eve
+        .settings()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let hostname: Arc<str> = hostname().into();
     let state = AppState {
-        catalog: Catalog::Local(services),
+        resources: Backend::Local(Local {
+            file_services: services,
+            config: args.config.clone(),
+            store: store.store().clone(),
+            hostname: hostname.clone(),
+        }),
+        eve: Arc::new(eve),
         metrics,
         guard,
         ready: Arc::new(AtomicBool::new(true)),
         recorder: store,
-        hostname: hostname().into(),
+        hostname,
         request_timeout: args.serve.request_timeout,
     };
     let result = serve(&args.serve, state).await;
@@ -287,8 +300,14 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         store.store().clone(),
         &metrics,
     )?;
+    let eve = args
+        .serve
+        .eve
+        .settings()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let state = AppState {
-        catalog: Catalog::Cluster(client.clone()),
+        resources: Backend::cluster(client.clone()),
+        eve: Arc::new(eve),
         metrics: metrics.clone(),
         guard,
         ready: ready.clone(),
