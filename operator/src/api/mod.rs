@@ -142,7 +142,7 @@ pub fn router(state: AppState) -> Router {
     let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
     let unmatched = state
         .api("none", eve, Vec::new())
-        .wrap(Router::new().fallback(resources::no_such_endpoint));
+        .wrap(Router::new().fallback(resources::fallback));
     let app = Router::new()
         .merge(health(&state))
         .merge(report::router(&state))
@@ -151,6 +151,13 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(unmatched)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
+    // Method override must act before routing picks a handler by method: a layer around the
+    // whole router (a router's own layers wrap each route's handlers).
+    let app = Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(
+            resources::render::method_override,
+        ));
     observe::outer(app)
 }
 

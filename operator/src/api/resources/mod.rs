@@ -186,14 +186,10 @@ fn item_headers(headers: &mut HeaderMap, doc: &Value) {
     }
 }
 
-/// The fallback of the Eve API (and of paths under no API at all).
-pub async fn no_such_endpoint() -> ApiError {
-    ApiError::NotFound
-}
-
-/// The fallback of `/api/v1`: the API root also answers at `/api/v1/` (a nested router's `/`
-/// route only matches the prefix itself); anything else is 404.
-async fn fallback(method: Method, uri: axum::extract::OriginalUri) -> Response {
+/// The fallback of `/api/v1` and of paths under no API at all: the API root also answers at
+/// `/api/v1/` (a nested router's `/` route only matches the prefix itself); anything else is
+/// 404.
+pub async fn fallback(method: Method, uri: axum::extract::OriginalUri) -> Response {
     if uri.path() == "/api/v1/" && (method == Method::GET || method == Method::HEAD) {
         return views::home().await.into_response();
     }

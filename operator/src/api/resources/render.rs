@@ -3,7 +3,8 @@
 //! "Pretty printing"), as one layer outside the auth layer so that its answers (401, 403, 405,
 //! 429) get the same treatment:
 //!
-//! - `X-HTTP-Method-Override` on a POST turns it into the named method before routing on.
+//! - `X-HTTP-Method-Override` on a POST turns it into the named method ([`method_override`],
+//!   a layer of the whole router since it must act before routing).
 //! - `OPTIONS` is answered here: 200, `Allow`, and the CORS headers of a preflight.
 //! - Handlers answer JSON; this layer turns it into XML when `Accept` prefers XML (Eve's layout),
 //!   into JSONP when `callback` is given (a name that is not a JavaScript identifier is a 400),
@@ -136,8 +137,25 @@ pub struct Layer {
     pub rules: Arc<Vec<opsplane_serve::guard::Rule>>,
 }
 
+/// `X-HTTP-Method-Override` on a POST under `/api/v1`: the request goes on as the named
+/// method. A layer of the whole router, because it must act before routing picks a handler by
+/// method.
+pub async fn method_override(mut request: Request, next: Next) -> Response {
+    if request.method() == Method::POST
+        && request.uri().path().starts_with("/api/v1/")
+        && let Some(target) = request
+            .headers()
+            .get("x-http-method-override")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok())
+    {
+        *request.method_mut() = target;
+    }
+    next.run(request).await
+}
+
 /// The layer function (see the module doc).
-pub async fn layer(State(layer): State<Layer>, mut request: Request, next: Next) -> Response {
+pub async fn layer(State(layer): State<Layer>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -178,15 +196,6 @@ pub async fn layer(State(layer): State<Layer>, mut request: Request, next: Next)
         set(response.headers_mut(), header::ALLOW, &methods);
         cors(response.headers_mut(), Some(&methods));
         return response;
-    }
-    if request.method() == Method::POST
-        && let Some(target) = request
-            .headers()
-            .get("x-http-method-override")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok())
-    {
-        *request.method_mut() = target;
     }
     let method = request.method().clone();
     let params = query_params(request.uri());
