@@ -113,6 +113,7 @@ pub fn written(item: &Value) -> Value {
         "_updated",
         "_version",
         "_latest_version",
+        "_deleted",
         "_links",
     ] {
         if let Some(v) = item.get(key) {

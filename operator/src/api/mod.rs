@@ -140,9 +140,12 @@ fn health(state: &AppState) -> Router<AppState> {
 /// The whole router.
 pub fn router(state: AppState) -> Router {
     let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
-    let unmatched = state
-        .api("none", eve, Vec::new())
-        .wrap(Router::new().fallback(resources::fallback));
+    let unmatched = resources::with_rendering(
+        state
+            .api("none", eve, Vec::new())
+            .wrap(Router::new().fallback(resources::fallback)),
+        &state,
+    );
     let app = Router::new()
         .merge(health(&state))
         .merge(report::router(&state))

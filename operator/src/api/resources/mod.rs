@@ -173,7 +173,7 @@ impl IntoResponse for ApiError {
 }
 
 /// `ETag` and `Last-Modified` of an item.
-fn item_headers(headers: &mut HeaderMap, doc: &Value) {
+pub(crate) fn item_headers(headers: &mut HeaderMap, doc: &Value) {
     if let Some(etag) = doc["_etag"].as_str()
         && let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\""))
     {
@@ -351,15 +351,24 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/schema", get(views::schema_all))
         .route("/schema/{name}", get(views::schema_one))
         .fallback(fallback);
-    let rules = rules();
+    with_rendering(
+        state.api("eve", ApiError::envelope, rules()).wrap(routes),
+        state,
+    )
+}
+
+/// `router` with the rendering layer of `/api/v1` (see [`render`]); also used on the router
+/// of unmatched paths, so that `/api/v1/` (which the nested router does not see) is rendered
+/// alike.
+pub fn with_rendering<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    state: &AppState,
+) -> Router<S> {
     let layer = render::Layer {
         settings: state.eve.clone(),
-        rules: Arc::new(rules.clone()),
+        rules: Arc::new(rules()),
     };
-    state
-        .api("eve", ApiError::envelope, rules)
-        .wrap(routes)
-        .layer(axum::middleware::from_fn_with_state(layer, render::layer))
+    router.layer(axum::middleware::from_fn_with_state(layer, render::layer))
 }
 
 /// The query parameters of a collection GET.

@@ -153,6 +153,7 @@ pub fn item(kind: Kind, obj: &Value) -> Value {
         map.insert("_etag".into(), Value::String(etag_of(obj)));
         map.insert("_version".into(), json!(version));
         map.insert("_latest_version".into(), json!(version));
+        map.insert("_deleted".into(), json!(false));
         map.insert(
             "_links".into(),
             json!({"self": {"href": format!("{}/{id}", kind.name()), "title": kind.title()}}),

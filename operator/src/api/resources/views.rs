@@ -33,6 +33,8 @@ pub async fn home() -> Json<Value> {
 
 fn with_links(mut doc: Value, resource: &str, title: &str, id: &str) -> Value {
     doc["_id"] = json!(id);
+    // Soft delete covers every resource in Eve; records here are never deleted.
+    doc["_deleted"] = json!(false);
     doc["_links"] = json!({"self": {"href": format!("{resource}/{id}"), "title": title}});
     doc
 }
@@ -290,6 +292,8 @@ pub fn schema_of(resource: &str) -> Option<Value> {
             "c": {"type": "object"}, "ip": {"type": "string"}, "u": {"type": "string"}}}),
         _ => return None,
     };
+    // Eve's schema endpoint shows its `_id` among the fields.
+    schema["_id"] = json!({"type": "string"});
     if let (Some(props), Some(meta)) = (
         schema.get_mut("properties").and_then(Value::as_object_mut),
         meta.as_object(),

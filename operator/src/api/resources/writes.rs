@@ -121,9 +121,14 @@ pub async fn versions(
     }
     for v in &mut all {
         v["_latest_version"] = json!(latest);
+        v["_links"] =
+            json!({"self": {"href": format!("{}/{id}", kind.name()), "title": kind.title()}});
     }
     match which {
-        "all" => Ok(Json(eve::versions(kind.name(), id, all)).into_response()),
+        "all" => Ok(with_item_headers(
+            Json(eve::versions(kind.name(), id, all)).into_response(),
+            current,
+        )),
         "diffs" => {
             let mut diffs = Vec::with_capacity(all.len());
             let mut previous: Option<&Value> = None;
@@ -134,7 +139,10 @@ pub async fn versions(
                 });
                 previous = Some(v);
             }
-            Ok(Json(eve::versions(kind.name(), id, diffs)).into_response())
+            Ok(with_item_headers(
+                Json(eve::versions(kind.name(), id, diffs)).into_response(),
+                current,
+            ))
         }
         n => {
             let n: u64 = n.parse().map_err(|_| ApiError::BadParameter {
@@ -149,6 +157,12 @@ pub async fn versions(
             Ok(item_response(&HeaderMap::new(), doc))
         }
     }
+}
+
+/// A version list carries the current item's `ETag` and `Last-Modified`, as Eve's does.
+fn with_item_headers(mut response: Response, current: &Value) -> Response {
+    super::item_headers(response.headers_mut(), current);
+    response
 }
 
 /// The top-level fields of `after` that differ from `before`, with the meta fields.
