@@ -36,11 +36,15 @@ fn href(resource: &str, page: usize, max_results: usize) -> Value {
     json!({"href": query, "title": resource})
 }
 
-/// The collection envelope of `items` (all of them; this function cuts the page).
-pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
-    let total = items.len();
+/// Where `page` starts and ends among `total` items.
+pub fn page_bounds(total: usize, page: Page) -> (usize, usize) {
     let start = (page.page - 1).saturating_mul(page.max_results).min(total);
     let end = start.saturating_add(page.max_results).min(total);
+    (start, end)
+}
+
+/// The collection envelope of one page already cut from `total` items.
+pub fn collection_page(resource: &str, items: Vec<Value>, total: usize, page: Page) -> Value {
     let last_page = total.div_ceil(page.max_results).max(1);
     let mut links = serde_json::Map::new();
     links.insert("parent".into(), json!({"href": "/", "title": "home"}));
@@ -59,7 +63,7 @@ pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
         );
     }
     json!({
-        "_items": items[start..end].to_vec(),
+        "_items": items,
         "_meta": {"page": page.page, "max_results": page.max_results, "total": total},
         "_links": links,
     })
@@ -163,6 +167,13 @@ pub fn versions(resource: &str, id: &str, items: Vec<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The envelope of `items` (all of them; the page is cut here).
+    fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
+        let total = items.len();
+        let (start, end) = page_bounds(total, page);
+        collection_page(resource, items[start..end].to_vec(), total, page)
+    }
 
     #[test]
     fn collection_cuts_pages_and_links_neighbours() {

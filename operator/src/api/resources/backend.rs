@@ -104,6 +104,9 @@ fn from_kube(e: kube::Error, creating: Option<&str>) -> BackendError {
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
+    /// Each cached object rendered as an Eve item once per resourceVersion, so a collection
+    /// GET copies only its page.
+    rendered: Arc<std::sync::Mutex<Rendered>>,
     services: Cache<DynamicObject>,
     tasks: Cache<DynamicObject>,
     nodes: Cache<Node>,
@@ -167,6 +170,7 @@ impl Backend {
             spawn_reflector(Api::<DynamicObject>::all_with(client.clone(), &ar), ar)
         };
         Backend::Cluster(Cluster {
+            rendered: Default::default(),
             services: cache(Kind::Services),
             tasks: cache(Kind::Tasks),
             nodes: spawn_reflector(Api::<Node>::all(client.clone()), ()),
@@ -174,6 +178,9 @@ impl Backend {
         })
     }
 }
+
+/// `(kind, id)` → `(resourceVersion, item)`.
+type Rendered = std::collections::HashMap<(Kind, String), (String, Arc<Value>)>;
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
@@ -231,6 +238,49 @@ impl Backend {
                 Ok(out)
             }
         }
+    }
+
+    /// Every object of `kind` as an Eve item (cluster: rendered once per resourceVersion).
+    pub async fn items(&self, kind: Kind) -> Result<Vec<Arc<Value>>, BackendError> {
+        let Backend::Cluster(c) = self else {
+            return Ok(self
+                .list(kind)
+                .await?
+                .iter()
+                .map(|o| Arc::new(super::objects::item(kind, o)))
+                .collect());
+        };
+        let cache = c.cache(kind);
+        Cluster::ready(cache).await?;
+        let state = cache.state();
+        let mut rendered = c.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(state.len());
+        for obj in &state {
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            let id = match &obj.metadata.namespace {
+                Some(ns) if kind.namespaced() => format!("{ns}/{name}"),
+                _ => name,
+            };
+            let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+            let key = (kind, id);
+            match rendered.get(&key) {
+                Some((seen, item)) if *seen == rv => out.push(item.clone()),
+                _ => {
+                    let item = Arc::new(super::objects::item(kind, &to_value(obj.as_ref())));
+                    rendered.insert(key, (rv, item.clone()));
+                    out.push(item);
+                }
+            }
+        }
+        // Forget deleted objects now and then.
+        if rendered.len() > 2 * (c.services.state().len() + c.tasks.state().len()) + 64 {
+            let live: std::collections::HashSet<String> = out
+                .iter()
+                .filter_map(|i| i["_id"].as_str().map(str::to_owned))
+                .collect();
+            rendered.retain(|(k, id), _| *k != kind || live.contains(id));
+        }
+        Ok(out)
     }
 
     /// One object from the cache (cluster) or the store (standalone).

@@ -449,10 +449,10 @@ pub const ID_ORDER: &[(&str, i8)] = &[("_id", 1)];
 
 /// Filters, sorts (by `default_sort` when the request does not say; an empty one keeps the
 /// order given), pages and projects `docs` into Eve's collection answer, with `X-Total-Count`
-/// and `Last-Modified` (the newest `_updated`).
+/// and `Last-Modified` (the newest `_updated`). Only the page's items are copied.
 pub fn collection_response(
     resource: &str,
-    mut docs: Vec<Value>,
+    mut docs: Vec<Arc<Value>>,
     params: &Params,
     default_sort: &[(&str, i8)],
 ) -> Response {
@@ -471,12 +471,12 @@ pub fn collection_response(
         .filter_map(|d| d["_updated"].as_str().and_then(query::date_of))
         .max();
     let total = docs.len();
-    let mut body = eve::collection(resource, docs, params.page);
-    if let Some(Value::Array(items)) = body.get_mut("_items") {
-        for item in items.iter_mut() {
-            *item = params.projection.apply(std::mem::take(item));
-        }
-    }
+    let (start, end) = eve::page_bounds(total, params.page);
+    let page: Vec<Value> = docs[start..end]
+        .iter()
+        .map(|d| params.projection.apply(Value::clone(d)))
+        .collect();
+    let body = eve::collection_page(resource, page, total, params.page);
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert("x-total-count", HeaderValue::from(total));
@@ -506,16 +506,19 @@ pub fn item_response(headers: &HeaderMap, doc: Value) -> Response {
 }
 
 /// The items of `kind`, soft-deleted ones too when asked.
-async fn items_of(state: &AppState, kind: Kind, params: &Params) -> Result<Vec<Value>, ApiError> {
-    let mut docs: Vec<Value> = state
-        .resources
-        .list(kind)
-        .await?
-        .iter()
-        .map(|o| objects::item(kind, o))
-        .collect();
+async fn items_of(
+    state: &AppState,
+    kind: Kind,
+    params: &Params,
+) -> Result<Vec<Arc<Value>>, ApiError> {
+    let mut docs = state.resources.items(kind).await?;
     if params.show_deleted {
-        docs.extend(writes::tombstones(state, kind).await?);
+        docs.extend(
+            writes::tombstones(state, kind)
+                .await?
+                .into_iter()
+                .map(Arc::new),
+        );
     }
     Ok(docs)
 }

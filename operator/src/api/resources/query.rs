@@ -85,9 +85,20 @@ pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     Some(here)
 }
 
+/// Whether `text` may be a date of [`date_of`]: a cheap test first, since sorting compares
+/// strings many times.
+fn looks_like_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    (b.len() >= 20 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b'T')
+        || (b.len() >= 29 && text.ends_with(" GMT") && b[3] == b',')
+}
+
 /// A date in RFC 1123 (`Wed, 25 Feb 1987 17:00:00 GMT`, Eve's `DATE_FORMAT`) or RFC 3339 (the
 /// Kubernetes timestamps), as seconds.
 pub fn date_of(text: &str) -> Option<i64> {
+    if !looks_like_date(text) {
+        return None;
+    }
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Some(t.as_second());
     }
@@ -576,8 +587,9 @@ pub fn parse_sort(text: &str) -> Result<Vec<(String, i8)>, QueryError> {
 
 /// Sorts `docs` by `keys`; documents missing a field sort first (as in Mongo), ties keep
 /// their order.
-pub fn sort(docs: &mut [Value], keys: &[(String, i8)]) {
+pub fn sort<T: std::borrow::Borrow<Value>>(docs: &mut [T], keys: &[(String, i8)]) {
     docs.sort_by(|a, b| {
+        let (a, b) = (a.borrow(), b.borrow());
         for (field, dir) in keys {
             let order = match (lookup(a, field), lookup(b, field)) {
                 (None, None) => Ordering::Equal,

@@ -10,6 +10,7 @@
 //! - `schema`, `schema/<resource>`: each resource's schema, from the CRD's OpenAPI schema.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -19,7 +20,7 @@ use opsplane_store::Kind as Registry;
 use serde_json::{Value, json};
 
 use super::conditional::{etag, http_date};
-use super::objects::{self, Kind};
+use super::objects::Kind;
 use super::{ApiError, ID_ORDER, Params, RESOURCES, collection_response, item_response};
 use crate::api::{AppState, eve};
 
@@ -111,12 +112,12 @@ pub async fn list_nodes(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(&query)?;
-    Ok(collection_response(
-        "nodes",
-        node_items(&state).await?,
-        &params,
-        ID_ORDER,
-    ))
+    let docs = node_items(&state)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    Ok(collection_response("nodes", docs, &params, ID_ORDER))
 }
 
 /// `GET /api/v1/nodes/{name}`.
@@ -156,16 +157,16 @@ async fn embed(state: &AppState, docs: &mut [Value], params: &Params) -> Result<
     if !params.embedded.iter().any(|f| f == "service") {
         return Ok(());
     }
-    let services: HashMap<String, Value> = state
+    let services: HashMap<String, Arc<Value>> = state
         .resources
-        .list(Kind::Services)
+        .items(Kind::Services)
         .await?
-        .iter()
-        .map(|o| (Kind::Services.id_of(o), objects::item(Kind::Services, o)))
+        .into_iter()
+        .map(|item| (item["_id"].as_str().unwrap_or("").to_string(), item))
         .collect();
     for doc in docs {
         if let Some(service) = doc["service"].as_str().and_then(|s| services.get(s)) {
-            doc["service"] = service.clone();
+            doc["service"] = Value::clone(service);
         }
     }
     Ok(())
@@ -186,6 +187,7 @@ pub async fn list_exceptions(
     let mut docs: Vec<Value> = records.iter().map(exception_item).collect();
     embed(&state, &mut docs, &params).await?;
     // Newest first, as the store lists them.
+    let docs = docs.into_iter().map(Arc::new).collect();
     Ok(collection_response("exceptions", docs, &params, &[]))
 }
 
@@ -234,7 +236,11 @@ pub async fn list_oplog(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(&query)?;
-    let docs = oplog_items(&state).await?;
+    let docs = oplog_items(&state)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     Ok(collection_response("oplog", docs, &params, &[]))
 }
 
