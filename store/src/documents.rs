@@ -81,6 +81,10 @@ pub trait Documents: Send + Sync {
     /// Appends `entry` to `log`; returns its sequence number (1 for the first).
     async fn append(&self, log: &str, entry: &Value) -> Result<u64>;
 
+    /// Appends each `(log, entry)` in one atomic write (a write's version and its oplog entry
+    /// land together or not at all); their sequence numbers, in order.
+    async fn append_all(&self, entries: &[(String, Value)]) -> Result<Vec<u64>>;
+
     /// At most `limit` entries of `log` with sequence numbers greater than `after`, in order.
     async fn log(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>>;
 

@@ -722,6 +722,33 @@ impl Documents for EmbeddedStore {
         .await
     }
 
+    async fn append_all(&self, entries: &[(String, serde_json::Value)]) -> Result<Vec<u64>> {
+        let entries: Vec<(String, String)> = entries
+            .iter()
+            .map(|(log, e)| Ok((log.clone(), encode_json(e)?)))
+            .collect::<Result<_>>()?;
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let mut seqs = Vec::with_capacity(entries.len());
+            {
+                let mut logs = txn.open_table(LOGS)?;
+                for (log, text) in &entries {
+                    let last = logs
+                        .range((log.as_str(), 0)..=(log.as_str(), u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map(|(k, _)| k.value().1)
+                        .unwrap_or(0);
+                    logs.insert((log.as_str(), last + 1), text.as_str())?;
+                    seqs.push(last + 1);
+                }
+            }
+            txn.commit()?;
+            Ok(seqs)
+        })
+        .await
+    }
+
     async fn log(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
         let log = log.to_string();
         self.blocking(move |db| {

@@ -695,6 +695,18 @@ impl Documents for RedisStore {
         Ok(len)
     }
 
+    async fn append_all(&self, entries: &[(String, serde_json::Value)]) -> Result<Vec<u64>> {
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for (log, entry) in entries {
+            let text =
+                serde_json::to_string(entry).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            pipe.rpush(self.key(&format!("log:{log}")), text);
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
     async fn log(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
         if limit == 0 {
             return Ok(Vec::new());

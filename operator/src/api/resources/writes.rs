@@ -201,8 +201,9 @@ async fn may_disrupt(state: &AppState, caller: &Caller) -> Result<(), ApiError> 
 }
 
 impl AppState {
-    /// Appends an oplog entry and a version; failures of these two are logged and answered
-    /// 503 after the write itself succeeded, so the caller knows the trail is incomplete.
+    /// Appends the write's version and its oplog entry, in one store write; a failure is
+    /// answered 503 after the write itself succeeded, so the caller knows the trail is
+    /// incomplete.
     async fn record(
         &self,
         kind: Kind,
@@ -212,16 +213,13 @@ impl AppState {
         version: Option<&Value>,
         caller: &Caller,
     ) -> Result<(), ApiError> {
-        let store = self.recorder.store();
+        let mut entries = Vec::with_capacity(2);
         if let Some(doc) = version {
             let mut v = doc.clone();
             if let Value::Object(m) = &mut v {
                 m.remove("_links");
             }
-            store
-                .append(&versions_of(kind, id), &v)
-                .await
-                .map_err(ApiError::Store)?;
+            entries.push((versions_of(kind, id), v));
         }
         let now = http_date(now_secs());
         let mut entry = json!({
@@ -239,8 +237,10 @@ impl AppState {
         }
         let text = serde_json::to_vec(&entry).unwrap_or_default();
         entry["_etag"] = json!(sha1_hex(&text));
-        store
-            .append("oplog", &entry)
+        entries.push(("oplog".to_string(), entry));
+        self.recorder
+            .store()
+            .append_all(&entries)
             .await
             .map_err(ApiError::Store)?;
         Ok(())
