@@ -64,6 +64,82 @@ pub struct ServeArgs {
     /// The maintain API counts a node as gone (cleanable) when it has not reported for this.
     #[arg(long, env = "OPSPLANE_MAINTAIN_STALE_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
     pub maintain_stale_after: std::time::Duration,
+    /// CORS and cache headers of the Eve API.
+    #[command(flatten)]
+    pub eve: EveArgs,
+}
+
+/// The configurable behaviour of the Eve API at `/api/v1` (docs/api.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct EveArgs {
+    /// Comma-separated origins allowed by CORS (Eve's `X_DOMAINS`); `*` allows any. Empty: no
+    /// CORS headers.
+    #[arg(long, env = "OPSPLANE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// A regular expression of origins allowed by CORS, matched against the whole origin (Eve's
+    /// `X_DOMAINS_RE`).
+    #[arg(long, env = "OPSPLANE_CORS_ORIGIN_REGEX")]
+    pub cors_origin_regex: Option<String>,
+    /// `Cache-Control` of GET answers: `max-age=20` for every resource, or per resource
+    /// `services=max-age=20;tasks=no-cache;*=max-age=5`. Empty: none.
+    #[arg(long, env = "OPSPLANE_CACHE_CONTROL", default_value = "")]
+    pub cache_control: String,
+    /// `Expires` of GET answers in seconds from now: `20`, or per resource `services=20;*=5`.
+    #[arg(long, env = "OPSPLANE_CACHE_EXPIRES", default_value = "")]
+    pub cache_expires: String,
+}
+
+/// `value` or `resource=value;...;*=value` as a map from resource (`*` for the rest).
+fn per_resource(text: &str) -> std::collections::HashMap<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Default::default();
+    }
+    let looks_per_resource = text.split(';').all(|part| {
+        part.split_once('=').is_some_and(|(k, _)| {
+            k == "*"
+                || k.chars().all(|c| c.is_ascii_lowercase())
+                    && !k.is_empty()
+                    && !part.starts_with("max-age")
+        })
+    });
+    if !looks_per_resource {
+        return [("*".to_string(), text.to_string())].into();
+    }
+    text.split(';')
+        .filter_map(|part| part.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+impl EveArgs {
+    /// The settings, checked: a bad regex or a non-numeric expiry names its flag.
+    pub fn settings(&self) -> Result<crate::api::resources::render::Settings, String> {
+        let cors_origin_regex = match &self.cors_origin_regex {
+            Some(re) => {
+                Some(regex::Regex::new(re).map_err(|e| format!("--cors-origin-regex: {e}"))?)
+            }
+            None => None,
+        };
+        let mut cache_expires = std::collections::HashMap::new();
+        for (k, v) in per_resource(&self.cache_expires) {
+            let secs: u64 = v
+                .parse()
+                .map_err(|_| format!("--cache-expires: {v:?} is not a number of seconds"))?;
+            cache_expires.insert(k, secs);
+        }
+        Ok(crate::api::resources::render::Settings {
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            cors_origin_regex,
+            cache_control: per_resource(&self.cache_control),
+            cache_expires,
+        })
+    }
 }
 
 /// Who may call the API and how often (docs/auth.md).
@@ -199,4 +275,42 @@ pub struct StandaloneArgs {
     /// Directory for local state (the generated API token when OPSPLANE_TOKEN is unset).
     #[arg(long, env = "OPSPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod eve_args_tests {
+    use super::*;
+
+    #[test]
+    fn cache_settings_are_one_value_or_per_resource() {
+        let one = EveArgs {
+            cache_control: "max-age=20".into(),
+            cache_expires: "20".into(),
+            ..EveArgs::default()
+        }
+        .settings()
+        .unwrap();
+        assert_eq!(one.cache_control["*"], "max-age=20");
+        assert_eq!(one.cache_expires["*"], 20);
+        let per = EveArgs {
+            cache_control: "services=max-age=5;*=no-cache".into(),
+            cache_expires: "services=5;*=0".into(),
+            ..EveArgs::default()
+        }
+        .settings()
+        .unwrap();
+        assert_eq!(per.cache_control["services"], "max-age=5");
+        assert_eq!(per.cache_control["*"], "no-cache");
+        assert_eq!(per.cache_expires["services"], 5);
+        let bad = EveArgs {
+            cache_expires: "soon".into(),
+            ..EveArgs::default()
+        };
+        assert!(bad.settings().unwrap_err().contains("--cache-expires"));
+        let bad = EveArgs {
+            cors_origin_regex: Some("(".into()),
+            ..EveArgs::default()
+        };
+        assert!(bad.settings().unwrap_err().contains("--cors-origin-regex"));
+    }
 }

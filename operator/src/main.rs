@@ -20,7 +20,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::RwLock;
 
-use crate::api::{AppState, Catalog};
+use crate::api::AppState;
+use crate::api::resources::backend::{Backend, Local};
 use crate::config::{Cli, ClusterArgs, Command, ServeArgs, StandaloneArgs};
 use crate::controller::Context;
 use crate::leader::{Elector, LeaseConfig};
@@ -262,14 +263,26 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         &metrics,
     )?;
     let maintain = maintain_state(&args.serve, &metrics, levels)?;
+    let eve = args
+        .serve
+        .eve
+        .settings()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let hostname: Arc<str> = hostname().into();
     let state = AppState {
-        catalog: Catalog::Local(services),
         maintain,
+        resources: Backend::Local(Local {
+            file_services: services,
+            config: args.config.clone(),
+            store: store.store().clone(),
+            hostname: hostname.clone(),
+        }),
+        eve: Arc::new(eve),
         metrics,
         guard,
         ready: Arc::new(AtomicBool::new(true)),
         recorder: store,
-        hostname: hostname().into(),
+        hostname,
         request_timeout: args.serve.request_timeout,
     };
     let result = serve(&args.serve, state, shutdown_signal()).await;
@@ -334,9 +347,15 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
         store.store().clone(),
         &metrics,
     )?;
+    let eve = args
+        .serve
+        .eve
+        .settings()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let state = AppState {
         maintain: maintain_state(&args.serve, &metrics, levels)?,
-        catalog: Catalog::Cluster(client.clone()),
+        resources: Backend::cluster(client.clone()),
+        eve: Arc::new(eve),
         metrics: metrics.clone(),
         guard,
         ready: ready.clone(),

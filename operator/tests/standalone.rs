@@ -45,6 +45,14 @@ fn start(
     (common::spawn_listening(&mut command, listen), listen)
 }
 
+/// A service answering `200 ok` and one answering `503 no`.
+fn up_and_down() -> (SocketAddr, SocketAddr) {
+    (
+        http_service("200 OK", "ok"),
+        http_service("503 Service Unavailable", "no"),
+    )
+}
+
 fn manifests(up: SocketAddr, down: SocketAddr) -> String {
     format!(
         "apiVersion: opsplane.io/v1alpha1
@@ -76,11 +84,30 @@ fn condition<'a>(item: &'a serde_json::Value, kind: &str) -> Option<&'a serde_js
         .find(|c| c["type"] == kind)
 }
 
+/// The items of `/api/v1/services` (every answer a 200) once `ready` holds for the answer and
+/// its items, polled for at most 15 s.
+fn services_once(
+    listen: SocketAddr,
+    ready: impl Fn(&serde_json::Value, &[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, response) = get(listen, "/api/v1/services", Some(TOKEN));
+        assert_eq!(status, 200, "{response}");
+        let json = body(&response);
+        let items = json["_items"].as_array().unwrap().clone();
+        if ready(&json, &items) {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "no status after 15s: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn standalone_checks_services_and_serves_them_with_status() {
     let dir = tempfile::tempdir().unwrap();
-    let up = http_service("200 OK", "ok");
-    let down = http_service("503 Service Unavailable", "no");
+    let (up, down) = up_and_down();
     let config = dir.path().join("services.yaml");
     std::fs::write(&config, manifests(up, down)).unwrap();
     let (_operator, listen) = start(&config, dir.path(), Some(TOKEN));
@@ -89,20 +116,14 @@ fn standalone_checks_services_and_serves_them_with_status() {
     assert_eq!(get(listen, "/readyz", None).0, 200);
 
     // Both services get a status from a real check within a few intervals.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let items = loop {
-        let (status, response) = get(listen, "/api/v1/services", Some(TOKEN));
-        assert_eq!(status, 200, "{response}");
-        let json = body(&response);
-        let items = json["_items"].as_array().unwrap().clone();
+    let items = services_once(listen, |json, items| {
         if items.iter().all(|i| condition(i, "Available").is_some()) {
             assert_eq!(json["_meta"]["total"], 2);
             assert!(json["_links"]["self"]["href"].is_string());
-            break items;
+            return true;
         }
-        assert!(Instant::now() < deadline, "no status after 15s: {json}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        false
+    });
     // Sorted by namespace, then name: default/broken, prod/web.
     let broken = &items[0];
     let web = &items[1];
@@ -198,18 +219,9 @@ spec:
     )
     .unwrap();
     let (_operator, listen) = start(&config, dir.path(), Some(TOKEN));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let items = loop {
-        let (status, response) = get(listen, "/api/v1/services", Some(TOKEN));
-        assert_eq!(status, 200, "{response}");
-        let json = body(&response);
-        let items = json["_items"].as_array().unwrap().clone();
-        if items.len() == 2 && items.iter().all(|i| condition(i, "Available").is_some()) {
-            break items;
-        }
-        assert!(Instant::now() < deadline, "no status after 15s: {json}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let items = services_once(listen, |_, items| {
+        items.len() == 2 && items.iter().all(|i| condition(i, "Available").is_some())
+    });
     let (fast, silent_item) = (&items[0], &items[1]);
     assert_eq!(fast["metadata"]["name"], "fast");
     assert_eq!(condition(fast, "Available").unwrap()["status"], "True");
@@ -368,8 +380,7 @@ fn crds_subcommand_prints_both_crds() {
 #[test]
 fn config_edits_are_followed_and_a_bad_edit_keeps_the_last_good_config() {
     let dir = tempfile::tempdir().unwrap();
-    let up = http_service("200 OK", "ok");
-    let down = http_service("503 Service Unavailable", "no");
+    let (up, down) = up_and_down();
     let config = dir.path().join("services.yaml");
     let both = manifests(up, down);
     let only_web = both.split("---").next().unwrap().to_string();

@@ -240,6 +240,112 @@ pub fn monitored_service_spec(spec: &MonitoredServiceSpec) -> Result<(), Vec<Fie
     }
 }
 
+/// Checks a NodeTask spec as the CRD's CEL rules would (same messages and field paths), for
+/// NodeTasks created through the API in standalone mode; returns every problem found.
+pub fn node_task_spec(spec: &crate::NodeTaskSpec) -> Result<(), Vec<FieldError>> {
+    use crate::TaskCommand::*;
+    use crate::TaskHandler;
+    let mut errors = Vec::new();
+    if spec.node_names.is_empty() && spec.node_selector.is_none() {
+        errors.push(err(
+            "spec",
+            "a NodeTask needs targets: set spec.nodeNames and/or spec.nodeSelector",
+        ));
+    }
+    if !spec.handler.commands().contains(&spec.command) {
+        errors.push(err(
+            "spec.command",
+            "spec.command is not a command of spec.handler (CrontabHandler: setup_shutdown|delete_shutdown|select_shutdown|modify_shutdown; OsHandler: shutdown|reboot; ServiceHandler: start|stop|restart|enable|disable; TimerHandler: update|pause|resume; FileHandler: delete_file; NetworkHandler: add_ip|update_ip|delete_ip|exchange_ip)",
+        ));
+    }
+    let data = spec.data.clone().unwrap_or_default();
+    let need = |ok: bool, message: &str, errors: &mut Vec<FieldError>| {
+        if !ok {
+            errors.push(err("spec.data", message));
+        }
+    };
+    let c = spec.command;
+    need(
+        !matches!(c, SetupShutdown | ModifyShutdown)
+            || (data.task_name.is_some()
+                && data.exec_hour.is_some()
+                && data.exec_minute.is_some()
+                && data.exec_weekly.is_some()),
+        "setup_shutdown and modify_shutdown need spec.data.task_name, exec_hour, exec_minute and exec_weekly",
+        &mut errors,
+    );
+    need(
+        !matches!(c, DeleteShutdown | SelectShutdown) || data.task_name.is_some(),
+        "delete_shutdown and select_shutdown need spec.data.task_name",
+        &mut errors,
+    );
+    need(
+        spec.handler != TaskHandler::ServiceHandler
+            || data.service.as_ref().is_some_and(|s| !s.is_empty()),
+        "ServiceHandler commands need spec.data.service: a list of one or more systemd units",
+        &mut errors,
+    );
+    need(
+        !(spec.handler == TaskHandler::TimerHandler && c == Update)
+            || (data.addr.is_some() && data.node_uuid.is_some()),
+        "TimerHandler update needs spec.data.addr and spec.data.node_uuid",
+        &mut errors,
+    );
+    need(
+        c != DeleteFile || data.file_name.is_some(),
+        "delete_file needs spec.data.file_name, an absolute path",
+        &mut errors,
+    );
+    need(
+        !matches!(c, AddIp | UpdateIp)
+            || (data.name.is_some() && data.ip.is_some() && data.netmask.is_some()),
+        "add_ip and update_ip need spec.data.name (like eth0:0), ip and netmask",
+        &mut errors,
+    );
+    need(
+        c != DeleteIp || data.name.is_some(),
+        "delete_ip needs spec.data.name (like eth0:0)",
+        &mut errors,
+    );
+    need(
+        c != ExchangeIp || (data.name1.is_some() && data.name2.is_some()),
+        "exchange_ip needs spec.data.name1 and spec.data.name2",
+        &mut errors,
+    );
+    if let Some(file) = &data.file_name
+        && !file.starts_with('/')
+    {
+        errors.push(err("spec.data.file_name", "must be an absolute path"));
+    }
+    for (field, value, message) in [
+        ("spec.data.ip", &data.ip, "ip must be an IP address"),
+        (
+            "spec.data.netmask",
+            &data.netmask,
+            "netmask must be written as an address, like 255.255.255.0",
+        ),
+    ] {
+        if let Some(v) = value
+            && v.parse::<std::net::IpAddr>().is_err()
+        {
+            errors.push(err(field, message));
+        }
+    }
+    if let Some(m) = spec.max_unavailable
+        && !(1..=1000).contains(&m)
+    {
+        errors.push(err(
+            "spec.maxUnavailable",
+            format!("should be between 1 and 1000, got {m}"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -154,6 +154,12 @@ impl Guard {
         })
     }
 
+    /// The authentication and authorisation the layer uses, for handlers that decide a further
+    /// permission themselves (a disruptive NodeTask on a route operators may write).
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
     fn refuse(
         &self,
         api: &str,

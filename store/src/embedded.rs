@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::documents::{Document, Documents, Expect, LogEntry, Written, holds};
 use crate::model::{
     Agg, BucketRow, ExceptionRecord, HOUR, Kind, RegistryEntry, Resolution, Retention, Sample,
     SeriesFilter, SeriesKey, dirty_hours, fold_minutes, seen_spans, validate,
@@ -34,6 +35,12 @@ const SEEN: TableDefinition<(u8, u32, u32), (i64, i64)> = TableDefinition::new("
 const EXCEPTIONS: TableDefinition<u64, &str> = TableDefinition::new("exceptions");
 
 const EXCEPTION_SEQUENCE: u8 = 255;
+/// The store-wide revision counter of documents.
+const REVISION_SEQUENCE: u8 = 254;
+/// `(collection, id)` → `(revision, JSON)`.
+const DOCUMENTS: TableDefinition<(&str, &str), (u64, &str)> = TableDefinition::new("documents");
+/// `(log, seq)` → JSON.
+const LOGS: TableDefinition<(&str, u64), &str> = TableDefinition::new("logs");
 
 fn key_of(k: &SeriesKey, start: i64) -> BucketKey {
     (
@@ -133,6 +140,8 @@ impl EmbeddedStore {
             txn.open_table(SEQUENCES)?;
             txn.open_table(SEEN)?;
             txn.open_table(EXCEPTIONS)?;
+            txn.open_table(DOCUMENTS)?;
+            txn.open_table(LOGS)?;
         }
         txn.commit()?;
         Ok(EmbeddedStore {
@@ -613,5 +622,208 @@ pub(crate) fn merge_attrs(target: &mut serde_json::Value, update: &serde_json::V
         for (k, v) in u {
             t.insert(k.clone(), v.clone());
         }
+    }
+}
+
+fn decode_json(what: &str, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        key: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode_json(value: &serde_json::Value) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+#[async_trait]
+impl Documents for EmbeddedStore {
+    async fn put_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<Written> {
+        let (collection, id, text) = (collection.to_string(), id.to_string(), encode_json(body)?);
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let written;
+            {
+                let mut docs = txn.open_table(DOCUMENTS)?;
+                let current = docs
+                    .get((collection.as_str(), id.as_str()))?
+                    .map(|v| v.value().0);
+                if !holds(expect, current) {
+                    return Ok(Written::Conflict(current));
+                }
+                let mut seq = txn.open_table(SEQUENCES)?;
+                let revision = next_sequence(&mut seq, REVISION_SEQUENCE)?;
+                docs.insert(
+                    (collection.as_str(), id.as_str()),
+                    (revision, text.as_str()),
+                )?;
+                written = Written::Done(revision);
+            }
+            txn.commit()?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn delete_document(&self, collection: &str, id: &str, expect: Expect) -> Result<Written> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let written;
+            {
+                let mut docs = txn.open_table(DOCUMENTS)?;
+                let current = docs
+                    .get((collection.as_str(), id.as_str()))?
+                    .map(|v| v.value().0);
+                match current {
+                    Some(revision) if holds(expect, current) => {
+                        docs.remove((collection.as_str(), id.as_str()))?;
+                        written = Written::Done(revision);
+                    }
+                    _ => return Ok(Written::Conflict(current)),
+                }
+            }
+            txn.commit()?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn document(&self, collection: &str, id: &str) -> Result<Option<Document>> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let docs = txn.open_table(DOCUMENTS)?;
+            let Some(row) = docs.get((collection.as_str(), id.as_str()))? else {
+                return Ok(None);
+            };
+            let (revision, text) = row.value();
+            Ok(Some(Document {
+                body: decode_json(&format!("{collection}/{id}"), text)?,
+                id,
+                revision,
+            }))
+        })
+        .await
+    }
+
+    async fn documents(&self, collection: &str) -> Result<Vec<Document>> {
+        let collection = collection.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let docs = txn.open_table(DOCUMENTS)?;
+            let mut out = Vec::new();
+            // Ids sort after "" and before the collection name followed by the next char.
+            for row in docs.range((collection.as_str(), "")..)? {
+                let (k, v) = row?;
+                let (c, id) = k.value();
+                if c != collection {
+                    break;
+                }
+                let (revision, text) = v.value();
+                out.push(Document {
+                    id: id.to_string(),
+                    revision,
+                    body: decode_json(&format!("{c}/{id}"), text)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append(&self, log: &str, entry: &serde_json::Value) -> Result<u64> {
+        let (log, text) = (log.to_string(), encode_json(entry)?);
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let seq;
+            {
+                let mut logs = txn.open_table(LOGS)?;
+                let last = logs
+                    .range((log.as_str(), 0)..=(log.as_str(), u64::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map(|(k, _)| k.value().1)
+                    .unwrap_or(0);
+                seq = last + 1;
+                logs.insert((log.as_str(), seq), text.as_str())?;
+            }
+            txn.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn append_all(&self, entries: &[(String, serde_json::Value)]) -> Result<Vec<u64>> {
+        let entries: Vec<(String, String)> = entries
+            .iter()
+            .map(|(log, e)| Ok((log.clone(), encode_json(e)?)))
+            .collect::<Result<_>>()?;
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let mut seqs = Vec::with_capacity(entries.len());
+            {
+                let mut logs = txn.open_table(LOGS)?;
+                for (log, text) in &entries {
+                    let last = logs
+                        .range((log.as_str(), 0)..=(log.as_str(), u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map(|(k, _)| k.value().1)
+                        .unwrap_or(0);
+                    logs.insert((log.as_str(), last + 1), text.as_str())?;
+                    seqs.push(last + 1);
+                }
+            }
+            txn.commit()?;
+            Ok(seqs)
+        })
+        .await
+    }
+
+    async fn log(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let log = log.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let logs = txn.open_table(LOGS)?;
+            let mut out = Vec::new();
+            if after == u64::MAX {
+                return Ok(out);
+            }
+            for row in logs.range((log.as_str(), after + 1)..=(log.as_str(), u64::MAX))? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = row?;
+                out.push(LogEntry {
+                    seq: k.value().1,
+                    body: decode_json(&log, v.value())?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn log_len(&self, log: &str) -> Result<u64> {
+        let log = log.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let logs = txn.open_table(LOGS)?;
+            let last = logs
+                .range((log.as_str(), 0)..=(log.as_str(), u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().1)
+                .unwrap_or(0);
+            Ok(last)
+        })
+        .await
     }
 }

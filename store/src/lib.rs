@@ -14,6 +14,7 @@
 //! in `tests/conformance.rs` runs the same cases on both.
 
 pub mod catalog;
+pub mod documents;
 pub mod embedded;
 pub mod model;
 pub mod query;
@@ -22,6 +23,7 @@ pub mod testing;
 
 use async_trait::async_trait;
 
+pub use documents::{Document, Documents, Expect, LogEntry, Written};
 pub use model::{
     Agg, BucketRow, ExceptionFilter, ExceptionRecord, Kind, RegistryEntry, Resolution, Retention,
     Sample, SeriesFilter, SeriesKey,
@@ -75,12 +77,13 @@ redb_error!(
 /// Result of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// The store interface shared by the Redis and embedded backends.
+/// The store interface shared by the Redis and embedded backends (documents and logs of the
+/// resource API included, through [`Documents`]).
 ///
 /// Every write is atomic per call: a batch of samples is either folded in whole or not at all
 /// (Redis: one Lua script per batch; embedded: one transaction).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Documents + Send + Sync + 'static {
     /// Returns the stable id of each `(kind, name)`, creating missing entries. Ids start at 1
     /// and never change or get reused.
     async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>>;

@@ -9,6 +9,9 @@
 //! - `reg:<kind>` (name → id), `ent:<kind>` (id → JSON entry), `seq:<kind>` counters.
 //! - `first:<kind>:<metric>` / `last:<kind>:<metric>` sorted sets (metric 0 = any).
 //! - `exc` (id → JSON), `exc:created` (sorted by creation), `seq:exc`.
+//! - `doc:<collection>` (id → JSON) and `docrev:<collection>` (id → revision) hashes of the
+//!   resource API's documents, `seq:docrev` the store-wide revision counter; `log:<name>` lists
+//!   (the oplog, document versions), a list's length being its last sequence number.
 //!
 //! Every write that must be atomic is one Lua script: a whole ingested batch, one hour's
 //! roll-up (which only clears its dirty mark if no newer minute arrived meanwhile), a
@@ -20,6 +23,7 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
 use async_trait::async_trait;
 
+use crate::documents::{Document, Documents, Expect, LogEntry, Written};
 use crate::model::{
     Agg, BucketRow, ExceptionRecord, HOUR, Kind, MINUTE, RegistryEntry, Resolution, Retention,
     Sample, SeriesFilter, SeriesKey, dirty_hours, fold_minutes, seen_spans, validate,
@@ -178,6 +182,7 @@ pub struct RedisStore {
     upsert: std::sync::Arc<Script>,
     rate: std::sync::Arc<Script>,
     remove: std::sync::Arc<Script>,
+    put_document: std::sync::Arc<Script>,
 }
 
 /// One request against a fixed rate-limit window: KEYS[1] the window's counter, ARGV[1] its
@@ -190,6 +195,28 @@ return n
 
 /// Longest a Redis connect or command may take.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A conditional document write or delete: KEYS[1] the collection's bodies, KEYS[2] its
+/// revisions, KEYS[3] the revision counter; ARGV id, body ('' for a delete), mode (any, absent,
+/// rev) and the expected revision. Answers `{1, revision}` or `{0, current or -1}`.
+const PUT_DOCUMENT: &str = r"
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+local mode = ARGV[3]
+local refused = (mode == 'absent' and cur) or (mode == 'rev' and cur ~= ARGV[4])
+local deleting = ARGV[5] == 'delete'
+if deleting and not cur then refused = true end
+if refused then
+  if cur then return {0, tonumber(cur)} else return {0, -1} end
+end
+if deleting then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return {1, tonumber(cur)}
+end
+local rev = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], rev)
+return {1, rev}
+";
 
 fn now_secs() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -227,6 +254,7 @@ impl RedisStore {
             upsert: std::sync::Arc::new(Script::new(UPSERT)),
             rate: std::sync::Arc::new(Script::new(RATE)),
             remove: std::sync::Arc::new(Script::new(REMOVE)),
+            put_document: std::sync::Arc::new(Script::new(PUT_DOCUMENT)),
         })
     }
 
@@ -624,5 +652,164 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(crate::RateHit { count, reset })
+    }
+}
+
+impl RedisStore {
+    async fn write_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &str,
+        expect: Expect,
+        delete: bool,
+    ) -> Result<Written> {
+        let (mode, revision) = match expect {
+            Expect::Any => ("any", 0),
+            Expect::Absent => ("absent", 0),
+            Expect::Revision(r) => ("rev", r),
+        };
+        let mut conn = self.conn.clone();
+        let (done, revision): (i64, i64) = self
+            .put_document
+            .key(self.key(&format!("doc:{collection}")))
+            .key(self.key(&format!("docrev:{collection}")))
+            .key(self.key("seq:docrev"))
+            .arg(id)
+            .arg(body)
+            .arg(mode)
+            .arg(revision.to_string())
+            .arg(if delete { "delete" } else { "put" })
+            .invoke_async(&mut conn)
+            .await?;
+        let revision = u64::try_from(revision).ok();
+        Ok(match (done, revision) {
+            (1, Some(r)) => Written::Done(r),
+            (_, current) => Written::Conflict(current),
+        })
+    }
+}
+
+fn decode_document(collection: &str, id: String, revision: u64, text: &str) -> Result<Document> {
+    let body = serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        key: format!("doc:{collection} {id}"),
+        reason: e.to_string(),
+    })?;
+    Ok(Document { id, revision, body })
+}
+
+#[async_trait]
+impl Documents for RedisStore {
+    async fn put_document(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<Written> {
+        let text = serde_json::to_string(body).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.write_document(collection, id, &text, expect, false)
+            .await
+    }
+
+    async fn delete_document(&self, collection: &str, id: &str, expect: Expect) -> Result<Written> {
+        self.write_document(collection, id, "", expect, true).await
+    }
+
+    async fn document(&self, collection: &str, id: &str) -> Result<Option<Document>> {
+        let mut conn = self.conn.clone();
+        let (text, revision): (Option<String>, Option<u64>) = ::redis::pipe()
+            .atomic()
+            .hget(self.key(&format!("doc:{collection}")), id)
+            .hget(self.key(&format!("docrev:{collection}")), id)
+            .query_async(&mut conn)
+            .await?;
+        match (text, revision) {
+            (Some(text), Some(revision)) => Ok(Some(decode_document(
+                collection,
+                id.to_string(),
+                revision,
+                &text,
+            )?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn documents(&self, collection: &str) -> Result<Vec<Document>> {
+        let mut conn = self.conn.clone();
+        let (bodies, revisions): (HashMap<String, String>, HashMap<String, u64>) = ::redis::pipe()
+            .atomic()
+            .hgetall(self.key(&format!("doc:{collection}")))
+            .hgetall(self.key(&format!("docrev:{collection}")))
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(bodies.len());
+        for (id, text) in bodies {
+            let revision = revisions
+                .get(&id)
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: format!("docrev:{collection}"),
+                    reason: format!("{id} has no revision"),
+                })?;
+            out.push(decode_document(collection, id, revision, &text)?);
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn append(&self, log: &str, entry: &serde_json::Value) -> Result<u64> {
+        let text = serde_json::to_string(entry).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let len: u64 = conn.rpush(self.key(&format!("log:{log}")), text).await?;
+        Ok(len)
+    }
+
+    async fn append_all(&self, entries: &[(String, serde_json::Value)]) -> Result<Vec<u64>> {
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for (log, entry) in entries {
+            let text =
+                serde_json::to_string(entry).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            pipe.rpush(self.key(&format!("log:{log}")), text);
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    async fn log(&self, log: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (Ok(start), Ok(count)) = (isize::try_from(after), isize::try_from(limit)) else {
+            return Ok(Vec::new());
+        };
+        let mut conn = self.conn.clone();
+        let texts: Vec<String> = conn
+            .lrange(
+                self.key(&format!("log:{log}")),
+                start,
+                start.saturating_add(count - 1),
+            )
+            .await?;
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let body = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    key: format!("log:{log}"),
+                    reason: e.to_string(),
+                })?;
+                Ok(LogEntry {
+                    seq: after + i as u64 + 1,
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    async fn log_len(&self, log: &str) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        Ok(conn.llen(self.key(&format!("log:{log}"))).await?)
     }
 }

@@ -8,7 +8,8 @@ use opsplane_store::model::{HOUR, resource_key};
 use opsplane_store::redis::RedisStore;
 use opsplane_store::testing::RedisServer;
 use opsplane_store::{
-    Agg, ExceptionRecord, Kind, Resolution, Retention, Sample, SeriesFilter, SeriesKey, Store,
+    Agg, ExceptionRecord, Expect, Kind, Resolution, Retention, Sample, SeriesFilter, SeriesKey,
+    Store, Written,
 };
 
 fn free_port() -> u16 {
@@ -609,6 +610,171 @@ async fn removed_entries_leave_the_registry_and_the_seen_records(store: Arc<dyn 
     assert!(again > ids[1], "{again} reuses an id");
 }
 
+async fn documents_are_written_only_when_the_expectation_holds(store: Arc<dyn Store>) {
+    let body = serde_json::json!({"spec": {"url": "http://a/"}});
+    let first = store
+        .put_document("objects/services", "default/web", &body, Expect::Absent)
+        .await
+        .unwrap();
+    let Written::Done(r1) = first else {
+        panic!("create refused: {first:?}")
+    };
+    assert_eq!(
+        store
+            .put_document("objects/services", "default/web", &body, Expect::Absent)
+            .await
+            .unwrap(),
+        Written::Conflict(Some(r1)),
+        "a second create is refused with the current revision"
+    );
+    let changed = serde_json::json!({"spec": {"url": "http://b/"}});
+    let Written::Done(r2) = store
+        .put_document(
+            "objects/services",
+            "default/web",
+            &changed,
+            Expect::Revision(r1),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("update at the current revision refused")
+    };
+    assert!(r2 > r1, "revisions grow: {r1} then {r2}");
+    assert_eq!(
+        store
+            .put_document(
+                "objects/services",
+                "default/web",
+                &body,
+                Expect::Revision(r1)
+            )
+            .await
+            .unwrap(),
+        Written::Conflict(Some(r2)),
+        "a stale revision is refused"
+    );
+    let doc = store
+        .document("objects/services", "default/web")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((doc.revision, doc.body), (r2, changed));
+    // Another collection with a prefix of this one's name holds nothing of it.
+    store
+        .put_document("objects/service", "x", &body, Expect::Any)
+        .await
+        .unwrap();
+    store
+        .put_document("objects/services", "a/first", &body, Expect::Any)
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .documents("objects/services")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["a/first", "default/web"]);
+    assert_eq!(
+        store
+            .delete_document("objects/services", "default/web", Expect::Revision(r1))
+            .await
+            .unwrap(),
+        Written::Conflict(Some(r2))
+    );
+    assert_eq!(
+        store
+            .delete_document("objects/services", "default/web", Expect::Revision(r2))
+            .await
+            .unwrap(),
+        Written::Done(r2)
+    );
+    assert!(
+        store
+            .document("objects/services", "default/web")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .delete_document("objects/services", "default/web", Expect::Any)
+            .await
+            .unwrap(),
+        Written::Conflict(None),
+        "deleting what is not there"
+    );
+}
+
+async fn concurrent_writers_at_one_revision_have_one_winner(store: Arc<dyn Store>) {
+    let body = serde_json::json!({"n": 0});
+    let Written::Done(r) = store
+        .put_document("objects/tasks", "t", &body, Expect::Absent)
+        .await
+        .unwrap()
+    else {
+        panic!("create refused")
+    };
+    let outcomes = futures::future::join_all((0..20).map(|n| {
+        let store = store.clone();
+        async move {
+            store
+                .put_document(
+                    "objects/tasks",
+                    "t",
+                    &serde_json::json!({"n": n}),
+                    Expect::Revision(r),
+                )
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let winners = outcomes
+        .iter()
+        .filter(|o| matches!(o, Written::Done(_)))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+}
+
+async fn logs_append_in_order_and_page(store: Arc<dyn Store>) {
+    assert_eq!(store.log_len("oplog").await.unwrap(), 0);
+    assert!(store.log("oplog", 0, 10).await.unwrap().is_empty());
+    for n in 1..=5u64 {
+        let seq = store
+            .append("oplog", &serde_json::json!({"n": n}))
+            .await
+            .unwrap();
+        assert_eq!(seq, n);
+    }
+    store
+        .append(
+            "versions/services/default/web",
+            &serde_json::json!({"v": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.log_len("oplog").await.unwrap(), 5);
+    let page = store.log("oplog", 1, 2).await.unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|e| (e.seq, e.body["n"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        [(2, 2), (3, 3)]
+    );
+    assert!(store.log("oplog", 5, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .log("versions/services/default/web", 0, 10)
+            .await
+            .unwrap()[0]
+            .body,
+        serde_json::json!({"v": 1})
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -711,6 +877,9 @@ conformance!(
     exceptions_are_numbered_listed_and_pruned,
     invalid_samples_write_nothing,
     concurrent_ingestion_loses_nothing,
+    documents_are_written_only_when_the_expectation_holds,
+    concurrent_writers_at_one_revision_have_one_winner,
+    logs_append_in_order_and_page,
 );
 
 #[tokio::test]
@@ -725,8 +894,44 @@ async fn embedded_store_keeps_everything_across_reopen() {
             .add_exception(&exception("s", h * 1000, "e"))
             .await
             .unwrap();
+        store
+            .put_document(
+                "objects/services",
+                "a/b",
+                &serde_json::json!({"k": 1}),
+                Expect::Absent,
+            )
+            .await
+            .unwrap();
+        store
+            .append("oplog", &serde_json::json!({"o": "POST"}))
+            .await
+            .unwrap();
     }
     let store = embedded_store(&dir);
+    let doc = store
+        .document("objects/services", "a/b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.body["k"], 1);
+    assert_eq!(store.log_len("oplog").await.unwrap(), 1);
+    let Written::Done(next) = store
+        .put_document(
+            "objects/services",
+            "a/c",
+            &serde_json::json!({}),
+            Expect::Absent,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("create refused")
+    };
+    assert!(
+        next > doc.revision,
+        "the revision counter survived the reopen"
+    );
     assert_eq!(store.ids(Kind::Label, &["b", "c"]).await.unwrap(), [2, 3]);
     let rows = store
         .buckets(1, Resolution::Minute, h, h + 60, &SeriesFilter::default())

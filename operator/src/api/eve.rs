@@ -1,11 +1,13 @@
-//! Eve's envelopes (seed 004): `_items` / `_meta` / `_links` for collections and
-//! `{"_status": "ERR", "_error": {...}}` for errors. Every collection response is built here.
+//! Eve's envelopes (seed 004): `_items` / `_meta` / `_links` for collections,
+//! `{"_status": "ERR", "_error": {...}}` for errors, `_issues` for validation failures (and
+//! per-item `_status`/`_issues` of a bulk insert), the answers to writes and the API root's
+//! HATEOAS links. Every one of them is built here.
 
 use serde_json::{Value, json};
 
 /// Default page size (Eve's `PAGINATION_DEFAULT`).
 pub const DEFAULT_MAX_RESULTS: usize = 25;
-/// Largest page a client may ask for (Eve's `PAGINATION_LIMIT`).
+/// Largest page a client may ask for (Eve's `PAGINATION_LIMIT`; larger asks are clamped to it).
 pub const MAX_RESULTS_LIMIT: usize = 1000;
 
 /// One page of a collection.
@@ -34,11 +36,15 @@ fn href(resource: &str, page: usize, max_results: usize) -> Value {
     json!({"href": query, "title": resource})
 }
 
-/// The collection envelope of `items` (all of them; this function cuts the page).
-pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
-    let total = items.len();
+/// Where `page` starts and ends among `total` items.
+pub fn page_bounds(total: usize, page: Page) -> (usize, usize) {
     let start = (page.page - 1).saturating_mul(page.max_results).min(total);
     let end = start.saturating_add(page.max_results).min(total);
+    (start, end)
+}
+
+/// The collection envelope of one page already cut from `total` items.
+pub fn collection_page(resource: &str, items: Vec<Value>, total: usize, page: Page) -> Value {
     let last_page = total.div_ceil(page.max_results).max(1);
     let mut links = serde_json::Map::new();
     links.insert("parent".into(), json!({"href": "/", "title": "home"}));
@@ -57,7 +63,7 @@ pub fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
         );
     }
     json!({
-        "_items": items[start..end].to_vec(),
+        "_items": items,
         "_meta": {"page": page.page, "max_results": page.max_results, "total": total},
         "_links": links,
     })
@@ -73,9 +79,101 @@ pub fn error(code: u16, message: &str) -> Value {
     json!({"_status": "ERR", "_error": {"code": code, "message": message}})
 }
 
+/// A validation failure (422): `_issues` by field path, with `_error`.
+pub fn invalid(issues: &serde_json::Map<String, Value>) -> Value {
+    json!({
+        "_status": "ERR",
+        "_issues": issues,
+        "_error": {"code": 422, "message": "Insertion failure: 1 document(s) contain(s) error(s)"},
+    })
+}
+
+/// A bulk insert refused as a whole (422): one `{"_status": "OK"}` or
+/// `{"_status": "ERR", "_issues": {...}}` per item, in the order sent.
+pub fn bulk_invalid(items: Vec<Value>) -> Value {
+    let failed = items.iter().filter(|i| i["_status"] == "ERR").count();
+    json!({
+        "_status": "ERR",
+        "_items": items,
+        "_error": {"code": 422, "message": format!("Insertion failure: {failed} document(s) contain(s) error(s)")},
+    })
+}
+
+/// One item of a bulk answer: valid (`OK`) or its issues.
+pub fn item_status(issues: Option<&serde_json::Map<String, Value>>) -> Value {
+    match issues {
+        None => json!({"_status": "OK"}),
+        Some(issues) => json!({"_status": "ERR", "_issues": issues}),
+    }
+}
+
+/// The answer to a successful write of one item: its meta fields with `_status: OK`.
+pub fn written(item: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in [
+        "_id",
+        "_etag",
+        "_created",
+        "_updated",
+        "_version",
+        "_latest_version",
+        "_deleted",
+        "_links",
+    ] {
+        if let Some(v) = item.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    out.insert("_status".into(), json!("OK"));
+    Value::Object(out)
+}
+
+/// The answer to a bulk insert: every item's write answer.
+pub fn bulk_written(items: Vec<Value>) -> Value {
+    json!({"_status": "OK", "_items": items})
+}
+
+/// The API root: a `child` link per resource.
+pub fn home(resources: &[&str]) -> Value {
+    let children: Vec<Value> = resources
+        .iter()
+        .map(|r| json!({"href": r, "title": r}))
+        .collect();
+    json!({"_links": {"child": children}})
+}
+
+/// A soft-deleted item answered on its URL: 404 with the whole document, `_deleted: true`.
+pub fn deleted(mut doc: Value) -> Value {
+    doc["_deleted"] = json!(true);
+    doc["_status"] = json!(["ERR"]);
+    doc["_error"] = json!({"code": 404, "message": "the item was deleted; PUT or PATCH it with its _etag to restore it"});
+    doc
+}
+
+/// A list of versions of one item (`?version=all|diffs`).
+pub fn versions(resource: &str, id: &str, items: Vec<Value>) -> Value {
+    let total = items.len();
+    json!({
+        "_items": items,
+        "_meta": {"page": 1, "max_results": total, "total": total},
+        "_links": {
+            "self": {"href": format!("{resource}/{id}"), "title": resource},
+            "parent": {"href": "/", "title": "home"},
+            "collection": {"href": resource, "title": resource},
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The envelope of `items` (all of them; the page is cut here).
+    fn collection(resource: &str, items: Vec<Value>, page: Page) -> Value {
+        let total = items.len();
+        let (start, end) = page_bounds(total, page);
+        collection_page(resource, items[start..end].to_vec(), total, page)
+    }
 
     #[test]
     fn collection_cuts_pages_and_links_neighbours() {

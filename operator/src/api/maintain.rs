@@ -501,7 +501,7 @@ fn identity_of(namespace: &str, service: &str, host: &str, port: u32) -> Identit
 #[derive(Debug, thiserror::Error)]
 enum GatherError {
     #[error("{0}")]
-    Catalog(#[source] super::ApiError),
+    Catalog(#[source] super::resources::backend::BackendError),
     #[error("{0}")]
     Store(#[source] opsplane_store::StoreError),
 }
@@ -520,7 +520,7 @@ impl GatherError {
 async fn gather(state: &AppState) -> Result<Vec<Known>, GatherError> {
     let mut known = Vec::new();
     for service in state
-        .catalog
+        .resources
         .services()
         .await
         .map_err(GatherError::Catalog)?
@@ -692,7 +692,7 @@ async fn apply(state: &AppState, removal: &Removal) -> Result<usize, opsplane_st
 /// The names of the MonitoredServices that exist (`namespace/name`).
 async fn service_keys(state: &AppState) -> Result<BTreeSet<String>, GatherError> {
     Ok(state
-        .catalog
+        .resources
         .services()
         .await
         .map_err(GatherError::Catalog)?

@@ -31,12 +31,9 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kube::Client;
-use opsplane_resources::MonitoredService;
 use opsplane_serve::auth::{Access, Need};
 use opsplane_serve::guard::{Guard, Rule};
 use opsplane_serve::observe::{self, Api, Envelope};
-use tokio::sync::RwLock;
 
 use crate::metrics::Metrics;
 
@@ -45,20 +42,14 @@ pub use resources::ApiError;
 /// Largest request body any API reads (a batch of events or a node report).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// Where the API reads MonitoredServices from.
-#[derive(Clone)]
-pub enum Catalog {
-    /// The Kubernetes API (in a cluster).
-    Cluster(Client),
-    /// The services of the standalone config file, with the statuses of their checks.
-    Local(Arc<RwLock<Vec<MonitoredService>>>),
-}
-
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
-    /// Where resources come from.
-    pub catalog: Catalog,
+    /// Where the objects of the resource API live (the Kubernetes API with reflector caches,
+    /// or standalone the config file and the store).
+    pub resources: resources::backend::Backend,
+    /// The configurable parts of the Eve API (CORS, cache headers).
+    pub eve: Arc<resources::render::Settings>,
     /// The operator's metrics.
     pub metrics: Metrics,
     /// Authentication, authorisation and rate limits of every API.
@@ -154,9 +145,12 @@ fn health(state: &AppState) -> Router<AppState> {
 /// The whole router.
 pub fn router(state: AppState) -> Router {
     let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
-    let unmatched = state
-        .api("none", eve, Vec::new())
-        .wrap(Router::new().fallback(resources::no_such_endpoint));
+    let unmatched = resources::with_rendering(
+        state
+            .api("none", eve, Vec::new())
+            .wrap(Router::new().fallback(resources::fallback)),
+        &state,
+    );
     let app = Router::new()
         .merge(health(&state))
         .merge(report::router(&state))
@@ -166,6 +160,13 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(unmatched)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
+    // Method override must act before routing picks a handler by method: a layer around the
+    // whole router (a router's own layers wrap each route's handlers).
+    let app = Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(
+            resources::render::method_override,
+        ));
     observe::outer(app)
 }
 
@@ -220,8 +221,20 @@ pub(crate) mod testing {
             .await
             .unwrap();
             let metrics = Metrics::new().unwrap();
+            let resources = resources::backend::Backend::Local(resources::backend::Local {
+                file_services: Arc::new(tokio::sync::RwLock::new(Vec::new())),
+                config: dir.path().join("services.yaml"),
+                store: store.clone(),
+                hostname: "test-host".into(),
+            });
             let state = AppState {
-                catalog: Catalog::Local(Arc::new(RwLock::new(Vec::new()))),
+                resources,
+                eve: Arc::new(resources::render::Settings {
+                    cors_origins: vec!["https://console.example".into()],
+                    cache_control: [("*".to_string(), "max-age=20".to_string())].into(),
+                    cache_expires: [("*".to_string(), 20)].into(),
+                    ..Default::default()
+                }),
                 metrics: metrics.clone(),
                 guard: test_guard(public_reads, &metrics),
                 ready: Arc::new(AtomicBool::new(true)),
