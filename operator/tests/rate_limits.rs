@@ -56,6 +56,14 @@ fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
     get_from("127.0.0.1".parse().unwrap(), addr, path, auth)
 }
 
+/// The tests of this file run one at a time: the outage test stops a redis-server and starts it
+/// again on the same port, and a port freed meanwhile could be taken by another test's server.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn bearer() -> String {
     format!("Bearer {TOKEN}")
 }
@@ -77,6 +85,7 @@ fn inside_one_window(window: u64, margin: u64) {
 
 #[test]
 fn two_operators_sharing_redis_enforce_one_limit() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path()).unwrap();
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
@@ -117,6 +126,9 @@ fn two_operators_sharing_redis_enforce_one_limit() {
 
 #[test]
 fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
+    let _serial = one_at_a_time();
+    // A limited route that reads nothing from the store, so only the limiter meets the outage.
+    const STATIC: &str = "/monitoring/api/resource_types/";
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path()).unwrap();
     let port = redis.port();
@@ -136,7 +148,7 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
         ],
     );
     for op in [&open, &closed] {
-        let (status, response) = get(op.addr, "/api/v1/services", Some(&bearer()));
+        let (status, response) = get(op.addr, STATIC, Some(&bearer()));
         assert_eq!(status, 200, "{response}");
         assert!(
             response
@@ -147,7 +159,7 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
 
     redis.stop();
     let started = Instant::now();
-    let (status, response) = get(open.addr, "/api/v1/services", Some(&bearer()));
+    let (status, response) = get(open.addr, STATIC, Some(&bearer()));
     assert_eq!(status, 200, "fail open serves: {response}");
     assert!(
         !response
@@ -155,7 +167,7 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
             .contains("x-ratelimit-remaining"),
         "nothing was counted, so no counts are claimed: {response}"
     );
-    let (status, response) = get(closed.addr, "/api/v1/services", Some(&bearer()));
+    let (status, response) = get(closed.addr, STATIC, Some(&bearer()));
     assert_eq!(status, 503, "fail closed refuses: {response}");
     assert!(response.contains("rate limiter"), "{response}");
     assert!(
@@ -177,7 +189,7 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for op in [&open, &closed] {
         loop {
-            let (status, response) = get(op.addr, "/api/v1/services", Some(&bearer()));
+            let (status, response) = get(op.addr, STATIC, Some(&bearer()));
             if status == 200
                 && response
                     .to_ascii_lowercase()
@@ -196,6 +208,7 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
 
 #[test]
 fn failed_logins_are_limited_per_client_address_and_secrets_stay_out_of_logs() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let op = start(
         dir.path(),
