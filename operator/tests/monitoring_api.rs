@@ -52,7 +52,8 @@ struct Api {
     _dir: tempfile::TempDir,
 }
 
-fn start_operator(dir: &Path, redis_url: Option<&str>) -> (Guard, String) {
+/// An operator on `dir`, keeping 1-minute and 1-hour data for `keep` (a humantime span).
+fn start_operator(dir: &Path, redis_url: Option<&str>, keep: &str) -> (Guard, String) {
     let config = dir.join("services.yaml");
     if !config.exists() {
         std::fs::write(&config, "").unwrap();
@@ -69,13 +70,7 @@ fn start_operator(dir: &Path, redis_url: Option<&str>) -> (Guard, String) {
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.join("data"))
-        // The seed's examples are from 2017: keep everything.
-        .args([
-            "--retention-minutes",
-            "20000days",
-            "--retention-hours",
-            "20000days",
-        ])
+        .args(["--retention-minutes", keep, "--retention-hours", keep])
         .args(["--retention-exceptions", "20000days"])
         .env("OPSPLANE_TOKEN", TOKEN)
         .env("OPSPLANE_LOG", "warn")
@@ -91,7 +86,12 @@ fn start_operator(dir: &Path, redis_url: Option<&str>) -> (Guard, String) {
 }
 
 impl Api {
+    /// The seed's examples are from 2017: keep everything.
     fn start(backend: Backend) -> Api {
+        Api::start_keeping(backend, "20000days")
+    }
+
+    fn start_keeping(backend: Backend, keep: &str) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let (redis, url) = match backend {
             Backend::Embedded => (None, None),
@@ -102,7 +102,7 @@ impl Api {
                 (Some(server), Some(url))
             }
         };
-        let (operator, base) = start_operator(dir.path(), url.as_deref());
+        let (operator, base) = start_operator(dir.path(), url.as_deref(), keep);
         Api {
             _operator: operator,
             _redis: redis,
@@ -628,6 +628,47 @@ async fn ingestion_is_authenticated_and_all_or_nothing(backend: Backend) {
         let (status, reply) = api.post(path, body.into(), Some(TOKEN)).await;
         assert_eq!(status, 400, "{body:?}: {reply}");
     }
+    // Data after the first JSON value is refused, naming where it starts (issue 16, 6): it
+    // used to be acknowledged with the rest dropped.
+    for (body, param, at) in [
+        (
+            r#"[{"service": "shop"}][{"service": "b"}, {"service": "c"}]"#,
+            "body",
+            "line 1 column 22",
+        ),
+        ("[{\"service\": \"shop\"}]\n  x", "body", "line 2 column 3"),
+        (
+            "{\"service\": \"shop\"}\n{\"service\": \"a\"} {\"service\": \"b\"}\n",
+            "line 2",
+            "column 18",
+        ),
+    ] {
+        let (status, reply) = api.post(path, body.into(), Some(TOKEN)).await;
+        assert_eq!(status, 400, "{body:?}: {reply}");
+        let message = reply["errors"][param][0].as_str().unwrap_or_default();
+        assert!(
+            message.contains("trailing data") && message.contains(at),
+            "{body:?}: {reply}"
+        );
+    }
+    // Sizes and durations no real request has are refused (a size sum went to inf).
+    for (body, param, says) in [
+        (
+            r#"[{"service": "shop", "size": 1e300}]"#.to_string(),
+            "events[0]",
+            "size",
+        ),
+        (
+            r#"[{"service": "shop", "duration_ms": 1e300}]"#.to_string(),
+            "events[0]",
+            "duration_ms",
+        ),
+    ] {
+        let (status, reply) = api.post(path, body.clone(), Some(TOKEN)).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        let message = reply["errors"][param][0].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{body}: {reply}");
+    }
     let services = api.ok("/monitoring/api/services/").await;
     assert_eq!(
         services["services"],
@@ -674,6 +715,45 @@ async fn ingestion_is_authenticated_and_all_or_nothing(backend: Backend) {
         .map(|r| r["sum"].as_str().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(sum, 1.0, "one 503");
+}
+
+/// What the store would not keep is refused with the event named, not acknowledged and
+/// dropped (issue 16, 5: Redis answered 200 and expired the data at once), on both backends.
+async fn events_older_than_the_retention_are_refused(backend: Backend) {
+    let api = Api::start_keeping(backend, "1day");
+    let path = "/monitoring/api/ingest/";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let old = now - 2 * 86_400;
+    let body =
+        format!(r#"[{{"service": "shop", "time": {now}}}, {{"service": "shop", "time": {old}}}]"#);
+    let (status, reply) = api.post(path, body, Some(TOKEN)).await;
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["errors"]["events[1]"][0].as_str().unwrap_or_default();
+    assert!(
+        message.contains("older than the store keeps") && message.contains("1day"),
+        "{reply}"
+    );
+    let services = api.ok("/monitoring/api/services/").await;
+    assert_eq!(services["services"], json!([]), "nothing of the batch");
+    // Within the retention it is kept and can be read back.
+    let recent = now - 3_600;
+    let body = format!(r#"[{{"service": "shop", "time": {recent}, "duration_ms": 5}}]"#);
+    let (status, reply) = api.post(path, body, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{reply}");
+    let data = api
+        .ok("/monitoring/api/metric_data/request.count/?last=7200&interval=7200&service=shop")
+        .await;
+    let count: f64 = data["data"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["data"].as_array().unwrap())
+        .map(|r| r["val"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(count, 1.0, "{data}");
 }
 
 async fn node_reports_become_host_metrics(backend: Backend) {
@@ -815,13 +895,14 @@ on_both_backends!(
     metric_data_users_examples_match,
     bad_parameters_get_400_naming_them,
     ingestion_is_authenticated_and_all_or_nothing,
+    events_older_than_the_retention_are_refused,
     node_reports_become_host_metrics,
 );
 
 #[tokio::test]
 async fn embedded_store_keeps_history_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let (operator, base) = start_operator(dir.path(), None);
+    let (operator, base) = start_operator(dir.path(), None, "20000days");
     let http = reqwest::Client::new();
     let ts = 1_501_758_000;
     let r = http
@@ -833,7 +914,7 @@ async fn embedded_store_keeps_history_across_restarts() {
         .unwrap();
     assert_eq!(r.status(), 200);
     drop(operator);
-    let (_operator, base) = start_operator(dir.path(), None);
+    let (_operator, base) = start_operator(dir.path(), None, "20000days");
     let body: Value = http
         .get(format!(
             "{base}/monitoring/api/metric_data/request.method/?valid_from=2017-08-03%2011:00&valid_to=2017-08-03%2012:00&interval=3600"

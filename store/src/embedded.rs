@@ -329,8 +329,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    fn retention(&self) -> Retention {
+        self.retention
+    }
+
     async fn ingest(&self, samples: &[Sample]) -> Result<()> {
-        validate(samples).map_err(StoreError::Invalid)?;
+        validate(samples, &self.retention, crate::now_secs()).map_err(StoreError::Invalid)?;
         if samples.is_empty() {
             return Ok(());
         }

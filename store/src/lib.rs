@@ -74,6 +74,11 @@ redb_error!(
     redb::CommitError
 );
 
+/// Now, in seconds since the epoch.
+pub(crate) fn now_secs() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
 /// Result of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -103,6 +108,9 @@ pub trait Store: Documents + Send + Sync + 'static {
     /// never reused: a name registered again gets a new id. The series written under a removed
     /// id stay until the retention drops them. Returns how many entries existed.
     async fn remove(&self, kind: Kind, names: &[&str]) -> Result<usize>;
+
+    /// How long this store keeps what it is given.
+    fn retention(&self) -> Retention;
 
     /// Folds samples into their 1-minute buckets and marks the hours they fall in for roll-up.
     /// Also records, per metric, when each resource and label was first and last seen.

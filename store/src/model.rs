@@ -441,10 +441,31 @@ pub fn seen_spans(
 }
 
 /// Checks samples before any backend writes them: finite values, known-looking ids.
-pub fn validate(samples: &[Sample]) -> Result<(), String> {
+/// Largest magnitude of a sample value: far beyond any real measurement (an exabyte, 30
+/// years in milliseconds), small enough that sums over any bucket stay finite.
+pub const MAX_SAMPLE_VALUE: f64 = 1e18;
+
+/// Checks a batch before it is written: finite values within [`MAX_SAMPLE_VALUE`], a metric,
+/// and a time the store keeps — a sample older than the 1-minute buckets' retention (relative
+/// to `now`, seconds) is refused rather than acknowledged and dropped at once (Redis would
+/// expire it immediately; both backends refuse it alike).
+pub fn validate(samples: &[Sample], retention: &Retention, now: i64) -> Result<(), String> {
+    let oldest = now - retention.minutes;
     for s in samples {
         if !s.value.is_finite() {
             return Err(format!("sample value {} is not a finite number", s.value));
+        }
+        if s.value.abs() > MAX_SAMPLE_VALUE {
+            return Err(format!(
+                "sample value {} is beyond {MAX_SAMPLE_VALUE:e}, more than any real measurement",
+                s.value
+            ));
+        }
+        if s.ts >= 0 && s.ts < oldest {
+            return Err(format!(
+                "sample time {} is older than the retention of 1-minute data ({} s before now): it would not be kept",
+                s.ts, retention.minutes
+            ));
         }
         if s.key.metric == 0 {
             return Err("sample without a metric".to_string());

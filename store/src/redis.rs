@@ -218,9 +218,7 @@ redis.call('HSET', KEYS[2], ARGV[1], rev)
 return {1, rev}
 ";
 
-fn now_secs() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
+use crate::now_secs;
 
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`, `rediss://` for TLS) with the default key
@@ -360,8 +358,12 @@ impl Store for RedisStore {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
+    fn retention(&self) -> Retention {
+        self.retention
+    }
+
     async fn ingest(&self, samples: &[Sample]) -> Result<()> {
-        validate(samples).map_err(StoreError::Invalid)?;
+        validate(samples, &self.retention, now_secs()).map_err(StoreError::Invalid)?;
         if samples.is_empty() {
             return Ok(());
         }

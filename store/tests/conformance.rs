@@ -425,6 +425,47 @@ async fn invalid_samples_write_nothing(store: Arc<dyn Store>) {
     );
 }
 
+/// What the store would not keep (older than the 1-minute retention) or could not sum (values
+/// no measurement has) is refused on both backends alike, and nothing of the batch is written
+/// (Redis used to acknowledge old samples and expire them at once).
+async fn samples_outside_retention_or_range_are_refused(store: Arc<dyn Store>) {
+    let h = base_hour();
+    let too_old = h - retention().minutes - HOUR;
+    for bad in [
+        sample(key(1, 1), too_old, 1.0),
+        sample(key(1, 1), h, 1e300),
+        sample(key(1, 1), h, -1e300),
+    ] {
+        let err = store
+            .ingest(&[sample(key(1, 1), h, 1.0), bad])
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, opsplane_store::StoreError::Invalid(_)),
+            "{err}"
+        );
+    }
+    assert_eq!(store.retention(), retention());
+    for from in [too_old - too_old % HOUR, h] {
+        assert!(
+            store
+                .buckets(
+                    1,
+                    Resolution::Minute,
+                    from,
+                    from + HOUR,
+                    &SeriesFilter::default()
+                )
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // The oldest minute still kept is accepted.
+    let edge = jiff::Timestamp::now().as_second() - retention().minutes + 120;
+    store.ingest(&[sample(key(1, 1), edge, 1.0)]).await.unwrap();
+}
+
 async fn concurrent_ingestion_loses_nothing(store: Arc<dyn Store>) {
     let h = base_hour();
     let mut tasks = Vec::new();
@@ -876,6 +917,7 @@ conformance!(
     removed_entries_leave_the_registry_and_the_seen_records,
     exceptions_are_numbered_listed_and_pruned,
     invalid_samples_write_nothing,
+    samples_outside_retention_or_range_are_refused,
     concurrent_ingestion_loses_nothing,
     documents_are_written_only_when_the_expectation_holds,
     concurrent_writers_at_one_revision_have_one_winner,

@@ -44,9 +44,18 @@ pub async fn node_report(
         )));
     }
     state.metrics.node_report(report.kind().as_str());
-    state.recorder.node_report(&report).await.map_err(|error| {
-        state.metrics.store_error("node_report");
-        ApiError::Store(error)
-    })?;
+    state
+        .recorder
+        .node_report(&report)
+        .await
+        .map_err(|error| match error {
+            // A reading the store would not keep (older than its retention): the sender's
+            // error, so the node-daemon drops it instead of retrying it.
+            opsplane_store::StoreError::Invalid(message) => ApiError::BadBody(message),
+            error => {
+                state.metrics.store_error("node_report");
+                ApiError::Store(error)
+            }
+        })?;
     Ok(Json(eve::ok()))
 }

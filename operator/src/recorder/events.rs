@@ -122,6 +122,11 @@ fn event_time_ms(value: &Option<Value>, now: i64) -> Result<i64, String> {
     }
 }
 
+/// Largest `duration_ms` of an event: a year.
+pub const MAX_DURATION_MS: f64 = 365.0 * 86_400_000.0;
+/// Largest `size` of an event, in bytes: a petabyte.
+pub const MAX_SIZE: f64 = 1e15;
+
 /// Checks every event of a batch and returns each one's time in milliseconds (`now_ms` for
 /// events without one); the first bad event refuses the whole batch.
 pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
@@ -142,9 +147,18 @@ pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
                 "event_type: {t:?} is not the event type of a request (see /monitoring/api/event_types/: a request event type or an OWS:<service> one, not an aggregate such as all, other, OWS:ALL)"
             )));
         }
-        for (field, v) in [("duration_ms", e.duration_ms), ("size", e.size)] {
+        for (field, v, max) in [
+            ("duration_ms", e.duration_ms, MAX_DURATION_MS),
+            ("size", e.size, MAX_SIZE),
+        ] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err(bad(format!("{field}: must be a non-negative number")));
+            }
+            if v.is_some_and(|v| v > max) {
+                return Err(bad(format!(
+                    "{field}: {} is more than any real request ({max:e} at most)",
+                    v.unwrap_or_default()
+                )));
             }
         }
         if let Some(s) = e.status

@@ -313,6 +313,19 @@ impl Recorder {
     /// Returns how many samples and exceptions were written.
     pub async fn events(&self, events: &[RequestEvent]) -> Result<(usize, usize), RecordError> {
         let times = events::event_times(events)?;
+        // What the store would drop at once is refused with the event named, not acknowledged.
+        let keep = self.store.retention().minutes;
+        let oldest_ms = (now_ms() / 1000 - keep) * 1000;
+        if let Some(index) = times.iter().position(|t| *t < oldest_ms) {
+            return Err(RecordError::BadEvent {
+                index,
+                message: format!(
+                    "time: {} is older than the store keeps 1-minute data (the last {}, --retention-minutes): it would not be recorded",
+                    times[index] / 1000,
+                    humantime::format_duration(std::time::Duration::from_secs(keep as u64))
+                ),
+            });
+        }
         let mut places = events::event_places(events);
         if let Some(geoip) = &self.geoip {
             for (place, e) in places.iter_mut().zip(events) {

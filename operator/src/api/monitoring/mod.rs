@@ -100,6 +100,10 @@ impl From<RecordError> for MonitoringError {
             RecordError::BadEvent { index, message } => {
                 MonitoringError::bad(&format!("events[{index}]"), message)
             }
+            // The store refusing what it cannot hold is the client's error, not an outage.
+            RecordError::Store(StoreError::Invalid(message)) => {
+                MonitoringError::bad("events", message)
+            }
             RecordError::Store(e) => MonitoringError::Store(e),
         }
     }
@@ -598,17 +602,28 @@ pub async fn ingest(State(state): State<AppState>, body: axum::body::Bytes) -> A
 /// Parses a JSON array or NDJSON body of events, naming the event and field that are wrong.
 pub fn parse_events(body: &[u8]) -> Result<Vec<RequestEvent>, MonitoringError> {
     let text = std::str::from_utf8(body).map_err(|_| MonitoringError::bad("body", "not UTF-8"))?;
-    let trimmed = text.trim_start();
-    let events: Vec<RequestEvent> = if trimmed.starts_with('[') {
-        let de = &mut serde_json::Deserializer::from_str(trimmed);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+    let events: Vec<RequestEvent> = if text.trim_start().starts_with('[') {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let events = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let param = match path.split_once('.') {
                 Some((index, field)) => format!("events{index}.{field}"),
                 None => format!("events{path}"),
             };
             MonitoringError::bad(&param, e.into_inner().to_string())
-        })?
+        })?;
+        // `[a][b]`: what follows the array would be dropped unread; refuse it instead.
+        de.end().map_err(|e| {
+            MonitoringError::bad(
+                "body",
+                format!(
+                    "trailing data after the JSON array, starting at line {} column {}: send one array, or NDJSON with one event per line",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        events
     } else {
         let mut out = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -616,11 +631,21 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<RequestEvent>, MonitoringError> {
                 continue;
             }
             let de = &mut serde_json::Deserializer::from_str(line);
-            let event = serde_path_to_error::deserialize(de).map_err(|e| {
+            let event = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
                 let path = e.path().to_string();
                 MonitoringError::bad(
                     &format!("line {}: {path}", n + 1),
                     e.into_inner().to_string(),
+                )
+            })?;
+            // Two objects on one line: the second would be dropped unread.
+            de.end().map_err(|e| {
+                MonitoringError::bad(
+                    &format!("line {}", n + 1),
+                    format!(
+                        "trailing data after the event, starting at column {}: NDJSON carries one event per line",
+                        e.column()
+                    ),
                 )
             })?;
             out.push(event);
