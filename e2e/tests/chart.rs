@@ -367,3 +367,93 @@ fn every_value_in_values_yaml_is_commented() {
         undocumented.join("\n")
     );
 }
+
+/// The node-daemons' `/metrics` carries the host inventory: by default the DaemonSet gets the
+/// metrics token from its own Secret and the ServiceMonitor sends it; `nodeDaemon.openMetrics`
+/// opens it and the ServiceMonitor sends nothing (issue 16, 9).
+#[test]
+fn node_daemon_metrics_need_the_metrics_token_unless_opened() {
+    let render_monitoring = |sets: &[&str]| -> Vec<Value> {
+        let mut command = Command::new(helm().expect("helm"));
+        command
+            .args(["template", "opsplane"])
+            .arg(repo_root().join("charts/opsplane"))
+            .args(["--namespace", "opsplane-system"])
+            .args(["--api-versions", "monitoring.coreos.com/v1"])
+            .args(["--set", "serviceMonitor.enabled=true"]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let output = command.output().expect("helm template");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+            .filter(|v| !v.is_null())
+            .collect()
+    };
+    let env_of = |objects: &[Value], name: &str| -> Value {
+        let daemon = objects
+            .iter()
+            .find(|o| o["kind"] == "DaemonSet")
+            .expect("DaemonSet");
+        daemon["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let node_monitor = |objects: &[Value]| -> Value {
+        objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ServiceMonitor"
+                    && o["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("-node-daemon"))
+            })
+            .expect("node-daemon ServiceMonitor")["spec"]["endpoints"][0]
+            .clone()
+    };
+
+    let objects = render_monitoring(&[]);
+    assert!(
+        objects.iter().any(|o| o["kind"] == "Secret"
+            && o["metadata"]["name"] == "opsplane-metrics-token"
+            && o["data"]["token"].is_string()),
+        "a metrics token Secret"
+    );
+    assert_eq!(
+        env_of(&objects, "OPSPLANE_METRICS_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
+        "opsplane-metrics-token"
+    );
+    assert_eq!(env_of(&objects, "OPSPLANE_OPEN_METRICS")["value"], "false");
+    let endpoint = node_monitor(&objects);
+    assert_eq!(endpoint["authorization"]["type"], "Bearer", "{endpoint:?}");
+    assert_eq!(
+        endpoint["authorization"]["credentials"]["name"],
+        "opsplane-metrics-token"
+    );
+
+    let objects = render_monitoring(&["auth.existingMetricsSecret=scrape"]);
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["metadata"]["name"] == "opsplane-metrics-token"),
+        "an existing Secret is used, not created"
+    );
+    assert_eq!(
+        node_monitor(&objects)["authorization"]["credentials"]["name"],
+        "scrape"
+    );
+
+    let objects = render_monitoring(&["nodeDaemon.openMetrics=true"]);
+    assert_eq!(env_of(&objects, "OPSPLANE_OPEN_METRICS")["value"], "true");
+    assert!(node_monitor(&objects)["authorization"].is_null());
+}

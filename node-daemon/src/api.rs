@@ -34,6 +34,8 @@ pub struct AppState {
     pub sampler: Arc<Sampler>,
     /// The bearer token; `None` refuses every node API request.
     pub token: Option<BearerToken>,
+    /// `/metrics` is refused outright: no token is configured to read it and it is not open.
+    pub metrics_refused: bool,
     /// Request limits.
     pub limits: Limits,
     /// The task runner (seed 002 §三, §五, §二.12–15; TimerHandler included).
@@ -41,10 +43,11 @@ pub struct AppState {
 }
 
 /// The permission of every node API route (the guard of `opsplane_serve` refuses what no
-/// rule declares): health and metrics are open for the kubelet and Prometheus; every
+/// rule declares): health is open for the kubelet; `/metrics` carries the host's inventory,
+/// so it needs a viewer (the metrics token) unless `open_metrics`; every
 /// `/api/v1/monitor/<name>` method needs the node's token (admin). Methods other than POST
 /// are declared so the seed's own 405 answer (code 30006) reaches the client.
-pub fn rules() -> Vec<Rule> {
+pub fn rules(open_metrics: bool) -> Vec<Rule> {
     let node = |method: Method| {
         Rule::new(
             method,
@@ -61,7 +64,15 @@ pub fn rules() -> Vec<Rule> {
         Rule::new(
             Method::GET,
             "/metrics",
-            Access::new(Need::Public, "metrics", "get"),
+            Access::new(
+                if open_metrics {
+                    Need::Public
+                } else {
+                    Need::Read
+                },
+                "metrics",
+                "get",
+            ),
         ),
     ];
     rules.extend(
@@ -107,7 +118,13 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if state.metrics_refused {
+        return ApiError::Unauthorized(
+            "/metrics needs a token and none is configured (OPSPLANE_TOKEN, OPSPLANE_METRICS_TOKEN), or --open-metrics",
+        )
+        .into_response();
+    }
     let latest = state.sampler.latest();
     (
         [(
@@ -116,6 +133,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         crate::metrics::render(&state.registry, latest.as_deref()),
     )
+        .into_response()
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

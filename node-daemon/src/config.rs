@@ -51,6 +51,15 @@ pub struct Cli {
     /// only post reports). Default: the node API token.
     #[arg(long, env = "OPSPLANE_REPORT_TOKEN", hide_env_values = true)]
     pub report_token: Option<String>,
+    /// Bearer token that may read `/metrics` (role viewer: nothing else), for Prometheus.
+    /// `/metrics` carries the host's inventory (addresses, MACs, gateways, mounts, hardware,
+    /// services), so it needs this token or the node API token unless `--open-metrics`.
+    #[arg(long, env = "OPSPLANE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` without a credential (the host inventory in it becomes readable by
+    /// anyone who reaches the port).
+    #[arg(long, env = "OPSPLANE_OPEN_METRICS")]
+    pub open_metrics: bool,
     /// How often the probes sample the host (100ms to 30s).
     #[arg(long, env = "OPSPLANE_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub sample_interval: Duration,
@@ -172,6 +181,22 @@ impl Cli {
         };
         if token.was_trimmed() {
             tracing::warn!("--token / OPSPLANE_TOKEN has white space around it; it was removed");
+        }
+        Ok(Some(token))
+    }
+
+    /// The `--metrics-token`, trimmed; an empty one is refused.
+    pub fn resolve_metrics_token(&self) -> anyhow::Result<Option<BearerToken>> {
+        let Some(raw) = self.metrics_token.as_deref() else {
+            return Ok(None);
+        };
+        let token = BearerToken::from_config(raw).map_err(|_| {
+            anyhow::anyhow!("--metrics-token / OPSPLANE_METRICS_TOKEN is empty or only white space")
+        })?;
+        if token.was_trimmed() {
+            tracing::warn!(
+                "--metrics-token / OPSPLANE_METRICS_TOKEN has white space around it; it was removed"
+            );
         }
         Ok(Some(token))
     }

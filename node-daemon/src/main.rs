@@ -143,25 +143,35 @@ async fn main() -> anyhow::Result<()> {
         (true, None) => anyhow::bail!("--node-tasks on needs --node-name (NODE_NAME)"),
         (false, _) => None,
     };
-    // Without a token there is no credential to check: the handlers refuse every request
-    // themselves, saying that no token is configured.
-    let guard = match &token {
-        Some(token) => {
-            let mut credentials = Credentials::default();
+    // The node API token is admin; the metrics token may only read /metrics. Without any
+    // token the guard has no credential to check: the node API handlers refuse every request
+    // themselves, saying that no token is configured, and /metrics is refused unless open.
+    let metrics_token = cli.resolve_metrics_token()?;
+    let guard = if token.is_some() || metrics_token.is_some() {
+        let mut credentials = Credentials::default();
+        if let Some(token) = &token {
             credentials.add_token(task::IDENTITY_NODE_API, Role::Admin, token.expose());
-            let limits = ratelimit::Limits::parse(&cli.rate_limit)
-                .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
-            let counter: Arc<dyn Counter> = Arc::new(MemoryCounter::default());
-            let guard = Guard::new(
-                Auth::new(credentials, None, false),
-                limits,
-                Some(counter),
-                &registry,
-            )?;
-            Some((guard, api::rules().into()))
         }
-        None => None,
+        if let Some(metrics_token) = &metrics_token {
+            credentials.add_token("metrics", Role::Viewer, metrics_token.expose());
+        }
+        let limits = ratelimit::Limits::parse(&cli.rate_limit)
+            .map_err(|e| anyhow::anyhow!("--rate-limit: {e}"))?;
+        let counter: Arc<dyn Counter> = Arc::new(MemoryCounter::default());
+        let guard = Guard::new(
+            Auth::new(credentials, None, false),
+            limits,
+            Some(counter),
+            &registry,
+        )?;
+        Some((guard, api::rules(cli.open_metrics).into()))
+    } else {
+        None
     };
+    if cli.open_metrics {
+        tracing::warn!("--open-metrics: /metrics (with the host's inventory) needs no credential");
+    }
+    let guard_absent_and_closed = guard.is_none() && !cli.open_metrics;
     let http = Api {
         name: "node",
         metrics: RequestMetrics::register(&registry)?,
@@ -188,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         registry,
         sampler,
         token,
+        metrics_refused: guard_absent_and_closed,
         limits: Limits {
             port_threshold: cli.port_threshold,
         },

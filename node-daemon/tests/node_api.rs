@@ -108,6 +108,57 @@ fn node_api_without_a_configured_token_refuses_everything() {
     let (status, body) = request(&d.addr, "POST", "/api/v1/monitor/cpu", Some("Bearer "), "");
     assert_eq!(status, 401);
     assert!(body.contains("no token configured"), "{body}");
+    let (status, body) = request(&d.addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 401, "no token to read /metrics with: {body}");
+    assert!(body.contains("--open-metrics"), "{body}");
+}
+
+/// `/metrics` carries the host's inventory (addresses, MACs, mounts, hardware, services): it
+/// needs the metrics token (a viewer that may read nothing else) or the node token, unless
+/// the daemon is started with `--open-metrics` (issue 16, 9).
+#[test]
+fn metrics_need_a_token_unless_open() {
+    let metrics_token = "prometheus-scrape-token";
+    let d = common::start(
+        &["--sample-interval", "200ms"],
+        &[
+            ("OPSPLANE_TOKEN", TOKEN),
+            ("OPSPLANE_METRICS_TOKEN", metrics_token),
+        ],
+    );
+    let scrape = format!("Bearer {metrics_token}");
+    let node = format!("Bearer {TOKEN}");
+    wait_until("a first sample", || {
+        request(&d.addr, "GET", "/metrics", Some(&scrape), "")
+            .1
+            .contains("opsplane_node_network_receive_bytes_total{device=\"lo\"}")
+    });
+    let (status, body) = request(&d.addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        !body.contains("opsplane_node_"),
+        "nothing of the inventory: {body}"
+    );
+    let (status, _) = request(&d.addr, "GET", "/metrics", Some("Bearer wrong"), "");
+    assert_eq!(status, 401);
+    let (status, _) = request(&d.addr, "GET", "/metrics", Some(&node), "");
+    assert_eq!(status, 200, "the node token reads everything");
+    // The metrics token reads /metrics and nothing else.
+    let (status, body) = request(&d.addr, "POST", "/api/v1/monitor/cpu", Some(&scrape), "");
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = request(&d.addr, "GET", "/healthz", None, "");
+    assert_eq!(status, 200, "health stays open for the kubelet");
+    drop(d);
+
+    let open = common::start(
+        &["--sample-interval", "200ms", "--open-metrics"],
+        &[("OPSPLANE_TOKEN", TOKEN)],
+    );
+    let (status, body) = request(&open.addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("opsplane_node_daemon_info"), "{body}");
+    let (status, _) = request(&open.addr, "POST", "/api/v1/monitor/cpu", None, "");
+    assert_eq!(status, 401, "--open-metrics opens /metrics only");
 }
 
 #[test]
@@ -293,7 +344,13 @@ fn resource_statis_and_metrics_report_the_live_host() {
     );
     assert!(data["nic_util"].is_object());
 
-    let (status, metrics) = request(&d.addr, "GET", "/metrics", None, "");
+    let (status, metrics) = request(
+        &d.addr,
+        "GET",
+        "/metrics",
+        Some(&format!("Bearer {TOKEN}")),
+        "",
+    );
     assert_eq!(status, 200);
     for name in [
         "opsplane_node_cpu_utilization_ratio ",

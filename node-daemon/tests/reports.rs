@@ -333,7 +333,7 @@ fn a_report_refused_as_invalid_is_dropped_and_later_reports_still_arrive() {
         let mut stream = TcpStream::connect(&daemon.addr).unwrap();
         write!(
             stream,
-            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t\r\nconnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();

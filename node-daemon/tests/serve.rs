@@ -13,7 +13,7 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 #[test]
 fn serves_health_and_metrics_then_stops_on_sigterm() {
-    let mut daemon = common::start(&[], &[("NODE_NAME", "node-a")]);
+    let mut daemon = common::start(&["--open-metrics"], &[("NODE_NAME", "node-a")]);
     let addr = daemon.addr.clone();
     let (status, body) = get(&addr, "/healthz");
     assert_eq!(status, 200);

@@ -59,6 +59,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* Name of the Secret holding the node API token (the node-daemons' own API). */}}
+{{- define "opsplane.metricsTokenSecret" -}}
+{{- default (printf "%s-metrics-token" (include "opsplane.fullname" .)) .Values.auth.existingMetricsSecret -}}
+{{- end -}}
+
 {{- define "opsplane.nodeTokenSecret" -}}
 {{- default (printf "%s-node-token" (include "opsplane.fullname" .)) .Values.auth.existingNodeSecret -}}
 {{- end -}}
