@@ -119,14 +119,45 @@ pub struct EmbeddedStore {
     rates: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>>,
 }
 
+/// Creates the database file readable by its owner only (0600, like the token beside it: it
+/// holds the oplog and every document), or takes the group's and others' rights from an
+/// existing one.
+fn restrict_to_owner(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed =
+        |e: std::io::Error| StoreError::Embedded(format!("cannot open {}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)
+                .map_err(failed)?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(failed)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the database file at `path`, creating its directory.
+    /// Opens (or creates) the database file at `path`, creating its directory. The file is
+    /// readable by its owner only (0600).
     pub fn open(path: &Path, retention: Retention) -> Result<EmbeddedStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Embedded(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        restrict_to_owner(path)?;
         let db = Database::create(path)
             .map_err(|e| StoreError::Embedded(format!("cannot open {}: {e}", path.display())))?;
         // Create every table once so readers never meet a missing one.

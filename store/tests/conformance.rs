@@ -924,6 +924,28 @@ conformance!(
     logs_append_in_order_and_page,
 );
 
+/// The database holds documents and the oplog: owner only, new or found wider (issue 16).
+#[tokio::test]
+async fn embedded_store_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/store.redb");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    {
+        let store = EmbeddedStore::open(&path, retention()).unwrap();
+        store.ids(Kind::Label, &["a"]).await.unwrap();
+    }
+    assert_eq!(mode(&path), 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = EmbeddedStore::open(&path, retention()).unwrap();
+    assert_eq!(mode(&path), 0o600, "an existing file is narrowed");
+    assert_eq!(
+        store.ids(Kind::Label, &["a"]).await.unwrap(),
+        vec![1],
+        "and keeps its data"
+    );
+}
+
 #[tokio::test]
 async fn embedded_store_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
