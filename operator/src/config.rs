@@ -208,6 +208,10 @@ pub struct StoreArgs {
     /// How long 1-hour roll-ups are kept, e.g. `90d`.
     #[arg(long, env = "OPSPLANE_RETENTION_HOURS", default_value = "90d", value_parser = humantime::parse_duration)]
     pub retention_hours: std::time::Duration,
+    /// Longest a Redis connect or command may take (then the call fails and, after a few such
+    /// failures, the store's circuit breaker answers at once until Redis answers again).
+    #[arg(long, env = "OPSPLANE_STORE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub store_timeout: std::time::Duration,
     /// How long exception records are kept, e.g. `30d`.
     #[arg(long, env = "OPSPLANE_RETENTION_EXCEPTIONS", default_value = "30d", value_parser = humantime::parse_duration)]
     pub retention_exceptions: std::time::Duration,

@@ -143,16 +143,36 @@ async fn open_store(
         .retention()
         .map_err(|e| anyhow::anyhow!("invalid store configuration: {e}"))?;
     let path = args.store_path.clone().unwrap_or(default_path);
-    let store = opsplane_store::open(args.redis_url.as_deref(), &path, retention)
-        .await
-        .map_err(|e| match &args.redis_url {
-            Some(_) => anyhow::anyhow!("cannot connect to Redis (OPSPLANE_REDIS_URL): {e}"),
-            None => anyhow::anyhow!("cannot open the embedded store {}: {e}", path.display()),
-        })?;
+    if args.store_timeout.is_zero() {
+        anyhow::bail!("--store-timeout: must be more than 0");
+    }
+    let store = opsplane_store::open_with(
+        args.redis_url.as_deref(),
+        &path,
+        retention,
+        args.store_timeout,
+    )
+    .await
+    .map_err(|e| match &args.redis_url {
+        Some(_) => anyhow::anyhow!("cannot connect to Redis (OPSPLANE_REDIS_URL): {e}"),
+        None => anyhow::anyhow!("cannot open the embedded store {}: {e}", path.display()),
+    })?;
     match &args.redis_url {
         Some(_) => tracing::info!("metric store: Redis"),
         None => tracing::info!(path = %path.display(), "metric store: embedded"),
     }
+    // While the store is unreachable, calls fail at once (503s in well under a second, and
+    // /readyz fails) instead of each waiting for its own timeout; every failure is counted.
+    let store: std::sync::Arc<dyn opsplane_store::Store> = {
+        let metrics = metrics.clone();
+        std::sync::Arc::new(opsplane_store::breaker::Breaker::new(
+            store,
+            opsplane_store::breaker::Settings::default(),
+            Some(std::sync::Arc::new(move |operation: &'static str| {
+                metrics.store_operation_error(operation)
+            })),
+        ))
+    };
     let upkeep = store.clone();
     let metrics = metrics.clone();
     tokio::spawn(async move {

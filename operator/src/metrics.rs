@@ -23,6 +23,7 @@ pub struct Metrics {
     node_reports: IntCounterVec,
     events_ingested: prometheus::IntCounter,
     store_errors: IntCounterVec,
+    store_operation_errors: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
     /// Requests of every API by route (`opsplane_http_*`).
@@ -110,6 +111,13 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let store_operation_errors = IntCounterVec::new(
+            Opts::new(
+                "opsplane_store_operation_errors_total",
+                "Failed store calls of any caller, by store operation (ingest, document, rate_hit, ...); calls refused at once while the store is unreachable included",
+            ),
+            &["operation"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -126,6 +134,7 @@ impl Metrics {
         registry.register(Box::new(node_reports.clone()))?;
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_operation_errors.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         let http = opsplane_serve::observe::RequestMetrics::register(&registry)?;
         Ok(Self {
@@ -142,6 +151,7 @@ impl Metrics {
             node_reports,
             events_ingested,
             store_errors,
+            store_operation_errors,
             leader,
             http,
         })
@@ -155,6 +165,13 @@ impl Metrics {
     /// Counts a failed store write (`checks`, `node_report`, `rollup`, ...).
     pub fn store_error(&self, source: &str) {
         self.store_errors.with_label_values(&[source]).inc();
+    }
+
+    /// Counts a failed store call (every caller's: the store's circuit breaker reports them).
+    pub fn store_operation_error(&self, operation: &str) {
+        self.store_operation_errors
+            .with_label_values(&[operation])
+            .inc();
     }
 
     /// Records one check result.

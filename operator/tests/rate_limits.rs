@@ -206,6 +206,71 @@ fn a_redis_outage_fails_open_or_closed_and_limits_return_with_redis() {
     }
 }
 
+/// A hung Redis (frozen: connections accepted, nothing answered) used to hold every
+/// store-backed request 7–11 s before its 503, with `/readyz` ok and the failures in no metric
+/// (issue 16, 7). Now the store's breaker opens after a few timeouts: 503s come at once,
+/// `/readyz` fails while `/healthz` stays ok, every failure is counted by operation, and all
+/// of it heals when Redis answers again.
+#[test]
+fn a_hung_redis_gets_fast_503s_fails_readiness_and_heals() {
+    let _serial = one_at_a_time();
+    const STORED: &str = "/monitoring/api/services/";
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let op = start(dir.path(), Some(&redis.url()), &[]);
+    let (status, response) = get(op.addr, STORED, Some(&bearer()));
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(get(op.addr, "/readyz", None).0, 200);
+
+    redis.freeze();
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        let started = Instant::now();
+        let (status, response) = get(op.addr, STORED, Some(&bearer()));
+        took.push(started.elapsed());
+        assert_eq!(status, 503, "{response}");
+    }
+    eprintln!("time to a 503 while Redis hangs, request by request: {took:?}");
+    for t in &took[3..] {
+        assert!(
+            *t < Duration::from_secs(1),
+            "once the breaker is open a 503 comes at once: {took:?}"
+        );
+    }
+    let started = Instant::now();
+    let (status, body) = get(op.addr, "/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(op.addr, "/healthz", None).0, 200, "liveness stays ok");
+    let (_, metrics) = get(op.addr, "/metrics", None);
+    let failed: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("opsplane_store_operation_errors_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(failed >= 6.0, "every failed call is counted: {metrics}");
+
+    redis.thaw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ready, _) = get(op.addr, "/readyz", None);
+        let (status, response) = get(op.addr, STORED, Some(&bearer()));
+        if ready == 200 && status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not heal with Redis: {response}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn failed_logins_are_limited_per_client_address_and_secrets_stay_out_of_logs() {
     let _serial = one_at_a_time();

@@ -13,6 +13,7 @@
 //! on-disk redb database, the default when no Redis URL is configured). The conformance suite
 //! in `tests/conformance.rs` runs the same cases on both.
 
+pub mod breaker;
 pub mod catalog;
 pub mod documents;
 pub mod embedded;
@@ -49,6 +50,13 @@ pub enum StoreError {
     /// The caller passed something the store cannot hold.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The backend was unreachable for the last calls: this one failed at once
+    /// ([`breaker::Breaker`]) rather than waiting for its own timeout.
+    #[error("the store is unreachable; the next try in {} ms", retry_in.as_millis())]
+    Unavailable {
+        /// How long until the breaker lets a call through again.
+        retry_in: std::time::Duration,
+    },
 }
 
 impl From<redb::Error> for StoreError {
@@ -204,9 +212,19 @@ pub async fn open(
     path: &std::path::Path,
     retention: Retention,
 ) -> Result<std::sync::Arc<dyn Store>> {
+    open_with(redis_url, path, retention, redis::DEFAULT_TIMEOUT).await
+}
+
+/// [`open`], with the longest a Redis connect or command may take.
+pub async fn open_with(
+    redis_url: Option<&str>,
+    path: &std::path::Path,
+    retention: Retention,
+    redis_timeout: std::time::Duration,
+) -> Result<std::sync::Arc<dyn Store>> {
     match redis_url {
         Some(url) => Ok(std::sync::Arc::new(
-            redis::RedisStore::connect(url, retention).await?,
+            redis::RedisStore::connect_with(url, "opsplane:", retention, redis_timeout).await?,
         )),
         None => Ok(std::sync::Arc::new(embedded::EmbeddedStore::open(
             path, retention,

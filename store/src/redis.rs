@@ -193,8 +193,8 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 ";
 
-/// Longest a Redis connect or command may take.
-const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest a Redis connect or command may take, unless configured otherwise.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A conditional document write or delete: KEYS[1] the collection's bodies, KEYS[2] its
 /// revisions, KEYS[3] the revision counter; ARGV id, body ('' for a delete), mode (any, absent,
 /// rev) and the expected revision. Answers `{1, revision}` or `{0, current or -1}`.
@@ -233,12 +233,22 @@ impl RedisStore {
         prefix: &str,
         retention: Retention,
     ) -> Result<RedisStore> {
+        Self::connect_with(url, prefix, retention, DEFAULT_TIMEOUT).await
+    }
+
+    /// Connects with a key prefix and the longest a connect or command may take.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        retention: Retention,
+        timeout: std::time::Duration,
+    ) -> Result<RedisStore> {
         let client = ::redis::Client::open(url)?;
-        // Bounded waits: while Redis is down a request fails within about a second instead of
+        // Bounded waits: while Redis is down a request fails within `timeout` instead of
         // waiting on reconnects (callers answer 503 and the rate limiter applies its policy).
         let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(std::time::Duration::from_millis(200));
         let conn = client.get_connection_manager_with_config(config).await?;

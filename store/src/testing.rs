@@ -51,6 +51,27 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Freezes the server (SIGSTOP): connections are still accepted by the kernel but nothing
+    /// answers — a hung or partitioned Redis, where every command waits for its timeout.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill {signal} redis-server"
+        );
+    }
+
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port
@@ -64,6 +85,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A frozen server dies of SIGKILL too.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -110,11 +110,19 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready: started, and the store answers (a store outage takes the replica out of the
+/// Service's endpoints; `/healthz`, the liveness probe, stays ok so nothing restarts it).
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    if !state.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
+    }
+    match state.recorder.store().ping().await {
+        Ok(()) => "ok".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store does not answer: {e}"),
+        )
+            .into_response(),
     }
 }
 
