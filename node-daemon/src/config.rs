@@ -31,6 +31,10 @@ pub struct Cli {
     /// none). The password check keeps its own, stricter limit.
     #[arg(long, env = "OPSPLANE_RATE_LIMIT", default_value = opsplane_serve::ratelimit::DEFAULT_RULES)]
     pub rate_limit: String,
+    /// Requests one route of the node API may have in flight; beyond, 503 at once (0: no
+    /// bound). `/healthz` is never bounded.
+    #[arg(long, env = "OPSPLANE_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: u32,
     /// Longest a node API request may take before it is answered with 503 (code 99999).
     #[arg(long, env = "OPSPLANE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

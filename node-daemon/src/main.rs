@@ -164,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             Some(counter),
             &registry,
         )?;
+        guard.limit_in_flight(cli.max_in_flight);
         Some((guard, api::rules(cli.open_metrics).into()))
     } else {
         None

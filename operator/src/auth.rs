@@ -162,10 +162,12 @@ pub fn guard(
     limits.on_error = args.rate_limit_on_error;
     limits.trusted_proxies = args.trusted_proxies.clone();
     let counter: Arc<dyn Counter> = Arc::new(StoreCounter(store));
-    Ok(Guard::new(
+    let guard = Guard::new(
         Auth::new(credentials, reviewer, public_reads),
         limits,
         Some(counter),
         metrics.registry(),
-    )?)
+    )?;
+    guard.limit_in_flight(args.max_in_flight);
+    Ok(guard)
 }

@@ -168,6 +168,10 @@ pub struct AuthArgs {
     /// client IP) and method; `off` turns them off.
     #[arg(long, env = "OPSPLANE_RATE_LIMIT", default_value = opsplane_serve::ratelimit::DEFAULT_RULES)]
     pub rate_limit: String,
+    /// Requests one route may have in flight; beyond, 503 with `Retry-After: 1` at once
+    /// instead of an ever longer queue (0: no bound). Health and metrics are never bounded.
+    #[arg(long, env = "OPSPLANE_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: u32,
     /// Failed authentications allowed per client IP, `COUNT/WINDOW`; beyond, its requests with
     /// credentials are refused with 429 until the window ends.
     #[arg(long, env = "OPSPLANE_AUTH_FAILURE_LIMIT", default_value = "20/1m")]

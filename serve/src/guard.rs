@@ -5,8 +5,9 @@
 //!
 //! Order of work per request: the route's rule → a blocked client (too many failed logins) is
 //! refused → the credential is checked (401; failures counted per IP) → the client's rate limit
-//! is counted (429) → the principal's permission is checked (403) → the handler runs with the
-//! [`Principal`] in its request extensions.
+//! is counted (429) → the principal's permission is checked (403) → a place among the route's
+//! requests in flight is taken (503 at once when they are all taken: load is shed instead of
+//! queued without end) → the handler runs with the [`Principal`] in its request extensions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub struct Guard {
 }
 
 struct Inner {
+    in_flight: std::sync::OnceLock<InFlight>,
     auth: Auth,
     limits: Limits,
     counter: Option<Arc<dyn Counter>>,
@@ -66,10 +68,45 @@ struct Inner {
     metrics: GuardMetrics,
 }
 
+/// The bound on requests in flight per route: each route has its own places, so an overloaded
+/// route (a heavy query) sheds its own load without starving the others.
+struct InFlight {
+    limit: u32,
+    routes: std::sync::RwLock<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl InFlight {
+    /// A place for a request of `route`, or `None` when all are taken.
+    fn enter(&self, route: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let found = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+            .cloned();
+        let places = match found {
+            Some(places) => places,
+            None => self
+                .routes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(route.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.limit as usize)))
+                .clone(),
+        };
+        places.try_acquire_owned().ok()
+    }
+}
+
 /// What the layer decided about a request before its handler.
 pub(crate) enum Verdict {
-    /// Run the handler; add these rate-limit headers to the answer.
-    Pass(Box<Request>, Option<RateHeaders>),
+    /// Run the handler, holding the place in flight until it ends; add these rate-limit
+    /// headers to the answer.
+    Pass(
+        Box<Request>,
+        Option<RateHeaders>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
     /// Answer this instead (status, message, extra headers).
     Refuse(StatusCode, String, Vec<(header::HeaderName, HeaderValue)>),
 }
@@ -129,7 +166,7 @@ impl Guard {
         let refused = IntCounterVec::new(
             Opts::new(
                 "opsplane_http_refused_total",
-                "Requests refused before their handler, by API and reason (unauthenticated, forbidden, rate_limited, blocked)",
+                "Requests refused before their handler, by API and reason (unauthenticated, forbidden, rate_limited, blocked, overloaded)",
             ),
             &["api", "reason"],
         )?;
@@ -141,6 +178,7 @@ impl Guard {
         registry.register(Box::new(limiter_errors.clone()))?;
         Ok(Guard {
             inner: Arc::new(Inner {
+                in_flight: std::sync::OnceLock::new(),
                 auth,
                 limits,
                 counter,
@@ -152,6 +190,18 @@ impl Guard {
                 },
             }),
         })
+    }
+
+    /// Bounds the requests in flight of each route to `limit` (0: no bound); beyond it a request
+    /// is answered 503 with `Retry-After: 1` at once, counted as `overloaded`. Health and other
+    /// public routes are never bounded. Set once, at start; later calls change nothing.
+    pub fn limit_in_flight(&self, limit: u32) {
+        if limit > 0 {
+            let _ = self.inner.in_flight.set(InFlight {
+                limit,
+                routes: Default::default(),
+            });
+        }
     }
 
     /// The authentication and authorisation the layer uses, for handlers that decide a further
@@ -222,7 +272,7 @@ impl Guard {
         };
         // Health and the like: no credential is read, nothing is counted.
         if rule.access.need == crate::auth::Need::Public {
-            return Verdict::Pass(Box::new(request), None);
+            return Verdict::Pass(Box::new(request), None, None);
         }
         let mut request = request;
         let namespace = request
@@ -350,10 +400,30 @@ impl Guard {
             }
             return self.refuse(api, "forbidden", status, e.to_string(), headers);
         }
+        let place = match inner.in_flight.get() {
+            None => None,
+            Some(in_flight) => match in_flight.enter(route) {
+                Some(place) => Some(place),
+                None => {
+                    let mut headers = rate.map(|r| r.headers.pairs()).unwrap_or_default();
+                    headers.push((header::RETRY_AFTER, HeaderValue::from(1)));
+                    return self.refuse(
+                        api,
+                        "overloaded",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "overloaded: {} requests of {route} are in flight already; try again shortly",
+                            in_flight.limit
+                        ),
+                        headers,
+                    );
+                }
+            },
+        };
         if let Some(principal) = principal {
             request.extensions_mut().insert(principal);
         }
-        Verdict::Pass(Box::new(request), rate.map(|r| r.headers))
+        Verdict::Pass(Box::new(request), rate.map(|r| r.headers), place)
     }
 
     fn challenge(&self) -> (header::HeaderName, HeaderValue) {

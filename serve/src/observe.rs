@@ -151,9 +151,10 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
     let route = route.as_deref().unwrap_or(UNMATCHED).to_owned();
     let method = method_label(request.method());
     let start = Instant::now();
-    let (request, rate) = match (&api.guard, route != UNMATCHED) {
+    // `_place`: the request's place among its route's requests in flight, held until it ends.
+    let (request, rate, _place) = match (&api.guard, route != UNMATCHED) {
         (Some((guard, rules)), true) => match guard.check(api.name, rules, &route, request).await {
-            Verdict::Pass(request, rate) => (*request, rate),
+            Verdict::Pass(request, rate, place) => (*request, rate, place),
             Verdict::Refuse(status, message, headers) => {
                 let mut response = (api.envelope)(status, &message);
                 response.headers_mut().extend(headers);
@@ -162,7 +163,7 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
                 return response;
             }
         },
-        _ => (request, None),
+        _ => (request, None, None),
     };
     let mut response = match tokio::time::timeout(api.timeout, next.run(request)).await {
         Ok(response) => into_envelope(response, api.envelope).await,
