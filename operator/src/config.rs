@@ -212,6 +212,11 @@ pub struct StoreArgs {
     /// How long 1-hour roll-ups are kept, e.g. `90d`.
     #[arg(long, env = "OPSPLANE_RETENTION_HOURS", default_value = "90d", value_parser = humantime::parse_duration)]
     pub retention_hours: std::time::Duration,
+    /// Most labels and resources one ingestion request or report may add to the registries
+    /// (each distinct user, user agent, path, ... is one; they are kept and listed by
+    /// `/labels/`); beyond, the request is refused with 400.
+    #[arg(long, env = "OPSPLANE_MAX_NEW_LABELS", default_value_t = crate::recorder::DEFAULT_MAX_NEW_NAMES)]
+    pub max_new_labels: usize,
     /// Longest a Redis connect or command may take (then the call fails and, after a few such
     /// failures, the store's circuit breaker answers at once until Redis answers again).
     #[arg(long, env = "OPSPLANE_STORE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]

@@ -193,7 +193,7 @@ async fn open_store(
             }
         }
     });
-    let recorder = recorder::Recorder::new(store);
+    let recorder = recorder::Recorder::new(store).with_max_new_names(args.max_new_labels);
     match &args.geoip_database {
         Some(path) => {
             let geoip = recorder::geoip::GeoIp::open(path)

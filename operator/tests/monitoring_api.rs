@@ -756,6 +756,85 @@ async fn events_older_than_the_retention_are_refused(backend: Backend) {
     assert_eq!(count, 1.0, "{data}");
 }
 
+/// Registry lists are bounded (issue 16, 8: one 15 MB request made `/labels/` a 15 MB
+/// answer): `limit`/`offset` page them, `X-Total-Count` and `Link: rel="next"` say what
+/// follows, and names too long to be a label are refused at ingestion.
+async fn labels_are_bounded_and_paged(backend: Backend) {
+    let api = Api::start(backend);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"service": "shop", "time": now, "user": format!("user-{i}")}))
+        .collect();
+    api.ingest(&events).await;
+    let all = api.ok("/monitoring/api/labels/").await;
+    let total = all["labels"].as_array().unwrap().len();
+    assert!(total >= 5, "{all}");
+    let r = api
+        .http
+        .get(format!(
+            "{}/monitoring/api/labels/?limit=2&offset=1",
+            api.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-total-count"], total.to_string().as_str());
+    assert_eq!(
+        r.headers()["link"],
+        "</monitoring/api/labels/?offset=3&limit=2>; rel=\"next\""
+    );
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(
+        page["labels"],
+        json!(all["labels"].as_array().unwrap()[1..3])
+    );
+    assert_eq!(page["status"], "ok", "GeoNode's envelope, unchanged");
+    let r = api
+        .http
+        .get(format!(
+            "{}/monitoring/api/labels/?offset={}",
+            api.base,
+            total - 1
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("link").is_none(),
+        "the last page has no next"
+    );
+    for bad in ["limit=0", "limit=10001", "limit=x", "offset=-1"] {
+        let (status, body) = api.get(&format!("/monitoring/api/labels/?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let param = bad.split('=').next().unwrap();
+        assert!(body["errors"][param][0].is_string(), "{bad}: {body}");
+    }
+    let (status, body) = api.get("/monitoring/api/resources/?limit=1").await;
+    assert_eq!(status, 200, "{body}");
+
+    let long = "u".repeat(1025);
+    let (status, body) = api
+        .post(
+            "/monitoring/api/ingest/",
+            json!([{"service": "shop", "user": long}]).to_string(),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"]["events[0]"][0]
+            .as_str()
+            .is_some_and(|m| m.starts_with("user: longer than 1024 bytes")),
+        "{body}"
+    );
+}
+
 async fn node_reports_become_host_metrics(backend: Backend) {
     let api = Api::start(backend);
     let mut report: Value =
@@ -896,6 +975,7 @@ on_both_backends!(
     bad_parameters_get_400_naming_them,
     ingestion_is_authenticated_and_all_or_nothing,
     events_older_than_the_retention_are_refused,
+    labels_are_bounded_and_paged,
     node_reports_become_host_metrics,
 );
 

@@ -126,6 +126,9 @@ fn event_time_ms(value: &Option<Value>, now: i64) -> Result<i64, String> {
 pub const MAX_DURATION_MS: f64 = 365.0 * 86_400_000.0;
 /// Largest `size` of an event, in bytes: a petabyte.
 pub const MAX_SIZE: f64 = 1e15;
+/// Longest text an event may carry in a field that becomes a label or a resource name (the
+/// registries keep every distinct one, so one huge request would otherwise bloat them).
+pub const MAX_NAME_LEN: usize = 1024;
 
 /// Checks every event of a batch and returns each one's time in milliseconds (`now_ms` for
 /// events without one); the first bad event refuses the whole batch.
@@ -158,6 +161,33 @@ pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
                 return Err(bad(format!(
                     "{field}: {} is more than any real request ({max:e} at most)",
                     v.unwrap_or_default()
+                )));
+            }
+        }
+        let named_fields = [
+            ("service_type", e.service_type.as_deref()),
+            ("host", e.host.as_deref()),
+            ("method", e.method.as_deref()),
+            ("path", e.path.as_deref()),
+            ("ip", e.ip.as_deref()),
+            ("user_agent", e.user_agent.as_deref()),
+            ("user", e.user.as_deref()),
+            ("username", e.username.as_deref()),
+            ("country", e.country.as_deref()),
+            ("region", e.region.as_deref()),
+            ("city", e.city.as_deref()),
+        ];
+        for (field, value) in named_fields {
+            if value.is_some_and(|v| v.len() > MAX_NAME_LEN) {
+                return Err(bad(format!(
+                    "{field}: longer than {MAX_NAME_LEN} bytes (it would become a label)"
+                )));
+            }
+        }
+        for (i, r) in e.resources.iter().enumerate() {
+            if r.name.len() > MAX_NAME_LEN || r.resource_type.len() > MAX_NAME_LEN {
+                return Err(bad(format!(
+                    "resources[{i}]: type and name may be at most {MAX_NAME_LEN} bytes"
                 )));
             }
         }

@@ -41,7 +41,12 @@ pub struct Recorder {
     label_users: Arc<RwLock<HashMap<String, String>>>,
     /// Where client addresses are looked up when events carry no place of their own.
     geoip: Option<Arc<geoip::GeoIp>>,
+    /// Most labels and resources one batch may add to the registries.
+    max_new_names: usize,
 }
+
+/// Default of [`Recorder::with_max_new_names`].
+pub const DEFAULT_MAX_NEW_NAMES: usize = 5000;
 
 /// A sample before its names are resolved to ids.
 struct Named<'a> {
@@ -119,7 +124,15 @@ impl Recorder {
             event_services: Default::default(),
             label_users: Default::default(),
             geoip: None,
+            max_new_names: DEFAULT_MAX_NEW_NAMES,
         }
+    }
+
+    /// The same recorder, refusing a batch that would add more than `max` labels and
+    /// resources to the registries (they are kept for good and listed by `/labels/`).
+    pub fn with_max_new_names(mut self, max: usize) -> Recorder {
+        self.max_new_names = max;
+        self
     }
 
     /// The same recorder, looking client addresses up in `geoip`.
@@ -172,6 +185,7 @@ impl Recorder {
                 }
             }
         }
+        self.check_new_names(&wanted).await?;
         for kind in Kind::ALL {
             let missing: Vec<String> = wanted
                 .iter()
@@ -219,6 +233,44 @@ impl Recorder {
             })
             .collect();
         self.store.ingest(&samples).await
+    }
+
+    /// Refuses a batch whose labels and resources the registries do not know yet are more
+    /// than `max_new_names` (`wanted`: every name of the batch, 0 where the cache has no id).
+    async fn check_new_names(
+        &self,
+        wanted: &HashMap<(Kind, String), u32>,
+    ) -> Result<(), StoreError> {
+        let named = |kind: Kind| matches!(kind, Kind::Label | Kind::Resource);
+        let uncached = wanted
+            .iter()
+            .filter(|((k, _), id)| named(*k) && **id == 0)
+            .count();
+        if uncached <= self.max_new_names {
+            return Ok(());
+        }
+        // The cache may just be cold (after a start): count what the store does not know.
+        let mut new = 0;
+        for kind in [Kind::Label, Kind::Resource] {
+            let known: std::collections::HashSet<String> = self
+                .store
+                .entries(kind)
+                .await?
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            new += wanted
+                .iter()
+                .filter(|((k, n), id)| *k == kind && **id == 0 && !known.contains(n))
+                .count();
+        }
+        if new > self.max_new_names {
+            return Err(StoreError::Invalid(format!(
+                "the batch would add {new} new labels and resources; at most {} may come in one request (--max-new-labels): split it",
+                self.max_new_names
+            )));
+        }
+        Ok(())
     }
 
     /// Availability of a checked service over the last 24 hours, in percent: passing instance
@@ -392,5 +444,52 @@ fn host_of(address: &str) -> String {
             h.trim_matches(['[', ']']).to_string()
         }
         _ => a.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(users: &[&str]) -> Vec<RequestEvent> {
+        users
+            .iter()
+            .map(|u| serde_json::from_value(json!({"service": "shop", "user": u})).unwrap())
+            .collect()
+    }
+
+    /// A batch may add at most `max_new_names` labels and resources (issue 16, 8): beyond, it
+    /// is refused whole; names the store knows already do not count, even with a cold cache.
+    #[tokio::test]
+    async fn a_batch_adding_too_many_labels_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            opsplane_store::embedded::EmbeddedStore::open(
+                &dir.path().join("store.redb"),
+                opsplane_store::Retention::default(),
+            )
+            .unwrap(),
+        );
+        // Each event also names the service's default label `count` etc.: a first batch of
+        // known shape registers those.
+        let recorder = Recorder::new(store.clone()).with_max_new_names(8);
+        recorder.events(&events(&["u0"])).await.unwrap();
+        let before = store.entries(Kind::Label).await.unwrap().len();
+        let many: Vec<String> = (1..=9).map(|i| format!("u{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let err = recorder.events(&events(&many)).await.unwrap_err();
+        assert!(
+            matches!(&err, RecordError::Store(StoreError::Invalid(m)) if m.contains("--max-new-labels")),
+            "{err}"
+        );
+        assert_eq!(
+            store.entries(Kind::Label).await.unwrap().len(),
+            before,
+            "nothing of the refused batch was registered"
+        );
+        recorder.events(&events(&many[..8])).await.unwrap();
+        // A new process (cold cache): the eight known ones and one new one pass.
+        let fresh = Recorder::new(store.clone()).with_max_new_names(8);
+        fresh.events(&events(&many)).await.unwrap();
     }
 }

@@ -315,7 +315,42 @@ async fn seen_ids(
 }
 
 /// `GET /monitoring/api/resources/?metric_name&resource_type&valid_from&valid_to`.
-pub async fn resources(State(state): State<AppState>, Params(q): Params<ResourcesQuery>) -> Answer {
+/// A registry list bounded to `page`, in GeoNode's envelope (whose shape has no paging): the
+/// whole count in `X-Total-Count`, and a `Link: <...>; rel="next"` when more follow.
+fn paged(uri: &axum::http::Uri, key: &str, items: Vec<Value>, page: params::Page) -> Response {
+    let total = items.len();
+    let end = page.offset.saturating_add(page.limit).min(total);
+    let listed: Vec<Value> = items
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .collect();
+    let mut response = Json(geonode::keyed(key, listed)).into_response();
+    response
+        .headers_mut()
+        .insert("x-total-count", axum::http::HeaderValue::from(total));
+    if end < total {
+        let query: Vec<String> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("offset=") && !p.starts_with("limit="))
+            .map(str::to_owned)
+            .chain([format!("offset={end}"), format!("limit={}", page.limit)])
+            .collect();
+        let next = format!("<{}?{}>; rel=\"next\"", uri.path(), query.join("&"));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&next) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    response
+}
+
+pub async fn resources(
+    State(state): State<AppState>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    Params(q): Params<ResourcesQuery>,
+) -> Result<Response, MonitoringError> {
     let seen = seen_ids(&state, Kind::Resource, &q.seen).await?;
     let entries = state.recorder.store().entries(Kind::Resource).await?;
     if let Some(t) = &q.resource_type
@@ -340,7 +375,7 @@ pub async fn resources(State(state): State<AppState>, Params(q): Params<Resource
             Some(json!({"type": t, "id": e.id, "name": n}))
         })
         .collect();
-    Ok(Json(geonode::keyed("resources", items)))
+    Ok(paged(&uri, "resources", items, q.seen.page))
 }
 
 /// `GET /monitoring/api/resource_types/`.
@@ -364,7 +399,11 @@ pub async fn event_types(Params(q): Params<EventTypesQuery>) -> Json<Value> {
 }
 
 /// `GET /monitoring/api/labels/?metric_name&valid_from&valid_to`.
-pub async fn labels(State(state): State<AppState>, Params(q): Params<SeenQuery>) -> Answer {
+pub async fn labels(
+    State(state): State<AppState>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    Params(q): Params<SeenQuery>,
+) -> Result<Response, MonitoringError> {
     let seen = seen_ids(&state, Kind::Label, &q).await?;
     let items = state
         .recorder
@@ -375,7 +414,7 @@ pub async fn labels(State(state): State<AppState>, Params(q): Params<SeenQuery>)
         .filter(|e| seen.as_ref().is_none_or(|s| s.contains(&e.id)))
         .map(|e| json!({"id": e.id, "name": e.name}))
         .collect();
-    Ok(Json(geonode::keyed("labels", items)))
+    Ok(paged(&uri, "labels", items, q.page))
 }
 
 /// `GET /monitoring/api/metrics/`: every metric, grouped by the service type producing it.

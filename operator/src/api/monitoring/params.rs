@@ -56,7 +56,60 @@ fn metric_name(q: &HashMap<String, String>) -> Result<Option<&'static MetricDef>
     }
 }
 
-/// The `metric_name` / `valid_from` / `valid_to` filter of `/resources/` and `/labels/`.
+/// Most entries one `/resources/` or `/labels/` answer lists unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 1000;
+/// Most entries one answer may list at all.
+pub const MAX_PAGE: usize = 10_000;
+
+/// `offset` and `limit` of a registry list: its answer is bounded (a registry may be large).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Page {
+    /// Entries skipped, in id order.
+    pub offset: usize,
+    /// Entries listed at most.
+    pub limit: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            offset: 0,
+            limit: DEFAULT_PAGE,
+        }
+    }
+}
+
+fn count(
+    q: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<usize>, MonitoringError> {
+    given(q, name)
+        .map(|v| {
+            v.parse::<usize>().map_err(|_| {
+                MonitoringError::bad(name, format!("{v:?} is not a non-negative whole number"))
+            })
+        })
+        .transpose()
+}
+
+impl FromQuery for Page {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self, MonitoringError> {
+        let limit = count(q, "limit")?.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(MonitoringError::bad(
+                "limit",
+                format!("must be from 1 to {MAX_PAGE}"),
+            ));
+        }
+        Ok(Page {
+            offset: count(q, "offset")?.unwrap_or(0),
+            limit,
+        })
+    }
+}
+
+/// The `metric_name` / `valid_from` / `valid_to` filter of `/resources/` and `/labels/`, and
+/// the page of the list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeenQuery {
     /// Only what this metric was recorded for.
@@ -65,6 +118,8 @@ pub struct SeenQuery {
     pub from_ms: Option<i64>,
     /// Only what was seen at or before this time (ms).
     pub to_ms: Option<i64>,
+    /// Which entries of the list.
+    pub page: Page,
 }
 
 impl SeenQuery {
@@ -80,6 +135,7 @@ impl FromQuery for SeenQuery {
             metric: metric_name(q)?,
             from_ms: time(q, "valid_from")?,
             to_ms: time(q, "valid_to")?,
+            page: Page::from_query(q)?,
         })
     }
 }
