@@ -64,6 +64,7 @@ async function refresh() {
   busy = true;
   try {
     await view.refresh();
+    if (!performance.getEntriesByName("opsplane:first-render").length) performance.mark("opsplane:first-render");
     showBanner("");
     live.textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {

@@ -7,12 +7,12 @@ const COLORS = ["#2f62c9", "#1a8f4c", "#c27c0e", "#8e44ad", "#c62d2d", "#16a0a0"
 
 export class TimeChart {
   /**
-   * @param {object} o title, unit (axis label), height, format (value → text),
+   * @param {object} o title, height, format (value → text),
    *   min/max (fixed y range, e.g. 0..100 for a percentage), small (a sparkline)
    */
   constructor(o) {
     this.o = o;
-    this.el = h("div", { class: "chart", "data-chart": o.title || "" });
+    this.el = h("div", { class: o.small ? "chart small" : "chart", "data-chart": o.title || "" });
     this.title = o.small ? null : h("div", { class: "title" }, o.title);
     this.body = h("div");
     fill(this.el, this.title, this.body);
@@ -30,6 +30,10 @@ export class TimeChart {
   update(times, series) {
     const entries = [...series];
     this.points = entries.reduce((n, [, v]) => n + v.filter((x) => x !== null).length, 0);
+    // What a test (or a curious user in devtools) can read without uPlot's internals.
+    this.el.dataset.points = String(this.points);
+    const first = entries.length ? entries[0][1].filter((x) => x !== null) : [];
+    this.el.dataset.last = first.length ? String(first[first.length - 1]) : "";
     if (!times.length || !entries.length) {
       this.destroy();
       fill(this.body, h("div", { class: "empty" }, this.o.small ? "–" : "no data in this window"));
@@ -39,6 +43,8 @@ export class TimeChart {
     const data = [times, ...entries.map(([, v]) => v)];
     if (this.plot && labels === this.labels) {
       this.plot.setData(data);
+      const width = this.width();
+      if (width !== this.plot.width) this.plot.setSize({ width, height: this.plot.height });
       return;
     }
     this.destroy();
@@ -57,7 +63,7 @@ export class TimeChart {
       },
       axes: small
         ? [{ show: false }, { show: false }]
-        : [{}, { label: this.o.unit || "", size: 60, values: (u, vals) => vals.map(format) }],
+        : [{}, { size: 84, values: (u, vals) => vals.map(format) }],
       series: [
         {},
         ...entries.map(([label], i) => ({
@@ -65,7 +71,9 @@ export class TimeChart {
           stroke: COLORS[i % COLORS.length],
           width: small ? 1 : 1.5,
           spanGaps: false,
-          points: { show: times.length < 40 },
+          // Isolated samples (a new service, a gap) would draw nothing as a line: show the
+          // points while a series is sparse.
+          points: { show: (u, si) => u.data[si].filter((v) => v !== null).length < 90, size: small ? 3 : 5 },
           value: (u, v) => format(v),
         })),
       ],

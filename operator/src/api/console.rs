@@ -167,7 +167,10 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         );
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
     }
     response
 }
@@ -229,7 +232,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::permanent(PREFIX) }))
         .route("/ui/", get(index))
         .route("/ui/{*path}", get(file));
-    state.api("console", super::plain_text, rules()).wrap(routes)
+    state
+        .api("console", super::plain_text, rules())
+        .wrap(routes)
 }
 
 #[cfg(test)]
@@ -268,14 +273,21 @@ mod tests {
             assets["vendor/uPlot.iife.min.js"].content_type,
             "text/javascript; charset=utf-8"
         );
-        assert!(assets.keys().any(|p| p.ends_with(".js")), "{:?}", assets.keys());
+        assert!(
+            assets.keys().any(|p| p.ends_with(".js")),
+            "{:?}",
+            assets.keys()
+        );
     }
 
     #[tokio::test]
     async fn get_root_redirects_browsers_and_post_root_still_takes_reports() {
         let app = TestApp::new(false).await;
         let request = axum::http::Request::get("/")
-            .header(header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
+            .header(
+                header::ACCEPT,
+                "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8",
+            )
             .body(Body::empty())
             .unwrap();
         let response = tower::ServiceExt::oneshot(app.router.clone(), request)
@@ -312,8 +324,15 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
-        assert!(response.headers().contains_key(header::CONTENT_SECURITY_POLICY));
-        let etag = response.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert!(
+            response
+                .headers()
+                .contains_key(header::CONTENT_SECURITY_POLICY)
+        );
+        let etag = response.headers()[header::ETAG]
+            .to_str()
+            .unwrap()
+            .to_string();
         let compressed = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -324,7 +343,9 @@ mod tests {
         )
         .unwrap();
         assert!(html.contains("<title>opsplane</title>"), "{html}");
-        let response = call("/ui/", vec![(header::IF_NONE_MATCH, etag)]).await.unwrap();
+        let response = call("/ui/", vec![(header::IF_NONE_MATCH, etag)])
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         let response = call("/ui", vec![]).await.unwrap();
         assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);

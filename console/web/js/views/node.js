@@ -13,11 +13,11 @@ const rate = (v) => bytes(v, "/s");
 export function nodePage(name) {
   const service = `host:${name}`;
   const summary = h("div", { id: "node-summary" });
-  const cpu = new TimeChart({ title: "CPU", unit: "%", min: 0, max: 100, format: percent });
-  const mem = new TimeChart({ title: "Memory", unit: "%", min: 0, max: 100, format: percent });
-  const storage = new TimeChart({ title: "Filesystems", unit: "%", min: 0, max: 100, format: percent });
-  const disk = new TimeChart({ title: "Disk I/O", unit: "B/s", format: rate });
-  const net = new TimeChart({ title: "Network", unit: "B/s", format: rate });
+  const cpu = new TimeChart({ title: "CPU", min: 0, max: 100, format: percent });
+  const mem = new TimeChart({ title: "Memory", min: 0, max: 100, format: percent });
+  const storage = new TimeChart({ title: "Filesystems", min: 0, max: 100, format: percent });
+  const disk = new TimeChart({ title: "Disk I/O", format: rate });
+  const net = new TimeChart({ title: "Network", format: rate });
   const units = h("div", { id: "units" });
   const inventory = h("div", { id: "inventory" });
   let view;

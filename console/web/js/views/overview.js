@@ -89,14 +89,16 @@ export function overview() {
     const work = [];
     for (const s of svc) {
       const m = metricsOf(`s:${s._id}`, () => ({ spark: new TimeChart({ small: true, title: `latency ${s._id}` }) }));
-      if (slow || m.day === undefined) work.push(serviceMetrics(s._id, m));
+      // A service's metrics exist from its first check on (before, metric_data answers 400).
+      const checked = !!(s.status && s.status.lastCheck);
+      if (checked && (slow || m.day === undefined)) work.push(serviceMetrics(s._id, m));
     }
     for (const n of nds) {
       const m = metricsOf(`n:${n._id}`, () => ({
         cpuSpark: new TimeChart({ small: true, title: `cpu ${n._id}`, min: 0, max: 100 }),
         memSpark: new TimeChart({ small: true, title: `mem ${n._id}`, min: 0, max: 100 }),
       }));
-      if (slow || m.cpu === undefined) work.push(nodeMetrics(n._id, m));
+      if (n.report && (slow || m.cpu === undefined)) work.push(nodeMetrics(n._id, m));
     }
     await Promise.all(work);
 

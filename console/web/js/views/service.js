@@ -22,8 +22,8 @@ export function rangeTabs(initial, onChange) {
 export function servicePage(id) {
   const title = h("h1", {}, id);
   const summary = h("div", { id: "service-summary" });
-  const latency = new TimeChart({ title: "Response time", unit: "ms", format: (v) => (v === null ? "–" : `${Math.round(v)} ms`) });
-  const availability = new TimeChart({ title: "Availability", unit: "%", min: 0, max: 100, format: (v) => (v === null ? "–" : `${v.toFixed(1)} %`) });
+  const latency = new TimeChart({ title: "Response time", format: (v) => (v === null ? "–" : `${Math.round(v)} ms`) });
+  const availability = new TimeChart({ title: "Availability", min: 0, max: 100, format: (v) => (v === null ? "–" : `${v.toFixed(1)} %`) });
   const windowAvail = h("span", { id: "window-availability", class: "muted" });
   const instances = h("div", { id: "instances" });
   const exceptions = h("div", { id: "service-exceptions" });

@@ -167,7 +167,7 @@ export function tasksPage() {
     try {
       await create(name, { ...spec, dryRun: true }, intended);
       dryRun = { name, spec, intended };
-      await showDryRun();
+      await refresh();
       run.disabled = false;
       run.textContent = `Run it as ${intended}`;
     } catch (e) {
@@ -179,7 +179,7 @@ export function tasksPage() {
     if (!dryRun) return;
     error.textContent = "";
     try {
-      await create(dryRun.intended, dryRun.spec, null);
+      await create(dryRun.intended, { ...dryRun.spec, dryRun: false }, null);
       location.hash = taskHref(dryRun.intended);
     } catch (e) {
       error.textContent = writeError(e);
