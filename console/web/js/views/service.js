@@ -70,7 +70,7 @@ export function servicePage(id) {
         h("dt", {}, "Every"), h("dd", {}, spec.checkInterval || "–"),
         h("dt", {}, "Latency"), h("dd", {}, ms(status.latencyMs)),
         h("dt", {}, "Last check"), h("dd", {}, ago(status.lastCheck)),
-        h("dt", {}, "Last error"), h("dd", { class: "error", id: "last-error" }, status.lastError || "none"),
+        h("dt", {}, "Last error"), h("dd", { class: status.lastError ? "error" : "", id: "last-error" }, status.lastError || "none"),
         ...(status.conditions || []).flatMap((c) => [h("dt", {}, c.type), h("dd", {}, `${c.status} — ${c.reason}: ${c.message || ""}`)]),
       ),
     );
