@@ -2,7 +2,7 @@
 // refresh() runs every POLL_MS while the tab is visible; views update in place).
 
 import { ApiFailure, authorization, call, credential, setCredential } from "./api.js";
-import { h, fill } from "./dom.js";
+import { h, fill, markFirstRender } from "./dom.js";
 import { overview } from "./views/overview.js";
 import { servicePage } from "./views/service.js";
 import { nodePage } from "./views/node.js";
@@ -64,7 +64,7 @@ async function refresh() {
   busy = true;
   try {
     await view.refresh();
-    if (!performance.getEntriesByName("opsplane:first-render").length) performance.mark("opsplane:first-render");
+    markFirstRender();
     showBanner("");
     live.textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {

@@ -91,3 +91,8 @@ export function serviceState(item) {
 export function serviceHref(id) {
   return `#/services/${id.split("/").map(encodeURIComponent).join("/")}`;
 }
+
+/** Marks the first meaningful render of the page (once): what scripts/bench-console.sh times. */
+export function markFirstRender() {
+  if (!performance.getEntriesByName("opsplane:first-render").length) performance.mark("opsplane:first-render");
+}

@@ -4,7 +4,7 @@
 
 import { ApiFailure, get, items, last, metricSeries, sumAcross, windowMean } from "../api.js";
 import { TimeChart } from "../chart.js";
-import { ago, bar, bytes, fill, h, ms, pct, serviceHref, serviceState, state, table } from "../dom.js";
+import { ago, bar, bytes, fill, h, markFirstRender, ms, pct, serviceHref, serviceState, state, table } from "../dom.js";
 
 /** metric_data, or null when the service or host has no data yet (metric_data names an
  * unknown `service` in a 400). */
@@ -100,8 +100,17 @@ export function overview() {
       }));
       if (n.report && (slow || m.cpu === undefined)) work.push(nodeMetrics(n._id, m));
     }
-    await Promise.all(work);
+    // Render what the lists say at once (the first meaningful render waits for no metric), then
+    // again with the metrics.
+    render(svc, nds, exc, tks);
+    markFirstRender();
+    if (work.length) {
+      await Promise.all(work);
+      render(svc, nds, exc, tks);
+    }
+  }
 
+  function render(svc, nds, exc, tks) {
     fill(
       services,
       table(
