@@ -23,6 +23,12 @@ if ! command -v redis-server >/dev/null; then
 fi
 # Debian's package starts a system-wide server on 6379; the tests never use it.
 
+# The console's browser test (operator/tests/console_browser.rs) drives Debian's headless
+# Chromium through Debian's chromedriver (a browser download at install time fails here).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get install -y chromium chromium-driver >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y chromium chromium-driver >/dev/null; }
+fi
+
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.
 export OPSPLANE_GEONODE_DIR=${OPSPLANE_GEONODE_DIR:-$OPSPLANE_CACHE/geonode-4.4.5}

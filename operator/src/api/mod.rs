@@ -7,6 +7,7 @@
 //! | `/api/v1` | [`resources`] (seed 004, Eve) | [`eve`] |
 //! | `/monitoring/api` | [`monitoring`] (seed 001, GeoNode) | [`geonode`] |
 //! | `POST /` | [`report`] (seed 002 §四 node reports) | [`eve`] |
+//! | `/ui/` (and `GET /` for browsers) | [`console`] (the web console's embedded files) | plain text |
 //! | `/maintain/v1` | [`maintain`] (seed 003, Polaris) | plain text / Polaris `BaseResponse` |
 //! | `/healthz`, `/readyz`, `/metrics` | here | plain text |
 //!
@@ -15,6 +16,7 @@
 //! (authentication, rate limits, and the permission each route declares in its API's
 //! `rules()` — docs/auth.md has the table).
 
+pub mod console;
 pub mod eve;
 pub mod geonode;
 pub mod maintain;
@@ -86,6 +88,7 @@ pub fn rules() -> Vec<Rule> {
     [
         health_rules(),
         report::rules(),
+        console::rules(),
         resources::rules(),
         monitoring::rules(),
         maintain::rules(),
@@ -162,6 +165,7 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(health(&state))
         .merge(report::router(&state))
+        .merge(console::router(&state))
         .nest("/api/v1", resources::router(&state))
         .nest("/monitoring/api", monitoring::router(&state))
         .nest("/maintain/v1", maintain::router(&state))

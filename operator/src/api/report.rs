@@ -1,6 +1,7 @@
 //! `POST /`: a node-daemon's report (seed 002 §四), the body unchanged from the seed. The body
 //! is read as the shared [`NodeReport`] type, so a bad body's 400 names the wrong field by its
 //! path (`data.disk./.total: invalid type ...`); the report is then recorded in the store.
+//! `GET /` on the same route is the console's redirect for browsers ([`super::console::root`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,18 +15,22 @@ use serde_json::Value;
 
 use super::{ApiError, AppState, eve};
 
-/// `POST /` needs the report permission (the node-daemons' own token, or an operator).
+/// `POST /` needs the report permission (the node-daemons' own token, or an operator);
+/// `GET /` (the console's redirect) is public.
 pub fn rules() -> Vec<Rule> {
-    vec![Rule::new(
-        Method::POST,
-        "/",
-        Access::new(Need::Report, "nodereports", "create"),
-    )]
+    vec![
+        Rule::new(
+            Method::POST,
+            "/",
+            Access::new(Need::Report, "nodereports", "create"),
+        ),
+        super::console::root_rule(),
+    ]
 }
 
 /// The report router (`POST /`), answering in Eve's envelope like `/api/v1`.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let routes = Router::new().route("/", post(node_report));
+    let routes = Router::new().route("/", post(node_report).get(super::console::root));
     state
         .api("report", ApiError::envelope, rules())
         .wrap(routes)
