@@ -262,6 +262,9 @@ impl Reporter {
     pub async fn run_timer(self: Arc<Self>, sampler: Arc<Sampler>) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A reading is reported once: a tick that finds no newer snapshot than the last one
+        // reported (at start, or when sampling is slower than reporting) sends nothing.
+        let mut last: Option<Arc<crate::sampler::Snapshot>> = None;
         loop {
             ticker.tick().await;
             let state = self.state();
@@ -269,9 +272,13 @@ impl Reporter {
                 continue;
             }
             if let Some(snapshot) = sampler.latest() {
+                if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &snapshot)) {
+                    continue;
+                }
                 for report in self.reports(&snapshot, &state) {
                     self.enqueue(report);
                 }
+                last = Some(snapshot);
             }
         }
     }

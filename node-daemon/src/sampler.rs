@@ -296,9 +296,13 @@ impl Sampler {
         }
     }
 
-    /// Runs a cycle every `interval` until the task is dropped.
+    /// Runs a cycle every `interval` until the task is dropped, the first one `interval` from
+    /// now: the caller has run one at start ([`Sampler::cycle_now`]), and a second one at once
+    /// would be a second reading of the same moment (reported twice, its rates over
+    /// milliseconds).
     pub async fn run(self: Arc<Self>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;

@@ -115,11 +115,15 @@ mod common;
 use common::Daemon;
 
 fn start(state_dir: &std::path::Path, report_addr: &str) -> Daemon {
+    start_sampling(state_dir, report_addr, "200ms")
+}
+
+fn start_sampling(state_dir: &std::path::Path, report_addr: &str, every: &str) -> Daemon {
     let state_dir = state_dir.to_str().expect("utf-8 temp dir");
     common::start(
         &[
             "--sample-interval",
-            "200ms",
+            every,
             "--report-interval",
             "1s",
             "--report-addr",
@@ -308,6 +312,29 @@ fn timer_handler_pauses_resumes_and_updates_and_its_state_survives_a_restart() {
         second.of_type("resource").len() > seen
     });
     assert!(second.of_type("resource").last().unwrap()["node_uuid"] == "uuid-2");
+}
+
+/// Each reading is reported once (issue 16: one reading went out twice at start): with
+/// sampling slower than reporting, ticks that find no new snapshot send nothing.
+#[test]
+fn each_reading_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let _daemon = start_sampling(dir.path(), &receiver.addr(), "2500ms");
+    wait_until("three resource reports", Duration::from_secs(20), || {
+        receiver.of_type("resource").len() >= 3
+    });
+    let reports = receiver.of_type("resource");
+    let utcs: Vec<i64> = reports.iter().map(|r| r["utc"].as_i64().unwrap()).collect();
+    for pair in utcs.windows(2) {
+        assert!(pair[1] - pair[0] >= 2, "a reading went out twice: {utcs:?}");
+    }
+    let services = receiver.of_type("service").len();
+    assert!(
+        services <= reports.len() + 1,
+        "service reports follow the readings too: {services} for {} readings",
+        reports.len()
+    );
 }
 
 #[test]
