@@ -23,6 +23,14 @@ if ! command -v redis-server >/dev/null; then
 fi
 # Debian's package starts a system-wide server on 6379; the tests never use it.
 
+# The image test (e2e/tests/image.rs) builds the OCI archive with umoci and converts it with
+# skopeo, as scripts/build-image.sh does (no docker daemon, no registry).
+for tool in umoci skopeo; do
+  if ! command -v "$tool" >/dev/null; then
+    apt-get install -y "$tool" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null; }
+  fi
+done
+
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.
 export OPSPLANE_GEONODE_DIR=${OPSPLANE_GEONODE_DIR:-$OPSPLANE_CACHE/geonode-4.4.5}
