@@ -113,8 +113,8 @@ pub struct Cli {
     #[arg(long, env = "OPSPLANE_ALLOW_DELETE_DIRS")]
     pub allow_delete_dirs: bool,
     /// Command run for OsHandler and scheduled shutdowns (program and arguments,
-    /// space-separated); `poweroff` or `reboot` is appended. In a container e.g.
-    /// `nsenter -t 1 -m -u -i -n -p -- systemctl`.
+    /// space-separated); `poweroff` or `reboot` is appended. In a container, `--host-exec`
+    /// puts nsenter in front of it.
     #[arg(long, env = "OPSPLANE_POWER_COMMAND", default_value = "systemctl")]
     pub power_command: String,
     /// How long OsHandler waits after answering before it runs the power command (0s–60s).
