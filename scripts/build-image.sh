@@ -3,8 +3,8 @@
 # daemon and without a registry: no base image is pulled. The image is assembled from
 # binaries built on this machine plus exactly the shared libraries they load (found with
 # ldd), nsenter for the node-daemon's host access, CA certificates and the time-zone
-# database, with umoci (Debian package `umoci`). The Dockerfile builds the same layout for
-# builders that have network access.
+# database, with umoci (Debian package `umoci`). The Dockerfile builds an equivalent image
+# (same binaries, nsenter, user and labels) for builders that have network access.
 #
 # Usage: scripts/build-image.sh [options]
 #   --profile P         cargo profile to build (default: release); ignored when both binaries
