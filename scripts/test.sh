@@ -28,6 +28,13 @@ fi
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   apt-get install -y chromium chromium-driver >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y chromium chromium-driver >/dev/null; }
 fi
+# The image test (e2e/tests/image.rs) builds the OCI archive with umoci and converts it with
+# skopeo, as scripts/build-image.sh does (no docker daemon, no registry).
+for tool in umoci skopeo; do
+  if ! command -v "$tool" >/dev/null; then
+    apt-get install -y "$tool" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null; }
+  fi
+done
 
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.

@@ -61,6 +61,15 @@ fn values_schema_refuses_bad_values_at_template_time_naming_the_value() {
             vec!["nodeDaemon.fileDeletePrefixes={relative}"],
             "/nodeDaemon/fileDeletePrefixes/0",
         ),
+        (
+            vec!["nodeDaemon.fileDeletePrefixes={/var/tmp/../../etc}"],
+            "/nodeDaemon/fileDeletePrefixes/0",
+        ),
+        (
+            vec!["nodeDaemon.services={ssh d}"],
+            "/nodeDaemon/services/0",
+        ),
+        (vec!["nodeDaemon.hostExec="], "/nodeDaemon/hostExec"),
     ];
     for (sets, field) in cases {
         let error = template("opsplane", &sets).expect_err(&format!("{sets:?} must be refused"));
@@ -456,4 +465,154 @@ fn node_daemon_metrics_need_the_metrics_token_unless_opened() {
     let objects = render_monitoring(&["nodeDaemon.openMetrics=true"]);
     assert_eq!(env_of(&objects, "OPSPLANE_OPEN_METRICS")["value"], "true");
     assert!(node_monitor(&objects)["authorization"].is_null());
+}
+
+/// The node-daemon's container and pod spec rendered with `sets`.
+fn node_daemon(sets: &[&str]) -> Value {
+    render(sets)
+        .into_iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .unwrap_or_else(|| panic!("{sets:?}: no node-daemon DaemonSet"))
+}
+
+#[test]
+fn node_daemon_reaches_its_host_only_as_far_as_each_combination_of_values_needs() {
+    let nsenter = "nsenter --target 1 --mount --uts --ipc --net --pid --";
+    for disruptive in [false, true] {
+        for services in [None, Some("{libvirtd,sshd}")] {
+            for prefixes in [None, Some("{/var/tmp/a/,/srv/b}")] {
+                let mut sets = vec![format!("nodeDaemon.allowDisruptive={disruptive}")];
+                if let Some(services) = services {
+                    sets.push(format!("nodeDaemon.services={services}"));
+                }
+                if let Some(prefixes) = prefixes {
+                    sets.push(format!("nodeDaemon.fileDeletePrefixes={prefixes}"));
+                }
+                let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+                let host_access = disruptive || services.is_some();
+                let daemon = node_daemon(&sets);
+                let pod = &daemon["spec"]["template"]["spec"];
+                let container = &pod["containers"][0];
+                let env = |name: &str| {
+                    container["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|e| e["name"] == name)
+                        .map(|e| e["value"].clone())
+                };
+
+                // systemctl and the power command go through nsenter exactly when needed.
+                assert_eq!(
+                    env("OPSPLANE_HOST_EXEC"),
+                    host_access.then(|| Value::from(nsenter)),
+                    "{sets:?}"
+                );
+                assert_eq!(
+                    env("OPSPLANE_SERVICES"),
+                    services.map(|_| Value::from("libvirtd,sshd")),
+                    "{sets:?}"
+                );
+                assert_eq!(
+                    env("OPSPLANE_ALLOW_DISRUPTIVE"),
+                    Some(Value::from(disruptive.to_string()))
+                );
+                assert_eq!(pod["hostPID"], true, "{sets:?}");
+
+                // Capabilities: none beyond what nsenter and netlink need, and only then.
+                let security = &container["securityContext"];
+                assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+                let mut added: Vec<&str> = security["capabilities"]["add"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                added.sort();
+                let mut expected: Vec<&str> = Vec::new();
+                if host_access {
+                    expected.extend(["SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE"]);
+                }
+                if disruptive {
+                    expected.push("NET_ADMIN");
+                }
+                expected.sort();
+                assert_eq!(added, expected, "{sets:?}");
+                assert_eq!(
+                    security["appArmorProfile"]["type"] == "Unconfined",
+                    host_access,
+                    "{sets:?}: AppArmor unconfined only for nsenter"
+                );
+                assert_ne!(security["privileged"], true, "{sets:?}: never privileged");
+                assert_eq!(security["allowPrivilegeEscalation"], false);
+                assert_eq!(security["readOnlyRootFilesystem"], true);
+
+                // Mounts: the host read-only; writable are the state directory, the
+                // configured delete prefixes (at the same place under /host) and, for IP
+                // tasks, the network-config directory - nothing else.
+                let volumes: Vec<&Value> = pod["volumes"].as_array().unwrap().iter().collect();
+                let host_path = |name: &str| {
+                    volumes
+                        .iter()
+                        .find(|v| v["name"] == name)
+                        .and_then(|v| v["hostPath"]["path"].as_str())
+                        .unwrap_or_else(|| panic!("{sets:?}: no hostPath volume {name}"))
+                        .to_owned()
+                };
+                let mut writable: Vec<(String, String)> = Vec::new();
+                for mount in container["volumeMounts"].as_array().unwrap() {
+                    let name = mount["name"].as_str().unwrap();
+                    let path = mount["mountPath"].as_str().unwrap();
+                    if mount["readOnly"] == true {
+                        assert_eq!((name, path), ("host-root", "/host"), "{sets:?}");
+                        assert_eq!(host_path(name), "/");
+                        continue;
+                    }
+                    writable.push((path.to_owned(), host_path(name)));
+                }
+                writable.sort();
+                let mut expected: Vec<(String, String)> =
+                    vec![("/var/lib/opsplane".into(), "/var/lib/opsplane".into())];
+                if prefixes.is_some() {
+                    expected.push(("/host/var/tmp/a".into(), "/var/tmp/a".into()));
+                    expected.push(("/host/srv/b".into(), "/srv/b".into()));
+                }
+                if disruptive {
+                    expected.push((
+                        "/host-network-config".into(),
+                        "/etc/opsplane/network".into(),
+                    ));
+                }
+                expected.sort();
+                assert_eq!(writable, expected, "{sets:?}");
+                assert_eq!(
+                    volumes.len(),
+                    expected.len() + 1,
+                    "{sets:?}: a volume per mount, no more"
+                );
+                assert_eq!(
+                    env("OPSPLANE_ALLOW_DELETE_PREFIX"),
+                    prefixes.map(|_| Value::from("/var/tmp/a/,/srv/b")),
+                    "{sets:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn host_access_without_host_pid_is_refused_naming_the_values() {
+    for set in [
+        "nodeDaemon.allowDisruptive=true",
+        "nodeDaemon.services={sshd}",
+    ] {
+        let error = template("opsplane", &[set, "nodeDaemon.hostPID=false"])
+            .expect_err("hostPID=false with host access");
+        assert!(
+            error.contains("nodeDaemon.hostPID=false") && error.contains("nsenter"),
+            "{set}: {error}"
+        );
+    }
+    let daemon = node_daemon(&["nodeDaemon.hostPID=false"]);
+    assert_eq!(daemon["spec"]["template"]["spec"]["hostPID"], false);
 }

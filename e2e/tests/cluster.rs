@@ -841,3 +841,91 @@ async fn service_ref_instances_from_endpointslices_are_checked_one_by_one_with_e
         "checks went on after the MonitoredService was deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_node_daemon_variant_is_accepted_by_the_api_server_as_rendered() {
+    let cluster = Cluster::shared();
+    let client = setup().await;
+    let ns = "opsplane-daemon-variants";
+    namespace(&client, ns).await;
+    let kubectl = opsplane_e2e::Kubectl::new(&cluster.kubeconfig).expect("kubectl");
+    let variants: [(&str, &[&str]); 4] = [
+        ("plain", &[]),
+        ("services", &["nodeDaemon.services={libvirtd,sshd}"]),
+        (
+            "delete",
+            &["nodeDaemon.fileDeletePrefixes={/var/tmp/a,/srv/b}"],
+        ),
+        (
+            "all",
+            &[
+                "nodeDaemon.allowDisruptive=true",
+                "nodeDaemon.services={libvirtd}",
+                "nodeDaemon.fileDeletePrefixes={/var/tmp/a}",
+            ],
+        ),
+    ];
+    for (release, sets) in variants {
+        let mut command = Command::new(helm().expect("helm"));
+        command
+            .args(["template", release])
+            .arg(repo_root().join("charts/opsplane"))
+            .args([
+                "--namespace",
+                ns,
+                "--show-only",
+                "templates/node-daemon.yaml",
+            ]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let output = command.output().expect("helm template");
+        assert!(output.status.success(), "{sets:?}: {output:?}");
+        let manifest = String::from_utf8(output.stdout).unwrap();
+        // Strict field validation: a field the server does not know is an error, not dropped.
+        kubectl
+            .run(
+                &["create", "--validate=strict", "--namespace", ns, "-f", "-"],
+                Some(&manifest),
+            )
+            .and_then(|o| o.ok())
+            .unwrap_or_else(|e| panic!("{sets:?}: the API server refused the DaemonSet: {e}"));
+        let stored: Value = serde_json::from_str(
+            &kubectl
+                .ok(&[
+                    "get",
+                    "daemonset",
+                    &format!("{release}-opsplane-node-daemon"),
+                    "--namespace",
+                    ns,
+                    "-o",
+                    "json",
+                ])
+                .expect("kubectl get"),
+        )
+        .unwrap();
+        let security = &stored["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+        let host_access = release == "services" || release == "all";
+        assert_eq!(
+            security["appArmorProfile"]["type"] == "Unconfined",
+            host_access,
+            "{release}: {security}"
+        );
+        let added = security["capabilities"]["add"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            added.contains(&Value::from("SYS_PTRACE")),
+            host_access,
+            "{release}"
+        );
+        let mounts =
+            stored["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].to_string();
+        assert_eq!(
+            mounts.contains("/host/var/tmp/a"),
+            release == "delete" || release == "all",
+            "{release}: {mounts}"
+        );
+    }
+}

@@ -74,6 +74,12 @@ pub struct Cli {
     /// e.g. `chroot /host systemctl` in a container.
     #[arg(long, env = "OPSPLANE_SYSTEMCTL", default_value = "systemctl")]
     pub systemctl: String,
+    /// Command prefix that runs systemctl and the power command on the host (program and
+    /// arguments, space-separated), put in front of `--systemctl` and `--power-command`, e.g.
+    /// `nsenter --target 1 --mount --uts --ipc --net --pid --` in a DaemonSet with hostPID
+    /// (kured's way into the host). Empty: both run as given.
+    #[arg(long, env = "OPSPLANE_HOST_EXEC", default_value = "")]
+    pub host_exec: String,
     /// How often systemctl is run for the service states (0s: every sampling cycle).
     #[arg(long, env = "OPSPLANE_SERVICE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub service_interval: Duration,
@@ -120,8 +126,8 @@ pub struct Cli {
     #[arg(long, env = "OPSPLANE_ALLOW_DELETE_DIRS")]
     pub allow_delete_dirs: bool,
     /// Command run for OsHandler and scheduled shutdowns (program and arguments,
-    /// space-separated); `poweroff` or `reboot` is appended. In a container e.g.
-    /// `nsenter -t 1 -m -u -i -n -p -- systemctl`.
+    /// space-separated); `poweroff` or `reboot` is appended. In a container, `--host-exec`
+    /// puts nsenter in front of it.
     #[arg(long, env = "OPSPLANE_POWER_COMMAND", default_value = "systemctl")]
     pub power_command: String,
     /// How long OsHandler waits after answering before it runs the power command (0s–60s).
@@ -205,10 +211,16 @@ impl Cli {
         Ok(Some(token))
     }
 
-    /// The `--systemctl` command split into program and arguments.
+    /// The `--systemctl` command split into program and arguments, behind `--host-exec`.
     pub fn systemctl_command(&self) -> Vec<String> {
-        self.systemctl
+        self.on_host(&self.systemctl)
+    }
+
+    /// `--host-exec` followed by `command`, split at white space.
+    fn on_host(&self, command: &str) -> Vec<String> {
+        self.host_exec
             .split_whitespace()
+            .chain(command.split_whitespace())
             .map(str::to_owned)
             .collect()
     }
@@ -257,11 +269,10 @@ impl Cli {
             }
         }
         let split = |text: &str, flag: &str| -> anyhow::Result<Vec<String>> {
-            let argv: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
-            if argv.is_empty() {
+            if text.split_whitespace().next().is_none() {
                 anyhow::bail!("{flag} is empty");
             }
-            Ok(argv)
+            Ok(self.on_host(text))
         };
         settings.allow_disruptive = self.allow_disruptive;
         settings.delete_prefixes = self.allow_delete_prefix.clone();
@@ -341,6 +352,31 @@ mod tests {
     }
 
     #[test]
+    fn host_exec_goes_in_front_of_systemctl_and_the_power_command_only() {
+        let nsenter = "nsenter --target 1 --mount --uts --ipc --net --pid --";
+        let cli = Cli::try_parse_from([
+            "d",
+            "--host-exec",
+            nsenter,
+            "--power-command",
+            "/bin/systemctl",
+        ])
+        .unwrap();
+        let prefix: Vec<&str> = nsenter.split(' ').collect();
+        let with = |tail: &[&str]| -> Vec<String> {
+            prefix.iter().chain(tail).map(|s| s.to_string()).collect()
+        };
+        assert_eq!(cli.systemctl_command(), with(&["systemctl"]));
+        let s = cli.task_settings().unwrap();
+        assert_eq!(s.systemctl, with(&["systemctl"]));
+        assert_eq!(s.power_command, with(&["/bin/systemctl"]));
+        // Unset (the default): the commands run as given.
+        let cli = Cli::try_parse_from(["d"]).unwrap();
+        assert_eq!(cli.systemctl_command(), ["systemctl"]);
+        assert_eq!(cli.task_settings().unwrap().power_command, ["systemctl"]);
+    }
+
+    #[test]
     fn task_flags_default_to_safe_and_are_checked() {
         let cli = Cli::try_parse_from(["d", "--host-root", "/nonexistent"]).unwrap();
         let s = cli.task_settings().unwrap();
@@ -385,6 +421,20 @@ mod tests {
             assert!(error.to_string().contains(bad[1]), "{error}");
         }
         assert!(Cli::try_parse_from(["d", "--power-delay", "2m"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "d",
+                "--host-exec",
+                "nsenter -t 1 --",
+                "--power-command",
+                " "
+            ])
+            .unwrap()
+            .task_settings()
+            .unwrap_err()
+            .to_string()
+            .contains("--power-command")
+        );
         assert!(Cli::try_parse_from(["d", "--password-attempts", "0"]).is_err());
     }
 }

@@ -301,8 +301,7 @@ impl Sampler {
     /// would be a second reading of the same moment (reported twice, its rates over
     /// milliseconds).
     pub async fn run(self: Arc<Self>, interval: Duration) {
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
