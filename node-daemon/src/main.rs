@@ -34,6 +34,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let levels = logging::init(&cli.log, cli.log_format);
+    // Connections are capped at three quarters of the open-file limit by default: raise it to
+    // its hard limit first.
+    if opsplane_serve::listener::raise_open_file_limit().is_none() {
+        tracing::warn!("cannot read the open-file limit");
+    }
     let timeouts = cli
         .listener
         .timeouts()

@@ -52,10 +52,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Crds { out_dirs }) => write_crds(&out_dirs),
         Some(Command::Standalone(args)) => {
             let levels = logging::init(&args.serve.log, args.serve.log_format);
+            open_files();
             run_standalone(*args, levels).await
         }
         None => {
             let levels = logging::init(&cli.cluster.serve.log, cli.cluster.serve.log_format);
+            open_files();
             run_cluster(cli.cluster, levels).await
         }
     }
@@ -206,6 +208,15 @@ async fn open_store(
 }
 
 /// The maintain API's state over the process's connections and log levels.
+/// Raises the open-file limit to its hard limit, so connections (capped at three quarters of
+/// it by default) cannot starve the process of descriptors.
+fn open_files() {
+    match opsplane_serve::listener::raise_open_file_limit() {
+        Some(limit) => tracing::debug!(limit, "open-file limit"),
+        None => tracing::warn!("cannot read the open-file limit"),
+    }
+}
+
 fn maintain_state(
     serve: &ServeArgs,
     metrics: &Metrics,

@@ -80,13 +80,51 @@ impl Default for ConnTimeouts {
     }
 }
 
+/// The process's open-file limit (soft), if it can be read.
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given and nothing else.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (read == 0).then_some(limit.rlim_cur as u64)
+}
+
+/// Raises the open-file limit to its hard limit (as Go's runtime and most servers do): the
+/// default soft limit of 1,024 is what let about a thousand slow clients lock out every new
+/// one. Returns the limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur as u64)
+}
+
 /// The listener flags both binaries share (README "Configuration").
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListenArgs {
     /// Most connections one client host may hold open (0: no limit).
-    #[arg(long, env = "OPSPLANE_MAX_CONNS_PER_HOST", default_value_t = 0)]
+    #[arg(long, env = "OPSPLANE_MAX_CONNS_PER_HOST", default_value_t = 1024)]
     pub max_conns_per_host: usize,
-    /// Most connections the listener holds open (0: no limit).
+    /// Most connections the listener holds open; 0: three quarters of the process's open-file
+    /// limit (raised to its hard limit at start), so descriptors never run out for the rest.
     #[arg(long, env = "OPSPLANE_MAX_CONNS", default_value_t = 0)]
     pub max_conns: usize,
     /// Client addresses exempt from --max-conns-per-host (comma-separated IPs).
@@ -105,11 +143,15 @@ pub struct ListenArgs {
 }
 
 impl ListenArgs {
-    /// The limits these flags set.
+    /// The limits these flags set (`--max-conns 0`: from the open-file limit now in force).
     pub fn limits(&self) -> ConnLimits {
+        let total = match self.max_conns {
+            0 => open_file_limit().map_or(0, |n| (n.saturating_mul(3) / 4) as usize),
+            n => n,
+        };
         ConnLimits {
             per_host: self.max_conns_per_host,
-            total: self.max_conns,
+            total,
             exempt: self.conn_limit_exempt.clone(),
         }
     }
