@@ -23,6 +23,8 @@ pub struct Metrics {
     node_reports: IntCounterVec,
     events_ingested: prometheus::IntCounter,
     store_errors: IntCounterVec,
+    node_last_report: prometheus::GaugeVec,
+    node_task_transitions: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
     /// Requests of every API by route (`opsplane_http_*`).
@@ -110,6 +112,20 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let node_last_report = prometheus::GaugeVec::new(
+            Opts::new(
+                "opsplane_node_last_report_timestamp_seconds",
+                "The utc (seconds since the epoch) of the last report received from a host",
+            ),
+            &["host"],
+        )?;
+        let node_task_transitions = IntCounterVec::new(
+            Opts::new(
+                "opsplane_node_task_transitions_total",
+                "NodeTask phase transitions written, by the phase entered",
+            ),
+            &["phase"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -126,6 +142,8 @@ impl Metrics {
         registry.register(Box::new(node_reports.clone()))?;
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(node_last_report.clone()))?;
+        registry.register(Box::new(node_task_transitions.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         let http = opsplane_serve::observe::RequestMetrics::register(&registry)?;
         Ok(Self {
@@ -142,6 +160,8 @@ impl Metrics {
             node_reports,
             events_ingested,
             store_errors,
+            node_last_report,
+            node_task_transitions,
             leader,
             http,
         })
@@ -188,6 +208,21 @@ impl Metrics {
     /// Counts a node report received.
     pub fn node_report(&self, kind: &str) {
         self.node_reports.with_label_values(&[kind]).inc();
+    }
+
+    /// Notes the `utc` of the latest report of `host` (alerts on hosts gone silent).
+    pub fn node_seen(&self, host: &str, utc: i64) {
+        let gauge = self.node_last_report.with_label_values(&[host]);
+        // Reports may arrive out of order after a queue drains; keep the newest.
+        if (utc as f64) > gauge.get() {
+            gauge.set(utc as f64);
+        }
+    }
+
+    /// Counts a NodeTask entering `phase` (Pending, Running, Succeeded, Failed,
+    /// PartiallyFailed).
+    pub fn node_task_transition(&self, phase: &str) {
+        self.node_task_transitions.with_label_values(&[phase]).inc();
     }
 
     /// Counts a status write.

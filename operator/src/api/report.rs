@@ -44,6 +44,7 @@ pub async fn node_report(
         )));
     }
     state.metrics.node_report(report.kind().as_str());
+    state.metrics.node_seen(&report.hostname, report.utc);
     state.recorder.node_report(&report).await.map_err(|error| {
         state.metrics.store_error("node_report");
         ApiError::Store(error)
