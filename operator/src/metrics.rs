@@ -7,6 +7,16 @@ use prometheus::{
 
 use crate::check::InstanceResult;
 
+/// What a failed store write was recording (`source` of `opsplane_store_errors_total`).
+pub const STORE_ERROR_SOURCES: [&str; 6] = [
+    "availability",
+    "checks",
+    "node_report",
+    "node_tasks",
+    "prune",
+    "rollup",
+];
+
 /// Every metric the operator exports, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -145,6 +155,19 @@ impl Metrics {
         registry.register(Box::new(node_last_report.clone()))?;
         registry.register(Box::new(node_task_transitions.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        // Series that alerts take `increase()` of exist from the start at 0: a counter first
+        // seen at 1 would give no increase, and the alert would miss the first failure.
+        for phase in ["Pending", "Running", "Succeeded", "Failed", "PartiallyFailed"] {
+            node_task_transitions.with_label_values(&[phase]);
+        }
+        for source in STORE_ERROR_SOURCES {
+            store_errors.with_label_values(&[source]);
+        }
+        for kind in ["MonitoredService", "NodeTask"] {
+            reconcile_total.with_label_values(&[kind]);
+            reconcile_errors.with_label_values(&[kind]);
+            reconcile_duration.with_label_values(&[kind]);
+        }
         let http = opsplane_serve::observe::RequestMetrics::register(&registry)?;
         Ok(Self {
             registry,

@@ -847,11 +847,13 @@ fn node_tasks_run_on_this_host_through_the_runner_and_its_safety_switches_and_ne
     std::thread::sleep(Duration::from_millis(1500));
     assert!(victim.exists(), "a dry run deleted the file");
     let (_, metrics) = get(listen, "/metrics", None);
+    // The runner's transitions: cleanup to Succeeded, reboot to Failed (the others were
+    // finished by their plan at creation).
     assert!(
-        metrics.contains("opsplane_node_task_transitions_total{phase=\"Succeeded\"}"),
+        metrics.contains("opsplane_node_task_transitions_total{phase=\"Succeeded\"} 1\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("opsplane_node_task_transitions_total{phase=\"Failed\"}"));
+    assert!(metrics.contains("opsplane_node_task_transitions_total{phase=\"Failed\"} 1\n"));
 
     // Restarted on the same data: the ledger keeps "cleanup" from running again.
     drop(operator);
