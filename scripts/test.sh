@@ -23,6 +23,11 @@ if ! command -v redis-server >/dev/null; then
 fi
 # Debian's package starts a system-wide server on 6379; the tests never use it.
 
+# The chart's alert rules are checked and unit-tested with promtool (Debian's prometheus package).
+if ! command -v promtool >/dev/null; then
+  apt-get install -y prometheus >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
+fi
+
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.
 export OPSPLANE_GEONODE_DIR=${OPSPLANE_GEONODE_DIR:-$OPSPLANE_CACHE/geonode-4.4.5}

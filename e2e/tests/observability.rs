@@ -24,7 +24,11 @@ fn render(sets: &[&str]) -> Vec<Value> {
         .args(["--namespace", "opsplane-system"])
         .args(["--api-versions", "monitoring.coreos.com/v1"]);
     for set in sets {
-        command.args(["--set", set]);
+        // `json:` values keep their JSON type (`--set` makes 0.95 a string).
+        match set.strip_prefix("json:") {
+            Some(set) => command.args(["--set-json", set]),
+            None => command.args(["--set", set]),
+        };
     }
     let output = command.output().expect("helm template");
     assert!(
@@ -110,8 +114,8 @@ fn the_chart_rules_pass_promtool_check_and_their_unit_tests() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&test.stdout).into_owned()
-        + &String::from_utf8_lossy(&test.stderr);
+    let out =
+        String::from_utf8_lossy(&test.stdout).into_owned() + &String::from_utf8_lossy(&test.stderr);
     assert!(test.status.success(), "promtool test rules: {out}");
     assert!(out.contains("SUCCESS"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -147,14 +151,17 @@ fn each_alert_is_behind_its_value_and_tuned_by_its_values() {
     }
     let tuned = render(&[
         "prometheusRule.enabled=true",
-        "prometheusRule.alerts.availabilityLow.threshold=0.95",
+        "json:prometheusRule.alerts.availabilityLow.threshold=0.95",
         "prometheusRule.alerts.availabilityLow.window=6h",
         "prometheusRule.alerts.serviceDown.for=2m",
-        "prometheusRule.alerts.nodeNotReporting.afterSeconds=120",
+        "json:prometheusRule.alerts.nodeNotReporting.afterSeconds=120",
         "prometheusRule.labels.release=kube-prometheus-stack",
     ]);
     let rule = of_kind(&tuned, "PrometheusRule")[0];
-    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
     let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
     let by_name = |name: &str| rules.iter().find(|r| r["alert"] == name).unwrap();
     assert_eq!(
@@ -173,11 +180,15 @@ fn each_alert_is_behind_its_value_and_tuned_by_its_values() {
     command
         .args(["template", "opsplane"])
         .arg(repo_root().join("charts/opsplane"))
-        .args(["--set", "prometheusRule.alerts.storeErrors.window=5 minutes"]);
+        .args([
+            "--set",
+            "prometheusRule.alerts.storeErrors.window=5 minutes",
+        ]);
     let output = command.output().unwrap();
     assert!(!output.status.success());
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("/prometheusRule/alerts/storeErrors/window")
+        String::from_utf8_lossy(&output.stderr)
+            .contains("/prometheusRule/alerts/storeErrors/window")
     );
 }
 
@@ -221,10 +232,12 @@ fn dashboards_render_as_configmaps_labelled_for_the_grafana_sidecar() {
         uids,
         BTreeSet::from(["opsplane-nodes", "opsplane-platform", "opsplane-services"])
     );
-    for map in of_kind(&default, "ConfigMap")
-        .into_iter()
-        .filter(|c| c["metadata"]["name"].as_str().unwrap().contains("-dashboard-"))
-    {
+    for map in of_kind(&default, "ConfigMap").into_iter().filter(|c| {
+        c["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("-dashboard-")
+    }) {
         assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
         assert_eq!(map["metadata"]["namespace"], "opsplane-system");
     }
@@ -249,7 +262,8 @@ fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
     let mut i = 0;
     while let Some(found) = expr[i..].find("opsplane_") {
         let start = i + found;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start;
         while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
             end += 1;
@@ -263,7 +277,10 @@ fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
 
 /// The metric names of a Prometheus text exposition (samples, not comments).
 fn exported(text: &str, into: &mut BTreeSet<String>) {
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let name = line.split(['{', ' ']).next().unwrap_or_default();
         into.insert(name.to_string());
     }
@@ -271,7 +288,8 @@ fn exported(text: &str, into: &mut BTreeSet<String>) {
 
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> =
+        auth.iter().map(|a| ("authorization", a.as_str())).collect();
     headers.push(("content-type", "application/json"));
     match opsplane_serve::testing::request(("127.0.0.1", port), method, path, &headers, body) {
         Ok(e) => (e.status, e.response),
@@ -290,7 +308,10 @@ fn wait_listening(port: u16) {
 #[test]
 fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries() {
     // What the chart references.
-    let docs = render(&["prometheusRule.enabled=true", "grafanaDashboards.enabled=true"]);
+    let docs = render(&[
+        "prometheusRule.enabled=true",
+        "grafanaDashboards.enabled=true",
+    ]);
     let mut referenced = BTreeSet::new();
     for board in dashboards(&docs) {
         for panel in board["panels"].as_array().unwrap() {
@@ -322,7 +343,8 @@ fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries()
         for mut stream in up.incoming().flatten() {
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     });
     let down_port = free_port();
@@ -334,7 +356,12 @@ fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries()
     let op_port = free_port();
     let mut operator = Command::new(workspace_bin("opsplane-operator").unwrap());
     operator
-        .args(["standalone", "--listen", &format!("127.0.0.1:{op_port}"), "--config"])
+        .args([
+            "standalone",
+            "--listen",
+            &format!("127.0.0.1:{op_port}"),
+            "--config",
+        ])
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.join("op"))
@@ -365,6 +392,9 @@ fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries()
         .arg("--state-dir")
         .arg(dir.join("nd"))
         .args(["--node-tasks", "off"])
+        // One connection per client host, idle ones closed after 1 s: the test's held
+        // connection makes the refused and closed counters count.
+        .args(["--max-conns-per-host", "1", "--idle-timeout", "1s"])
         .env("OPSPLANE_TOKEN", TOKEN)
         .env("OPSPLANE_LOG", "warn")
         .stderr(Stdio::null());
@@ -374,20 +404,48 @@ fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries()
 
     // Exercise them: API reads, a refused credential, an ingested event, a NodeTask (which
     // fails on this host: --node-tasks is off), a config edit, node API calls.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
-    assert_eq!(request(op_port, "GET", "/api/v1/services", Some(TOKEN), "").0, 200);
-    assert_eq!(request(op_port, "GET", "/api/v1/services", Some("wrong"), "").0, 401);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(
+        request(op_port, "GET", "/api/v1/services", Some(TOKEN), "").0,
+        200
+    );
+    assert_eq!(
+        request(op_port, "GET", "/api/v1/services", Some("wrong"), "").0,
+        401
+    );
     let event = r#"[{"service": "shop", "host": "web-1", "ip": "127.0.0.1", "path": "/cart", "method": "GET", "status": 200, "duration_ms": 12, "utc": 1700000000}]"#;
-    let (status, response) = request(op_port, "POST", "/monitoring/api/ingest/", Some(TOKEN), event);
+    let (status, response) = request(
+        op_port,
+        "POST",
+        "/monitoring/api/ingest/",
+        Some(TOKEN),
+        event,
+    );
     assert!(status < 500, "{status} {response}");
     let task = format!(
         r#"{{"metadata": {{"name": "t"}}, "spec": {{"nodeNames": ["{host}"], "handler": "ServiceHandler", "command": "start", "data": {{"service": ["x"]}}}}}}"#
     );
     let (status, response) = request(op_port, "POST", "/api/v1/tasks", Some(TOKEN), &task);
     assert_eq!(status, 201, "{response}");
-    std::fs::write(&config, manifests.replace("timeout: 500ms}", "timeout: 400ms}")).unwrap();
+    std::fs::write(
+        &config,
+        manifests.replace("timeout: 500ms}", "timeout: 400ms}"),
+    )
+    .unwrap();
     let (status, response) = request(nd_port, "POST", "/api/v1/monitor/cpu", Some(TOKEN), "{}");
     assert_eq!(status, 200, "{response}");
+    let held = std::net::TcpStream::connect(("127.0.0.1", nd_port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, response) = request(nd_port, "GET", "/healthz", None, "");
+    assert!(
+        status == 503 || status == 0,
+        "over the per-host limit: {status} {response}"
+    );
+    std::thread::sleep(Duration::from_millis(1800));
+    drop(held);
 
     // Scrape both until every referenced name is there (labelled series appear as they are
     // exercised), then compare.
@@ -398,10 +456,7 @@ fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries()
         exported(&request(nd_port, "GET", "/metrics", None, "").1, &mut names);
         let missing: Vec<&String> = referenced.iter().filter(|n| !names.contains(*n)).collect();
         if missing.is_empty() || Instant::now() > deadline {
-            break missing
-                .into_iter()
-                .cloned()
-                .collect::<Vec<String>>();
+            break missing.into_iter().cloned().collect::<Vec<String>>();
         }
         std::thread::sleep(Duration::from_millis(300));
     };

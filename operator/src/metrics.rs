@@ -157,7 +157,13 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         // Series that alerts take `increase()` of exist from the start at 0: a counter first
         // seen at 1 would give no increase, and the alert would miss the first failure.
-        for phase in ["Pending", "Running", "Succeeded", "Failed", "PartiallyFailed"] {
+        for phase in [
+            "Pending",
+            "Running",
+            "Succeeded",
+            "Failed",
+            "PartiallyFailed",
+        ] {
             node_task_transitions.with_label_values(&[phase]);
         }
         for source in STORE_ERROR_SOURCES {

@@ -844,8 +844,12 @@ fn node_tasks_run_on_this_host_through_the_runner_and_its_safety_switches_and_ne
         task["status"]["nodes"][0].get("startedAt").is_none(),
         "{task}"
     );
+    let etag = poll(listen, "/api/v1/tasks/cleanup", finished)["_etag"].clone();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(victim.exists(), "a dry run deleted the file");
+    // A finished task is not rewritten by later rounds (its ETag holds for If-Match).
+    let again = poll(listen, "/api/v1/tasks/cleanup", finished);
+    assert_eq!(again["_etag"], etag, "{again}");
     let (_, metrics) = get(listen, "/metrics", None);
     // The runner's transitions: cleanup to Succeeded, reboot to Failed (the others were
     // finished by their plan at creation).
