@@ -31,7 +31,7 @@ until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 start() {  # name rate-limit -> port
   local p; p=$(port)
   mkdir -p "$work/$1"
-  OPSPLANE_TOKEN=bench-token OPSPLANE_REDIS_URL="redis://127.0.0.1:$redis_port/0" OPSPLANE_LOG=warn \
+  OPSPLANE_TOKEN=bench-token OPSPLANE_REDIS_URL="redis://127.0.0.1:$redis_port/0" OPSPLANE_LOG=warn OPSPLANE_NODE_AGENT=false \
     "$operator" standalone --listen "127.0.0.1:$p" --config "$work/services.yaml" --data-dir "$work/$1" \
     --rate-limit "$2" >/dev/null 2>&1 &
   pids+=($!)

@@ -35,6 +35,10 @@ for tool in umoci skopeo; do
     apt-get install -y "$tool" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null; }
   fi
 done
+# The chart's alert rules are checked and unit-tested with promtool (Debian's prometheus package).
+if ! command -v promtool >/dev/null; then
+  apt-get install -y prometheus >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
+fi
 
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.

@@ -52,6 +52,8 @@ fn node_daemon_reports_reach_the_operator_and_bad_reports_are_refused() {
         .arg("--data-dir")
         .arg(dir.join("op"))
         .env("OPSPLANE_TOKEN", TOKEN)
+        // Only the node-daemon under test reports.
+        .env("OPSPLANE_NODE_AGENT", "false")
         .stderr(Stdio::null());
     let _operator = Process::spawn("operator", operator).unwrap();
     let nd_port = free_port();

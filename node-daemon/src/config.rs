@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser};
 use opsplane_serve::bearer::BearerToken;
 
 /// opsplane node-daemon: probes this host and runs node tasks.
@@ -114,6 +114,17 @@ pub struct Cli {
     /// and a cluster is configured — in-cluster service account or `KUBECONFIG`; `on`; `off`).
     #[arg(long, env = "OPSPLANE_NODE_TASKS", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub node_tasks: String,
+    /// The task runner's safety switches and commands.
+    #[command(flatten)]
+    pub tasks: TaskArgs,
+}
+
+/// The task runner's safety switches and commands (seed 002 §三, §五, §二.12–15): every
+/// disruptive or destructive command is refused (30004) until one of these allows it. Shared
+/// with the operator's standalone mode, whose in-process node agent runs tasks through the same
+/// runner with the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
     /// Allow disruptive tasks: OsHandler shutdown/reboot, CrontabHandler setup/modify_shutdown
     /// (and their firing), ServiceHandler stop/restart/disable. Off: refused with 30004.
     #[arg(long, env = "OPSPLANE_ALLOW_DISRUPTIVE")]
@@ -253,7 +264,28 @@ fn parse_password_window(text: &str) -> Result<Duration, String> {
 impl Cli {
     /// The task runner's settings, checked: errors name the flag.
     pub fn task_settings(&self) -> anyhow::Result<crate::task::TaskSettings> {
-        let mut settings = crate::task::TaskSettings::new(&self.host_root, &self.state_dir);
+        self.tasks.settings(
+            &self.host_root,
+            &self.state_dir,
+            &self.systemctl,
+            &self.host_exec,
+        )
+    }
+}
+
+impl TaskArgs {
+    /// The task runner's settings over `host_root` and `state_dir`, with `systemctl` (program
+    /// and leading arguments, space-separated) for ServiceHandler, it and the power command run
+    /// behind `host_exec` (a command prefix reaching the host, e.g. nsenter; empty: none);
+    /// errors name the flag.
+    pub fn settings(
+        &self,
+        host_root: &std::path::Path,
+        state_dir: &std::path::Path,
+        systemctl: &str,
+        host_exec: &str,
+    ) -> anyhow::Result<crate::task::TaskSettings> {
+        let mut settings = crate::task::TaskSettings::new(host_root, state_dir);
         for prefix in &self.allow_delete_prefix {
             if !prefix.is_absolute() {
                 anyhow::bail!(
@@ -272,14 +304,18 @@ impl Cli {
             if text.split_whitespace().next().is_none() {
                 anyhow::bail!("{flag} is empty");
             }
-            Ok(self.on_host(text))
+            Ok(host_exec
+                .split_whitespace()
+                .chain(text.split_whitespace())
+                .map(str::to_owned)
+                .collect())
         };
         settings.allow_disruptive = self.allow_disruptive;
         settings.delete_prefixes = self.allow_delete_prefix.clone();
         settings.allow_delete_dirs = self.allow_delete_dirs;
         settings.power_command = split(&self.power_command, "--power-command")?;
         settings.power_delay = self.power_delay;
-        settings.systemctl = split(&self.systemctl, "--systemctl")?;
+        settings.systemctl = split(systemctl, "--systemctl")?;
         settings.command_timeout = self.command_timeout;
         if let Some(dir) = &self.ip_config_dir
             && !dir.is_absolute()
@@ -299,7 +335,7 @@ impl Cli {
         settings.time_zone = match &self.time_zone {
             Some(name) => jiff::tz::TimeZone::get(name)
                 .map_err(|e| anyhow::anyhow!("--time-zone {name}: {e}"))?,
-            None => match std::fs::read(self.host_root.join("etc/localtime")) {
+            None => match std::fs::read(host_root.join("etc/localtime")) {
                 Ok(bytes) => jiff::tz::TimeZone::tzif("localtime", &bytes)
                     .unwrap_or_else(|_| jiff::tz::TimeZone::system()),
                 Err(_) => jiff::tz::TimeZone::system(),

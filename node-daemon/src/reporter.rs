@@ -8,6 +8,10 @@
 //! `opsplane_node_reports_dropped_total` and logged. TimerHandler `update` changes the address
 //! and node_uuid, `pause` / `resume` stop and restart the timer; the timer's state is persisted
 //! in the state directory so it survives a restart.
+//!
+//! Reports go over HTTP to the timer's address, or — when the reporter runs in-process in the
+//! operator (standalone mode) — to a [`ReportSink`] that records them directly: same reports,
+//! same queue, same retries, no HTTP hop.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -98,9 +102,35 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     capped / 2 + capped.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
+/// Where reports go instead of an HTTP address: the operator's store, when the node agent runs
+/// inside the operator (standalone). The answer decides the report's fate as an HTTP status
+/// would ([`Delivery`]): a report the sink can never take is dropped and counted as refused,
+/// one it cannot take now stays first in the queue and is retried after a backoff.
+pub trait ReportSink: Send + Sync {
+    /// Where the reports go, for logs (`the operator's store`).
+    fn describe(&self) -> String;
+    /// Records one report.
+    fn deliver<'a>(
+        &'a self,
+        report: &'a NodeReport,
+    ) -> futures::future::BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// Why a [`ReportSink`] did not take a report.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The report can never be taken (invalid): dropped and counted as refused.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Not now (the store is down): retried.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// The report timer and queue.
 pub struct Reporter {
     config: ReporterConfig,
+    sink: Option<Arc<dyn ReportSink>>,
     state: Mutex<TimerState>,
     queue: Mutex<VecDeque<NodeReport>>,
     wake: Notify,
@@ -120,6 +150,24 @@ impl Reporter {
     /// Creates the reporter, loading a persisted state when there is one.
     pub fn new(
         config: ReporterConfig,
+        registry: &Registry,
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        Self::build(config, None, registry)
+    }
+
+    /// A reporter whose reports go to `sink` instead of the timer's address (which is then
+    /// not needed: reports are made whenever the timer is not paused).
+    pub fn with_sink(
+        config: ReporterConfig,
+        sink: Arc<dyn ReportSink>,
+        registry: &Registry,
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        Self::build(config, Some(sink), registry)
+    }
+
+    fn build(
+        config: ReporterConfig,
+        sink: Option<Arc<dyn ReportSink>>,
         registry: &Registry,
     ) -> Result<Arc<Self>, prometheus::Error> {
         let persisted = config
@@ -157,6 +205,7 @@ impl Reporter {
         registry.register(Box::new(counters.queued.clone()))?;
         Ok(Arc::new(Self {
             config,
+            sink,
             state: Mutex::new(state),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
@@ -268,7 +317,7 @@ impl Reporter {
         loop {
             ticker.tick().await;
             let state = self.state();
-            if state.paused || state.addr.is_empty() {
+            if state.paused || (state.addr.is_empty() && self.sink.is_none()) {
                 continue;
             }
             if let Some(snapshot) = sampler.latest() {
@@ -280,6 +329,33 @@ impl Reporter {
                 }
                 last = Some(snapshot);
             }
+        }
+    }
+
+    /// One HTTP delivery: the answer's status (none without an answer) and what to log.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        addr: &str,
+        report: &NodeReport,
+    ) -> (Option<u16>, String) {
+        let mut request = client.post(addr).json(report);
+        if let Some(token) = &self.config.token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                (
+                    Some(status.as_u16()),
+                    format!(
+                        "{status}: {}",
+                        opsplane_resources::status::truncate(&body, 300)
+                    ),
+                )
+            }
+            Err(error) => (None, error.to_string()),
         }
     }
 
@@ -307,32 +383,32 @@ impl Reporter {
                 self.wake.notified().await;
                 continue;
             };
-            let addr = self.state().addr;
-            let mut request = client.post(&addr).json(&report);
-            if let Some(token) = &self.config.token {
-                request = request.bearer_auth(token);
-            }
-            let (status, why) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
-                    (
-                        Some(status.as_u16()),
-                        format!(
-                            "{status}: {}",
-                            opsplane_resources::status::truncate(&body, 300)
-                        ),
-                    )
+            let (addr, delivery, why) = match &self.sink {
+                Some(sink) => {
+                    let (delivery, why) = match sink.deliver(&report).await {
+                        Ok(()) => (Delivery::Sent, String::new()),
+                        Err(error @ SinkError::Refused(_)) => {
+                            (Delivery::Refused, error.to_string())
+                        }
+                        Err(error @ SinkError::Unavailable(_)) => {
+                            (Delivery::Retry, error.to_string())
+                        }
+                    };
+                    (sink.describe(), delivery, why)
                 }
-                Err(error) => (None, error.to_string()),
+                None => {
+                    let addr = self.state().addr;
+                    let (status, why) = self.post(&client, &addr, &report).await;
+                    (addr, Delivery::of(status), why)
+                }
             };
-            match Delivery::of(status) {
+            match delivery {
                 Delivery::Sent | Delivery::Refused => {
                     let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                     queue.pop_front();
                     self.counters.queued.set(queue.len() as i64);
                     drop(queue);
-                    if Delivery::of(status) == Delivery::Sent {
+                    if delivery == Delivery::Sent {
                         self.counters.sent.inc();
                     } else {
                         self.counters.refused.inc();

@@ -288,6 +288,83 @@ pub struct StandaloneArgs {
     /// Directory for local state (the generated API token when OPSPLANE_TOKEN is unset).
     #[arg(long, env = "OPSPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The node agent of this host, run in-process.
+    #[command(flatten)]
+    pub node: NodeAgentArgs,
+}
+
+/// Where the in-process node agent serves its seed 002 node API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeListen {
+    /// Not served (probes, reports and NodeTasks still run).
+    Off,
+    /// On this address.
+    On(SocketAddr),
+}
+
+fn parse_node_listen(text: &str) -> Result<NodeListen, String> {
+    if text == "off" {
+        return Ok(NodeListen::Off);
+    }
+    text.parse()
+        .map(NodeListen::On)
+        .map_err(|e| format!("{text:?}: {e} (an address such as 127.0.0.1:6666, or off)"))
+}
+
+fn parse_node_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{text:?} is outside 100ms..=24h"));
+    }
+    Ok(d)
+}
+
+/// The standalone node agent: the node-daemon's probes, node API, reports and task runner for
+/// this host, in the operator's process (README "Configuration").
+#[derive(Debug, Args, Clone)]
+pub struct NodeAgentArgs {
+    /// Run the node agent of this host (`false`: the API serves only the services' checks).
+    #[arg(long, env = "OPSPLANE_NODE_AGENT", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub node_agent: bool,
+    /// Address of the agent's seed 002 node API (`/api/v1/monitor/...`, `/metrics` of the
+    /// probes), which takes the API's credentials; `off`: not served.
+    #[arg(long, env = "OPSPLANE_NODE_LISTEN", default_value = "127.0.0.1:6666", value_parser = parse_node_listen)]
+    pub node_listen: NodeListen,
+    /// Root of the host's filesystem the probes read.
+    #[arg(long, env = "OPSPLANE_HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+    /// How often the probes sample the host (100ms to 30s).
+    #[arg(long, env = "OPSPLANE_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_sample_interval)]
+    pub sample_interval: std::time::Duration,
+    /// How often the host's reports are recorded in the store (100ms to 24h).
+    #[arg(long, env = "OPSPLANE_REPORT_INTERVAL", default_value = "30s", value_parser = parse_node_interval)]
+    pub report_interval: std::time::Duration,
+    /// systemd units the agent reports (seed 002 `service`), comma-separated.
+    #[arg(
+        long = "node-services",
+        env = "OPSPLANE_NODE_SERVICES",
+        value_delimiter = ','
+    )]
+    pub services: Vec<String>,
+    /// Command standing for `systemctl` (program and leading arguments, space-separated), for
+    /// the unit states and ServiceHandler tasks.
+    #[arg(long, env = "OPSPLANE_SYSTEMCTL", default_value = "systemctl")]
+    pub systemctl: String,
+    /// Run NodeTasks (created through `/api/v1/tasks`) on this host. Off: a task is planned
+    /// and then failed on this host with 30004, saying so.
+    #[arg(long, env = "OPSPLANE_NODE_TASKS", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub node_tasks: bool,
+    /// The task runner's safety switches, as the node-daemon's.
+    #[command(flatten)]
+    pub tasks: opsplane_node_daemon::config::TaskArgs,
+}
+
+fn parse_sample_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(30) {
+        return Err(format!("{text:?} is outside 100ms..=30s"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -300,6 +300,37 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         .settings()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let hostname: Arc<str> = hostname().into();
+    let mut agent = if args.node.node_agent {
+        let agent = standalone::agent::start(
+            &args.node,
+            standalone::agent::Shared {
+                hostname: &hostname,
+                data_dir: &data_dir,
+                guard: guard.clone(),
+                recorder: store.clone(),
+                metrics: metrics.clone(),
+                token: token.clone(),
+                request_timeout: args.serve.request_timeout,
+                listener: &args.serve.listener,
+            },
+        )
+        .await?;
+        let local_tasks = standalone::tasks::LocalTasks::new(
+            store.store().clone(),
+            agent.runner.clone(),
+            agent.node.clone(),
+            args.node.node_tasks,
+            &data_dir.join("node"),
+            &args.node.host_root,
+            metrics.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("standalone NodeTasks: {e}"))?;
+        let running = tokio::spawn(local_tasks.run());
+        Some((agent, running))
+    } else {
+        tracing::info!("node agent off (--node-agent false): this host is not monitored");
+        None
+    };
     let state = AppState {
         maintain,
         resources: Backend::Local(Local {
@@ -318,6 +349,10 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
     };
     let result = serve(&args.serve, state, shutdown_signal()).await;
     checks.abort();
+    if let Some((agent, tasks)) = &mut agent {
+        tasks.abort();
+        agent.stop();
+    }
     result
 }
 

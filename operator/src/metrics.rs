@@ -7,6 +7,16 @@ use prometheus::{
 
 use crate::check::InstanceResult;
 
+/// What a failed store write was recording (`source` of `opsplane_store_errors_total`).
+pub const STORE_ERROR_SOURCES: [&str; 6] = [
+    "availability",
+    "checks",
+    "node_report",
+    "node_tasks",
+    "prune",
+    "rollup",
+];
+
 /// Every metric the operator exports, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -24,6 +34,8 @@ pub struct Metrics {
     events_ingested: prometheus::IntCounter,
     store_errors: IntCounterVec,
     store_operation_errors: IntCounterVec,
+    node_last_report: prometheus::GaugeVec,
+    node_task_transitions: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
     /// Requests of every API by route (`opsplane_http_*`).
@@ -118,6 +130,20 @@ impl Metrics {
             ),
             &["operation"],
         )?;
+        let node_last_report = prometheus::GaugeVec::new(
+            Opts::new(
+                "opsplane_node_last_report_timestamp_seconds",
+                "The utc (seconds since the epoch) of the last report received from a host",
+            ),
+            &["host"],
+        )?;
+        let node_task_transitions = IntCounterVec::new(
+            Opts::new(
+                "opsplane_node_task_transitions_total",
+                "NodeTask phase transitions written, by the phase entered",
+            ),
+            &["phase"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -135,7 +161,28 @@ impl Metrics {
         registry.register(Box::new(events_ingested.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_operation_errors.clone()))?;
+        registry.register(Box::new(node_last_report.clone()))?;
+        registry.register(Box::new(node_task_transitions.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        // Series that alerts take `increase()` of exist from the start at 0: a counter first
+        // seen at 1 would give no increase, and the alert would miss the first failure.
+        for phase in [
+            "Pending",
+            "Running",
+            "Succeeded",
+            "Failed",
+            "PartiallyFailed",
+        ] {
+            node_task_transitions.with_label_values(&[phase]);
+        }
+        for source in STORE_ERROR_SOURCES {
+            store_errors.with_label_values(&[source]);
+        }
+        for kind in ["MonitoredService", "NodeTask"] {
+            reconcile_total.with_label_values(&[kind]);
+            reconcile_errors.with_label_values(&[kind]);
+            reconcile_duration.with_label_values(&[kind]);
+        }
         let http = opsplane_serve::observe::RequestMetrics::register(&registry)?;
         Ok(Self {
             registry,
@@ -152,6 +199,8 @@ impl Metrics {
             events_ingested,
             store_errors,
             store_operation_errors,
+            node_last_report,
+            node_task_transitions,
             leader,
             http,
         })
@@ -205,6 +254,21 @@ impl Metrics {
     /// Counts a node report received.
     pub fn node_report(&self, kind: &str) {
         self.node_reports.with_label_values(&[kind]).inc();
+    }
+
+    /// Notes the `utc` of the latest report of `host` (alerts on hosts gone silent).
+    pub fn node_seen(&self, host: &str, utc: i64) {
+        let gauge = self.node_last_report.with_label_values(&[host]);
+        // Reports may arrive out of order after a queue drains; keep the newest.
+        if (utc as f64) > gauge.get() {
+            gauge.set(utc as f64);
+        }
+    }
+
+    /// Counts a NodeTask entering `phase` (Pending, Running, Succeeded, Failed,
+    /// PartiallyFailed).
+    pub fn node_task_transition(&self, phase: &str) {
+        self.node_task_transitions.with_label_values(&[phase]).inc();
     }
 
     /// Counts a status write.

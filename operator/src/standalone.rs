@@ -1,7 +1,11 @@
 //! Standalone mode: no Kubernetes. MonitoredService manifests come from a local YAML file (the
 //! same manifests as in a cluster, several documents separated by `---`), are validated as the
 //! CRD schema would validate them, and are checked on their interval; the API serves them with
-//! their statuses.
+//! their statuses. The node agent of this host runs in the same process ([`agent`]), and the
+//! NodeTasks created through the API run on this host ([`tasks`]).
+
+pub mod agent;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 

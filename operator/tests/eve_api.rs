@@ -81,6 +81,8 @@ fn start(dir: &std::path::Path) -> Operator {
         .args(["--cache-expires", "20"])
         .env("OPSPLANE_TOKEN", ADMIN)
         .env("OPSPLANE_RATE_LIMIT", "off")
+        // This host's node agent is operator/tests/standalone.rs's.
+        .env("OPSPLANE_NODE_AGENT", "false")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -852,10 +854,15 @@ async fn bulk_is_all_or_nothing_roles_gate_writes_and_the_file_owns_its_objects(
         )
         .await;
     assert_eq!(escalate.status, 403);
-    // Standalone tasks are planned for this host.
+    // Standalone tasks are planned for this host, the one node: a task naming another node
+    // fails at once, that node never released (as a missing Node in a cluster).
     let t1 = c.get("/tasks/t1").await.json();
-    assert_eq!(t1["status"]["phase"], "Pending");
-    assert_eq!(t1["status"]["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(t1["status"]["phase"], "Failed", "{t1}");
+    let nodes = t1["status"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["name"], "n1");
+    assert_eq!(nodes[0]["reason"], "NodeNotFound");
+    assert!(nodes[0].get("releasedAt").is_none(), "{t1}");
     let bad = c.post("/tasks", ADMIN, json!({"metadata": {"name": "t3"}, "spec": {"nodeNames": ["n1"], "handler": "OsHandler", "command": "start"}})).await;
     assert_eq!(bad.status, 422);
     assert!(

@@ -103,6 +103,8 @@ fn an_eve_client_scenario_answers_like_eve_2_3_1() {
             .arg(&config)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            // This host's node agent is operator/tests/standalone.rs's.
+            .env("OPSPLANE_NODE_AGENT", "false")
             // What the Eve app is configured with: X_DOMAINS '*', CACHE_CONTROL, CACHE_EXPIRES.
             .args([
                 "--cors-origins",

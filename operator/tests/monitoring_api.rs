@@ -73,6 +73,8 @@ fn start_operator(dir: &Path, redis_url: Option<&str>, keep: &str) -> (Guard, St
         .args(["--retention-minutes", keep, "--retention-hours", keep])
         .args(["--retention-exceptions", "20000days"])
         .env("OPSPLANE_TOKEN", TOKEN)
+        // Exactly the seed's hosts: no node agent reporting this one.
+        .env("OPSPLANE_NODE_AGENT", "false")
         .env("OPSPLANE_LOG", "warn")
         .env_remove("OPSPLANE_REDIS_URL")
         .stdout(Stdio::null())

@@ -507,3 +507,400 @@ fn log_format_json_writes_one_object_per_line() {
     }
     assert!(served, "{text}");
 }
+
+// --- the node agent of this host -----------------------------------------------------------
+
+/// This host's name, as the kernel has it (the name the agent reports under).
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `(status, body)` of a request with the token and a JSON body.
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> =
+        auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    headers.push(("content-type", "application/json"));
+    let e = opsplane_serve::testing::request(addr, method, path, &headers, body).unwrap();
+    (e.status, e.response)
+}
+
+/// A standalone operator with the node agent on: the API on one free port, the node API on
+/// another, reports every 200 ms; `extra` flags; run in `cwd`.
+fn start_with_agent(
+    config: &std::path::Path,
+    data_dir: &std::path::Path,
+    cwd: &std::path::Path,
+    extra: &[&str],
+) -> (Running, SocketAddr, SocketAddr) {
+    let listen = common::free_addr();
+    let node = common::free_addr();
+    let mut command = common::standalone(listen, config, data_dir);
+    command
+        .env("OPSPLANE_NODE_AGENT", "true")
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .args(["--node-listen", &node.to_string()])
+        .args(["--sample-interval", "100ms", "--report-interval", "200ms"])
+        .args(extra)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let running = common::spawn_listening(&mut command, listen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(node).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the node API did not listen on {node}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (running, listen, node)
+}
+
+/// Polls `path` until `done` says yes (15 s at most); the last JSON.
+fn poll(
+    addr: SocketAddr,
+    path: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, response) = get(addr, path, Some(TOKEN));
+        if status == 200 {
+            let json = body(&response);
+            if done(&json) {
+                return json;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: not there after 15 s: {json}"
+            );
+        } else {
+            assert!(Instant::now() < deadline, "{path}: {status} {response}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The logical CPUs of this host as /proc/cpuinfo lists them.
+fn cpus_of_this_host() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
+}
+
+#[test]
+fn the_node_agent_shows_this_host_in_the_eve_and_monitoring_apis_and_serves_the_node_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    let (_operator, listen, node) =
+        start_with_agent(&config, &dir.path().join("data"), dir.path(), &[]);
+    let host = this_host();
+
+    // Reports land in the store directly: the host is in the monitoring API's hosts ...
+    poll(listen, "/monitoring/api/hosts/", |json| {
+        json["hosts"]
+            .as_array()
+            .is_some_and(|hosts| hosts.iter().any(|h| h["name"] == host.as_str()))
+    });
+    // ... and in /api/v1/nodes with a heartbeat and the report's summary, from real /proc.
+    let item = poll(listen, &format!("/api/v1/nodes/{host}"), |json| {
+        json["report"]["heartbeat"].is_string()
+    });
+    assert_eq!(
+        item["metadata"]["labels"]["opsplane.io/standalone"], "true",
+        "{item}"
+    );
+    // The host's samples: cpu.count of its service is this host's CPU count.
+    let cpus = cpus_of_this_host();
+    let data = poll(
+        listen,
+        &format!(
+            "/monitoring/api/metric_data/cpu.count/?service=host:{host}&last=600&interval=600"
+        ),
+        |json| {
+            json["data"]["data"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|i| i["data"].as_array().is_some_and(|v| !v.is_empty()))
+            })
+        },
+    );
+    let vals: Vec<f64> = data["data"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["data"].as_array().unwrap())
+        .map(|v| v["val"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        vals.iter().all(|v| *v == cpus as f64),
+        "{cpus} CPUs, {data}"
+    );
+
+    // The seed 002 node API on its own address: the same envelope, the API's token.
+    let (status, response) = send(node, "POST", "/api/v1/monitor/cpu", "{}", Some(TOKEN));
+    assert_eq!(status, 200, "{response}");
+    let cpu = body(&response);
+    assert_eq!(cpu["code"], 0, "{cpu}");
+    assert_eq!(cpu["data"]["numbers"], cpus, "{cpu}");
+    let (status, response) = send(node, "POST", "/api/v1/monitor/cpu", "{}", None);
+    assert_eq!(status, 401, "{response}");
+    assert_eq!(body(&response)["code"], 10001);
+    let (status, response) = send(
+        node,
+        "POST",
+        "/api/v1/monitor/memory",
+        "{}",
+        Some("wrong-token"),
+    );
+    assert_eq!(status, 401, "{response}");
+
+    // Its /metrics are the node-daemon's; the operator counts the reports it recorded.
+    let (_, node_metrics) = get(node, "/metrics", None);
+    assert!(
+        node_metrics.contains(&format!("opsplane_node_cpu_logical_cores {cpus}")),
+        "{node_metrics}"
+    );
+    let (_, metrics) = get(listen, "/metrics", None);
+    assert!(
+        metrics.contains("opsplane_node_reports_received_total{type=\"resource\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "opsplane_node_last_report_timestamp_seconds{{host=\"{host}\"}}"
+        )),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn node_agent_false_and_node_listen_off_turn_the_agent_and_its_api_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    // --node-listen off: reports still land, no node API is served.
+    let listen = common::free_addr();
+    let mut command = common::standalone(listen, &config, &dir.path().join("a"));
+    command
+        .env("OPSPLANE_NODE_AGENT", "true")
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .args(["--node-listen", "off", "--report-interval", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let operator = common::spawn_listening(&mut command, listen);
+    let host = this_host();
+    poll(listen, "/monitoring/api/hosts/", |json| {
+        json["hosts"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|h| h["name"] == host.as_str()))
+    });
+    drop(operator);
+
+    // --node-agent false: nothing reports this host.
+    let listen = common::free_addr();
+    let mut command = common::standalone(listen, &config, &dir.path().join("b"));
+    command
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .args(["--node-agent", "false", "--report-interval", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _operator = common::spawn_listening(&mut command, listen);
+    std::thread::sleep(Duration::from_millis(800));
+    let (status, response) = get(listen, "/monitoring/api/hosts/", Some(TOKEN));
+    assert_eq!(status, 200, "{response}");
+    let hosts = body(&response);
+    assert!(
+        !hosts["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == host.as_str()),
+        "{hosts}"
+    );
+    let (_, metrics) = get(listen, "/metrics", None);
+    assert!(
+        !metrics.contains("opsplane_node_reports_received_total{"),
+        "{metrics}"
+    );
+}
+
+/// POSTs a NodeTask for this host; its `_id`.
+fn create_task(listen: SocketAddr, name: &str, spec: serde_json::Value) {
+    let task = serde_json::json!({"metadata": {"name": name}, "spec": spec});
+    let (status, response) = send(
+        listen,
+        "POST",
+        "/api/v1/tasks",
+        &task.to_string(),
+        Some(TOKEN),
+    );
+    assert_eq!(status, 201, "{response}");
+}
+
+fn finished(json: &serde_json::Value) -> bool {
+    matches!(
+        json["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed" | "PartiallyFailed")
+    )
+}
+
+#[test]
+fn node_tasks_run_on_this_host_through_the_runner_and_its_safety_switches_and_never_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    let allowed = dir.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let victim = allowed.join("old.log");
+    std::fs::write(&victim, "x").unwrap();
+    let data = dir.path().join("data");
+    let host = this_host();
+    let prefix = allowed.to_str().unwrap().to_string();
+    // The power command writes a marker (with "reboot" appended) if it ever runs.
+    let power = format!("touch {}", dir.path().join("powered").display());
+    let flags = [
+        "--node-tasks",
+        "on",
+        "--allow-delete-prefix",
+        &prefix,
+        "--power-command",
+        &power,
+    ];
+    let (operator, listen, _) = start_with_agent(&config, &data, dir.path(), &flags);
+
+    // A file deletion under the allowed prefix runs on this host.
+    create_task(
+        listen,
+        "cleanup",
+        serde_json::json!({"nodeNames": [host], "handler": "FileHandler", "command": "delete_file",
+            "data": {"file_name": victim.to_str().unwrap()}}),
+    );
+    let task = poll(listen, "/api/v1/tasks/cleanup", finished);
+    assert_eq!(task["status"]["phase"], "Succeeded", "{task}");
+    let entry = &task["status"]["nodes"][0];
+    assert_eq!(
+        (entry["name"].as_str(), entry["code"].as_i64()),
+        (Some(host.as_str()), Some(0)),
+        "{task}"
+    );
+    assert!(
+        entry["startedAt"].is_string() && entry["finishedAt"].is_string(),
+        "{task}"
+    );
+    assert!(!victim.exists(), "the file was not deleted");
+    let complete = task["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Complete")
+        .unwrap();
+    assert_eq!(complete["status"], "True", "{task}");
+
+    // A reboot without --allow-disruptive is refused by the runner (30004); nothing powers off.
+    create_task(
+        listen,
+        "reboot",
+        serde_json::json!({"nodeNames": [host], "handler": "OsHandler", "command": "reboot"}),
+    );
+    let task = poll(listen, "/api/v1/tasks/reboot", finished);
+    assert_eq!(task["status"]["phase"], "Failed", "{task}");
+    assert_eq!(task["status"]["nodes"][0]["code"], 30004, "{task}");
+    // A task for another node is never run here.
+    create_task(
+        listen,
+        "elsewhere",
+        serde_json::json!({"nodeNames": ["not-this-host"], "handler": "FileHandler", "command": "delete_file",
+            "data": {"file_name": victim.to_str().unwrap()}}),
+    );
+    let task = poll(listen, "/api/v1/tasks/elsewhere", finished);
+    assert_eq!(
+        task["status"]["nodes"][0]["reason"], "NodeNotFound",
+        "{task}"
+    );
+    // A dry run plans and runs nothing.
+    std::fs::write(&victim, "again").unwrap();
+    create_task(
+        listen,
+        "dry",
+        serde_json::json!({"nodeNames": [host], "handler": "FileHandler", "command": "delete_file",
+            "data": {"file_name": victim.to_str().unwrap()}, "dryRun": true}),
+    );
+    let task = poll(listen, "/api/v1/tasks/dry", finished);
+    assert_eq!(task["status"]["phase"], "Succeeded", "{task}");
+    assert!(
+        task["status"]["nodes"][0].get("startedAt").is_none(),
+        "{task}"
+    );
+    let etag = poll(listen, "/api/v1/tasks/cleanup", finished)["_etag"].clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(victim.exists(), "a dry run deleted the file");
+    // A finished task is not rewritten by later rounds (its ETag holds for If-Match).
+    let again = poll(listen, "/api/v1/tasks/cleanup", finished);
+    assert_eq!(again["_etag"], etag, "{again}");
+    let (_, metrics) = get(listen, "/metrics", None);
+    // The runner's transitions: cleanup to Succeeded, reboot to Failed (the others were
+    // finished by their plan at creation).
+    assert!(
+        metrics.contains("opsplane_node_task_transitions_total{phase=\"Succeeded\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("opsplane_node_task_transitions_total{phase=\"Failed\"} 1\n"));
+
+    // Restarted on the same data: the ledger keeps "cleanup" from running again.
+    drop(operator);
+    let (_operator, listen, _) = start_with_agent(&config, &data, dir.path(), &flags);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(victim.exists(), "a finished task ran again after a restart");
+    let task = poll(listen, "/api/v1/tasks/cleanup", finished);
+    assert_eq!(task["status"]["phase"], "Succeeded", "{task}");
+    assert!(
+        !dir.path().join("powered").exists(),
+        "the power command ran"
+    );
+}
+
+#[test]
+fn without_node_tasks_on_a_task_for_this_host_fails_naming_the_flag_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    let allowed = dir.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let victim = allowed.join("keep.log");
+    std::fs::write(&victim, "x").unwrap();
+    let prefix = allowed.to_str().unwrap().to_string();
+    let (_operator, listen, _) = start_with_agent(
+        &config,
+        &dir.path().join("data"),
+        dir.path(),
+        &["--allow-delete-prefix", &prefix],
+    );
+    create_task(
+        listen,
+        "cleanup",
+        serde_json::json!({"nodeNames": [this_host()], "handler": "FileHandler", "command": "delete_file",
+            "data": {"file_name": victim.to_str().unwrap()}}),
+    );
+    let task = poll(listen, "/api/v1/tasks/cleanup", finished);
+    assert_eq!(task["status"]["phase"], "Failed", "{task}");
+    let entry = &task["status"]["nodes"][0];
+    assert_eq!(entry["code"], 30004, "{task}");
+    assert!(
+        entry["msg"].as_str().unwrap().contains("--node-tasks on"),
+        "{task}"
+    );
+    assert!(victim.exists());
+}

@@ -72,6 +72,7 @@ fn operator(dir: &Path, redis_port: Option<u16>) -> anyhow::Result<(Guard, Strin
     .args(["--retention-minutes", "30d", "--retention-hours", "90d"])
     .env("OPSPLANE_TOKEN", TOKEN)
     .env("OPSPLANE_LOG", "warn")
+    .env("OPSPLANE_NODE_AGENT", "false")
     .env_remove("OPSPLANE_REDIS_URL")
     .stdout(Stdio::null());
     if let Some(p) = redis_port {

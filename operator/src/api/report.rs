@@ -62,5 +62,6 @@ pub async fn node_report(
                 ApiError::Store(error)
             }
         })?;
+    state.metrics.node_seen(&report.hostname, report.utc);
     Ok(Json(eve::ok()))
 }

@@ -33,15 +33,17 @@ pub fn free_addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
-/// `opsplane-operator standalone --listen <listen> --config <config> --data-dir <data_dir>`,
-/// for the caller to add to and spawn.
+/// `opsplane-operator standalone --listen <listen> --config <config> --data-dir <data_dir>`
+/// without the node agent (`OPSPLANE_NODE_AGENT=false`), for the caller to add to and spawn.
 pub fn standalone(listen: SocketAddr, config: &Path, data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
     command
         .args(["standalone", "--listen", &listen.to_string(), "--config"])
         .arg(config)
         .arg("--data-dir")
-        .arg(data_dir);
+        .arg(data_dir)
+        // The node agent (probes, node API on 6666) only where a test asks for it.
+        .env("OPSPLANE_NODE_AGENT", "false");
     command
 }
 

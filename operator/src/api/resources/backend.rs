@@ -501,7 +501,7 @@ impl Backend {
                     .collect())
             }
             Backend::Local(l) => Ok(vec![json!({
-                "metadata": {"name": &*l.hostname, "labels": {"opsplane.io/standalone": "true"}},
+                "metadata": {"name": &*l.hostname, "labels": crate::standalone::tasks::local_node(&l.hostname).labels},
             })]),
         }
     }
@@ -576,13 +576,21 @@ impl Local {
         body["metadata"]["creationTimestamp"] = json!(now_rfc3339());
         stamp(&mut body);
         if kind == Kind::Tasks {
-            // Standalone has one node, this host: the plan names it; running the task is the
-            // standalone runner's (not yet built).
-            body["status"] = json!({
-                "phase": "Pending",
-                "observedGeneration": 1,
-                "nodes": [{"name": &*self.hostname, "phase": "Pending"}],
-            });
+            // Standalone has one node, this host: planned at once as the controller would
+            // (a node named other than this host fails the task); the node agent runs it
+            // (crate::standalone::tasks).
+            if let Ok(task) =
+                serde_json::from_value::<opsplane_resources::node_task::NodeTask>(body.clone())
+            {
+                let status = crate::standalone::tasks::initial_status(
+                    &task,
+                    &self.hostname,
+                    jiff::Timestamp::now(),
+                );
+                if let Ok(status) = serde_json::to_value(status) {
+                    body["status"] = status;
+                }
+            }
         }
         body
     }

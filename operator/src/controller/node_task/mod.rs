@@ -160,7 +160,12 @@ pub async fn reconcile(obj: Arc<NodeTask>, ctx: Arc<Context>) -> Result<Action, 
             )
             .await
         {
-            Ok(_) => ctx.metrics.status_written(),
+            Ok(_) => {
+                ctx.metrics.status_written();
+                if obj.status.as_ref().and_then(|s| s.phase) != Some(phase) {
+                    ctx.metrics.node_task_transition(&format!("{phase:?}"));
+                }
+            }
             // A node reported between our read and this write: re-read rather than overwrite.
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 tracing::debug!(message = %e.message, "status conflict; re-reading");
