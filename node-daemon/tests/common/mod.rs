@@ -32,29 +32,52 @@ pub fn free_addr() -> String {
 }
 
 /// Starts the binary with `--listen <free addr>`, the arguments and the environment given, and
-/// waits until it listens.
+/// waits until it listens. A free port can be taken by another test's process between choosing
+/// it and binding it (the tests run in parallel); a daemon that exits for that is started
+/// again on another port.
 pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-    start_logging(args, env, Stdio::null())
+    for _ in 0..2 {
+        if let Some(daemon) = try_start(args, env, Stdio::null()) {
+            return daemon;
+        }
+    }
+    try_start(args, env, Stdio::null()).expect("node-daemon exited at start (three times)")
 }
 
 /// [`start`] with the daemon's stderr (its log) going to `stderr`.
 pub fn start_logging(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Daemon {
+    try_start(args, env, stderr).expect("node-daemon exited at start")
+}
+
+/// One start; `None` when the process exited instead of serving (its port was taken).
+fn try_start(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Option<Daemon> {
     let addr = free_addr();
     let mut command = Command::new(env!("CARGO_BIN_EXE_opsplane-node-daemon"));
     command.args(["--listen", &addr]).args(args).stderr(stderr);
     for (key, value) in env {
         command.env(key, value);
     }
-    let child = command.spawn().expect("node-daemon starts");
+    let mut child = command.spawn().expect("node-daemon starts");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if TcpStream::connect(&addr).is_ok() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "node-daemon did not listen on {addr}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Daemon { child, addr }
+    // Something listens there: make sure it is this daemon, not a process that took the port.
+    std::thread::sleep(Duration::from_millis(50));
+    if let Ok(Some(_)) = child.try_wait() {
+        return None;
+    }
+    Some(Daemon { child, addr })
 }
 
 /// Sends `POST /api/v1/monitor/<endpoint>` with a bearer token and a raw body over `stream`;
