@@ -8,6 +8,7 @@
 //! | `/monitoring/api` | [`monitoring`] (seed 001, GeoNode) | [`geonode`] |
 //! | `POST /` | [`report`] (seed 002 §四 node reports) | [`eve`] |
 //! | `/maintain/v1` | [`maintain`] (seed 003, Polaris) | plain text / Polaris `BaseResponse` |
+//! | `/openapi.json`, `/ops` | [`ops`] (seed 000, UtilMeta) | UtilMeta's `{result, msg, state, count}` |
 //! | `/healthz`, `/readyz`, `/metrics` | here | plain text |
 //!
 //! Cross-cutting work is tower layers from `opsplane_serve::observe` (request id, trace span,
@@ -19,6 +20,7 @@ pub mod eve;
 pub mod geonode;
 pub mod maintain;
 pub mod monitoring;
+pub mod ops;
 pub mod report;
 pub mod resources;
 
@@ -89,6 +91,7 @@ pub fn rules() -> Vec<Rule> {
         resources::rules(),
         monitoring::rules(),
         maintain::rules(),
+        ops::rules(),
     ]
     .concat()
 }
@@ -106,10 +109,25 @@ fn health_rules() -> Vec<Rule> {
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+    security(())
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        (status = 503, description = "not ready", content_type = "text/plain", body = String)),
+    security(())
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         "ok".into_response()
@@ -118,6 +136,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+    security(())
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -157,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", resources::router(&state))
         .nest("/monitoring/api", monitoring::router(&state))
         .nest("/maintain/v1", maintain::router(&state))
+        .merge(ops::router(&state))
         .fallback_service(unmatched)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);

@@ -32,6 +32,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 /// The handler: parse, count, record; Eve's `{"_status": "OK"}` on success.
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "report",
+    request_body(content = opsplane_resources::node_report::NodeReport),
+    responses((status = 200, description = "recorded: `{_status: OK}`", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn node_report(
     State(state): State<AppState>,
     body: Bytes,
