@@ -23,6 +23,11 @@ if ! command -v redis-server >/dev/null; then
 fi
 # Debian's package starts a system-wide server on 6379; the tests never use it.
 
+# The OpenAPI conformance test (operator/tests/openapi_conformance.rs) runs openapi-spec-validator
+# and schemathesis from a venv of their own, inside a network namespace made with `unshare`.
+command -v unshare >/dev/null || apt-get install -y util-linux >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y util-linux >/dev/null; }
+bash "$root/scripts/openapi-tools.sh" >/dev/null
+
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.
 export OPSPLANE_GEONODE_DIR=${OPSPLANE_GEONODE_DIR:-$OPSPLANE_CACHE/geonode-4.4.5}

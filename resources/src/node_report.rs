@@ -22,6 +22,10 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+/// The latest `utc` a report may carry: 9999-12-31T23:59:59Z, the last second that times in
+/// the store (milliseconds, RFC 3339) can hold.
+pub const MAX_UTC: i64 = 253_402_300_799;
+
 /// Longest host name a report may carry (a DNS name).
 pub const MAX_HOSTNAME: usize = 253;
 

@@ -719,8 +719,8 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
     responses((status = 200, description = "cleaned", body = crate::api::ops::schemas::PolarisResponse),
         (status = 400, description = "a bad instance", body = crate::api::ops::schemas::PolarisResponse),
         (status = 404, description = "no such instance, or it still exists", body = crate::api::ops::schemas::PolarisResponse),
-        (status = 415, description = "a body that is not JSON", content_type = "text/plain", body = String),
-        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 429) or plain text (404, 405, 415)", body = crate::api::ops::schemas::PolarisResponse))
+        (status = 415, description = "a body that is not JSON", body = crate::api::ops::schemas::PolarisResponse),
+        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 415, 429, 5xx) or plain text (404, 405)", body = crate::api::ops::schemas::PolarisResponse))
 )]
 async fn clean(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let rid = request_id(&headers).map(str::to_owned);
@@ -795,9 +795,10 @@ fn failed(error: GatherError, echo: Value, rid: Option<&str>) -> Response {
     tag = "maintain",
     request_body(content = Object, description = "`{\"batch_size\": N}`"),
     responses((status = 200, description = "`{rows_affected: n}`", body = Object),
-        (status = 400, description = "a bad body", content_type = "text/plain", body = String),
-        (status = 415, description = "a body that is not JSON", content_type = "text/plain", body = String),
-        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 429) or plain text (404, 405, 415)", body = crate::api::ops::schemas::PolarisResponse))
+        (status = 400, description = "a bad body (code 400001)", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 415, description = "a body that is not JSON", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 500, description = "the store failed", body = crate::api::ops::schemas::PolarisResponse),
+        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 415, 429, 5xx) or plain text (404, 405)", body = crate::api::ops::schemas::PolarisResponse))
 )]
 async fn batch_clean(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if opsplane_serve::maintain::require_json(&headers).is_err() {
@@ -942,7 +943,7 @@ fn local_time(seconds: i64) -> String {
     responses((status = 200, description = "the last heartbeat", body = crate::api::ops::schemas::PolarisResponse),
         (status = 400, description = "a bad instance", body = crate::api::ops::schemas::PolarisResponse),
         (status = 404, description = "unknown instance", body = crate::api::ops::schemas::PolarisResponse),
-        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 429) or plain text (404, 405, 415)", body = crate::api::ops::schemas::PolarisResponse))
+        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 415, 429, 5xx) or plain text (404, 405)", body = crate::api::ops::schemas::PolarisResponse))
 )]
 async fn heartbeat(
     State(state): State<AppState>,

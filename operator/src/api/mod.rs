@@ -450,6 +450,23 @@ mod tests {
         );
     }
 
+    /// A `utc` past what the store's times hold is refused, not overflowed (schemathesis
+    /// found it: the handler panicked on 9223372036854775806).
+    #[tokio::test]
+    async fn a_node_report_dated_after_9999_is_a_bad_body() {
+        let app = TestApp::new(false).await;
+        let report = r#"{"hostname": "h", "ip": "", "utc": 9223372036854775806, "node_uuid": "u", "type": "service", "data": {}}"#;
+        let (status, _, body) = app.call(Method::POST, "/", Some(TOKEN), report).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["_error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("after 9999"),
+            "{body}"
+        );
+    }
+
     #[tokio::test]
     async fn a_role_without_the_permission_gets_403_naming_the_role() {
         let app = TestApp::new(false).await;

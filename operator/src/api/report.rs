@@ -51,6 +51,12 @@ pub async fn node_report(
             report.utc
         )));
     }
+    if report.utc > opsplane_resources::node_report::MAX_UTC {
+        return Err(ApiError::BadBody(format!(
+            "utc: {} is after 9999-12-31T23:59:59Z; send seconds since the epoch",
+            report.utc
+        )));
+    }
     state.metrics.node_report(report.kind().as_str());
     state.recorder.node_report(&report).await.map_err(|error| {
         state.metrics.store_error("node_report");
