@@ -66,6 +66,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// What the maintain API works on (connections, log levels, staleness).
     pub maintain: maintain::MaintainState,
+    /// Where the ops API lives (`--base-url`, `--ops-route`) and the document it serves.
+    pub ops: ops::Ops,
 }
 
 impl AppState {
@@ -84,14 +86,14 @@ impl AppState {
 
 /// Every route's permission, API by API: what `docs/auth.md` lists and the router test walks.
 #[cfg(test)]
-pub fn rules() -> Vec<Rule> {
+pub fn rules(ops: &ops::Ops) -> Vec<Rule> {
     [
         health_rules(),
         report::rules(),
         resources::rules(),
         monitoring::rules(),
         maintain::rules(),
-        ops::rules(),
+        ops::rules(ops),
     ]
     .concat()
 }
@@ -169,6 +171,7 @@ fn health(state: &AppState) -> Router<AppState> {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    let state_mount = state.ops.location.mount.clone();
     let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
     let unmatched = resources::with_rendering(
         state
@@ -188,10 +191,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     // Method override must act before routing picks a handler by method: a layer around the
     // whole router (a router's own layers wrap each route's handlers).
+    let mount: &'static str = Box::leak(state_mount.into_boxed_str());
     let app = Router::new()
         .fallback_service(app)
         .layer(axum::middleware::from_fn(
             resources::render::method_override,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            mount,
+            ops::trailing_slash,
         ));
     observe::outer(app)
 }
@@ -228,6 +236,13 @@ pub(crate) mod testing {
             metrics.registry(),
         )
         .unwrap()
+    }
+
+    /// The ops API of a test router: no `--base-url`, route `ops`.
+    pub fn ops() -> ops::Ops {
+        ops::Ops::new(
+            ops::location::locate(None, "ops", "127.0.0.1:8080".parse().unwrap()).unwrap(),
+        )
     }
 
     pub struct TestApp {
@@ -275,6 +290,7 @@ pub(crate) mod testing {
                     ),
                     stale_after: Duration::from_secs(600),
                 },
+                ops: ops(),
             };
             TestApp {
                 router: router(state.clone()),
@@ -350,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn every_route_has_a_declared_permission_and_nothing_else_is_reachable() {
         let app = TestApp::new(false).await;
-        let rules = super::rules();
+        let rules = super::rules(&app.state.ops);
         let mut routes: Vec<&str> = rules.iter().map(|r| r.route).collect();
         routes.dedup();
         for route in routes {
@@ -387,7 +403,7 @@ mod tests {
             (Some(TOKEN), Some(Role::Admin)),
         ];
         callers.extend(ROLE_TOKENS.iter().map(|(t, r)| (Some(*t), Some(*r))));
-        for rule in super::rules() {
+        for rule in super::rules(&app.state.ops) {
             let path = sample_path(rule.route);
             for (token, role) in &callers {
                 let (status, _, body) = app.call(rule.method.clone(), &path, *token, "[]").await;

@@ -6,8 +6,11 @@
 //!   `GET /ops/openapi` (UtilMeta serves it unwrapped too).
 //! - The ops envelope is UtilMeta's `{result, msg, state, count}` ([`envelope`]).
 
+pub mod location;
 pub mod openapi;
 pub mod schemas;
+
+use std::sync::Arc;
 
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,42 +43,107 @@ pub fn envelope(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// The permission of every ops route: the document is a read.
-pub fn rules() -> Vec<Rule> {
-    ["/openapi.json", "/ops/openapi"]
+/// The ops API's place and the document it serves, settled at start.
+#[derive(Clone)]
+pub struct Ops {
+    /// base_url, ops_api and the mount path.
+    pub location: Arc<location::Location>,
+    /// The served document: re-based to base_url, the ops API left out.
+    document: Arc<str>,
+    /// The mount path, for the route tables (made once per process).
+    mount: &'static str,
+}
+
+impl Ops {
+    /// Builds the served document for `location`, and says once which APIs the platform
+    /// cannot reach because they lie outside base_url.
+    pub fn new(location: location::Location) -> Ops {
+        let mut document = openapi::document();
+        let dropped = location.rebase(&mut document);
+        if !dropped.is_empty() {
+            tracing::warn!(
+                base_url = %location.base_url,
+                left_out = %dropped.join(", "),
+                "these API paths lie outside --base-url: they are left out of the OpenAPI document and the UtilMeta platform cannot reach them"
+            );
+        }
+        tracing::info!(ops_api = %location.ops_api, "ops API (seed 000) loaded");
+        let mount: &'static str = Box::leak(location.mount.clone().into_boxed_str());
+        Ops {
+            location: Arc::new(location),
+            document: document.to_string().into(),
+            mount,
+        }
+    }
+
+    /// Route templates under the mount (`/ops/openapi`), made once.
+    fn route(&self, below: &str) -> &'static str {
+        Box::leak(format!("{}{below}", self.mount).into_boxed_str())
+    }
+}
+
+/// The permission of every ops route under `mount` (`/ops` by default): the document is a
+/// read.
+pub fn rules(ops: &Ops) -> Vec<Rule> {
+    ["/openapi.json", ops.route("/openapi")]
         .into_iter()
         .map(|route| Rule::new(Method::GET, route, Access::new(Need::Read, "ops", "get")))
         .collect()
+}
+
+/// The ops API answers with and without a trailing slash (UtilMeta's routes do): one slash at
+/// the end of a path below the mount is dropped before routing.
+pub async fn trailing_slash(
+    axum::extract::State(mount): axum::extract::State<&'static str>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.len() > mount.len() + 1
+        && path.starts_with(mount)
+        && path.as_bytes().get(mount.len()) == Some(&b'/')
+        && path.ends_with('/')
+    {
+        let trimmed = &path[..path.len() - 1];
+        let rebuilt = match request.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    next.run(request).await
 }
 
 /// The OpenAPI document of every API of the operator, bare (not in the ops envelope).
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "the OpenAPI 3.1 document of every API", body = Object),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
-pub async fn openapi_json() -> Response {
-    document_response()
+pub async fn openapi_json(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    document_response(&state.ops)
 }
 
 /// The same document where UtilMeta's platform reads it (`<ops_api>/openapi`, scope `api.view`).
 #[utoipa::path(get, path = "/ops/openapi", tag = "ops",
     responses((status = 200, description = "the OpenAPI 3.1 document of every API", body = Object),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
-pub async fn ops_openapi() -> Response {
-    document_response()
+pub async fn ops_openapi(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    document_response(&state.ops)
 }
 
-fn document_response() -> Response {
+fn document_response(ops: &Ops) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        openapi::document_text(),
+        ops.document.to_string(),
     )
         .into_response()
 }
 
-/// The ops router: `/openapi.json` and `/ops/...`, in UtilMeta's envelope.
+/// The ops router: `/openapi.json` and `<mount>/...`, in UtilMeta's envelope.
 pub fn router(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .route("/openapi.json", get(openapi_json))
-        .route("/ops/openapi", get(ops_openapi));
-    state.api("ops", envelope, rules()).wrap(routes)
+        .route(state.ops.route("/openapi"), get(ops_openapi));
+    state.api("ops", envelope, rules(&state.ops)).wrap(routes)
 }
