@@ -26,6 +26,7 @@ req = urllib.request.Request(f"http://127.0.0.1:{port}/openapi.json", headers={"
 open(out, "wb").write(urllib.request.urlopen(req, timeout=10).read())
 PY
 "$venv/bin/openapi-spec-validator" "$dir/openapi.json"
+cd "$dir" # schemathesis keeps its .schemathesis/ cache in the working directory
 "$venv/bin/schemathesis" run "$dir/openapi.json" --url "http://127.0.0.1:$port" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
