@@ -39,6 +39,10 @@ done
 if ! command -v promtool >/dev/null; then
   apt-get install -y prometheus >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
 fi
+# The OpenAPI conformance test (operator/tests/openapi_conformance.rs) runs openapi-spec-validator
+# and schemathesis from a venv of their own, inside a network namespace made with `unshare`.
+command -v unshare >/dev/null || apt-get install -y util-linux >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y util-linux >/dev/null; }
+bash "$root/scripts/openapi-tools.sh" >/dev/null
 
 bash "$root/scripts/build-e2e-tools.sh"
 # The monitoring API tests replay GeoNode 4.4.5's own test fixture.

@@ -295,6 +295,9 @@ async fn the_built_image_runs_both_binaries_as_its_non_root_user() {
             "/tmp/config/services.yaml",
             "--data-dir",
             "/tmp/state",
+            // The host's node agent would bind 6666 beside other tests' processes.
+            "--node-agent",
+            "false",
         ],
     );
     command.stdout(Stdio::null());

@@ -86,6 +86,11 @@ pub fn rules(open_metrics: bool) -> Vec<Rule> {
         .map(node),
     );
     // The maintain routes the daemon mounts (crate::maintain); its one token is admin.
+    rules.push(Rule::new(
+        Method::GET,
+        "/openapi.json",
+        Access::new(Need::Read, "nodes", "get"),
+    ));
     rules.extend(opsplane_serve::maintain::rules());
     rules
 }
@@ -109,16 +114,23 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .route("/api/v1/monitor/{*name}", any(monitor_endpoint))
         .fallback(fallback)
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "health", security(("bearer" = []), ()),
+    description = "Needs the metrics token or the node token (it carries the host's inventory), unless the daemon runs with --open-metrics.",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+              (status = 401, description = "no or a wrong token (code 10001)", body = crate::openapi::Envelope)))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if state.metrics_refused {
         return ApiError::Unauthorized(
             "/metrics needs a token and none is configured (OPSPLANE_TOKEN, OPSPLANE_METRICS_TOKEN), or --open-metrics",
@@ -132,6 +144,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         crate::metrics::render(&state.registry, latest.as_deref()),
+    )
+        .into_response()
+}
+
+/// This API's OpenAPI document ([`crate::openapi`]), behind the node API's token.
+#[utoipa::path(get, path = "/openapi.json", tag = "node",
+    responses((status = 200, description = "the OpenAPI 3.1 document of the node-daemon", body = Object),
+              (status = 401, description = "no or a wrong token (code 10001)", body = crate::openapi::Envelope)))]
+pub(crate) async fn openapi_json(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_text(),
     )
         .into_response()
 }
@@ -160,7 +190,17 @@ async fn fallback(State(state): State<Arc<AppState>>, request: Request) -> Respo
     }
 }
 
-async fn monitor_endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
+/// `POST /api/v1/monitor/<name>`: a probe's data, the period statistics, port states or a
+/// task; other methods are the seed's 405 (code 30006).
+#[utoipa::path(method(post, get, put, patch, delete), path = "/api/v1/monitor/{name}", tag = "node",
+    params(("name" = String, Path, description = "a probe, `resource_statis`, `port_status` or a task endpoint")),
+    request_body(content = Option<Object>, description = "none for the probes; `{statis_period}` for resource_statis, `{ports}` for port_status, the seed's task body for the task endpoints"),
+    responses((status = 200, description = "`code` 0 and the data", body = crate::openapi::Envelope),
+              (status = "default", description = "a failure with the seed's return code (401 10001, 400/404/405 30006, 500 99999, ...)", body = crate::openapi::Envelope)))]
+pub(crate) async fn monitor_endpoint(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
     // The raw segment, not axum's `Path` (which percent-decodes and answers a bad path with
     // its own body, before authentication): an endpoint is named exactly as the seed does.
     let name = request

@@ -12,6 +12,7 @@ pub mod host;
 pub mod maintain;
 pub mod metrics;
 pub mod monitor;
+pub mod openapi;
 pub mod probe;
 pub mod reporter;
 pub mod sampler;

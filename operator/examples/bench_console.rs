@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             .arg(dir.path())
             .env("OPSPLANE_TOKEN", token)
             .env("OPSPLANE_RATE_LIMIT", "off")
+            .env("OPSPLANE_NODE_AGENT", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,

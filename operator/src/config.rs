@@ -67,6 +67,14 @@ pub struct ServeArgs {
     /// CORS and cache headers of the Eve API.
     #[command(flatten)]
     pub eve: EveArgs,
+    /// The URL clients reach this API at (seed 000 `base_url`): the OpenAPI document's only
+    /// server, its paths re-based to it (paths outside it are left out, with a warning).
+    /// Default: `http://<--listen>`.
+    #[arg(long, env = "OPSPLANE_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Where the ops API lives (seed 000 `route`): below --base-url, or an absolute URL.
+    #[arg(long, env = "OPSPLANE_OPS_ROUTE", default_value = "ops")]
+    pub ops_route: String,
 }
 
 /// The configurable behaviour of the Eve API at `/api/v1` (docs/api.md).

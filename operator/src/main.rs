@@ -346,6 +346,7 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         recorder: store,
         hostname,
         request_timeout: args.serve.request_timeout,
+        ops: ops_of(&args.serve)?,
     };
     let result = serve(&args.serve, state, shutdown_signal()).await;
     checks.abort();
@@ -428,6 +429,7 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
         recorder: store,
         hostname: hostname().into(),
         request_timeout: args.serve.request_timeout,
+        ops: ops_of(&args.serve)?,
     };
     let probe_client = client.clone();
     let ready_flag = ready.clone();
@@ -509,4 +511,12 @@ async fn lead(
             Err(_) => tracing::warn!("timed out releasing the leader Lease"),
         }
     }
+}
+
+/// The ops API's place (`--base-url`, `--ops-route`) and its document.
+fn ops_of(serve: &config::ServeArgs) -> anyhow::Result<crate::api::ops::Ops> {
+    use crate::api::ops;
+    let location =
+        ops::location::locate(serve.base_url.as_deref(), &serve.ops_route, serve.listen)?;
+    Ok(ops::Ops::new(location))
 }

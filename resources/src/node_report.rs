@@ -22,6 +22,10 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+/// The latest `utc` a report may carry: 9999-12-31T23:59:59Z, the last second that times in
+/// the store (milliseconds, RFC 3339) can hold.
+pub const MAX_UTC: i64 = 253_402_300_799;
+
 /// Longest host name a report may carry (a DNS name).
 pub const MAX_HOSTNAME: usize = 253;
 
@@ -50,7 +54,7 @@ pub enum ReportBody {
 }
 
 /// The `type` of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportKind {
     /// Host resources.
@@ -80,7 +84,7 @@ impl ReportBody {
 }
 
 /// §四.1 `data`: a section per probe; a section whose probe failed in the cycle is left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceData {
     /// `cpu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +108,7 @@ pub struct ResourceData {
 }
 
 /// `data.cpu`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cpu {
     /// Logical cores.
     pub numbers: u32,
@@ -113,7 +117,7 @@ pub struct Cpu {
 }
 
 /// `data.memory`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Memory {
     /// Bytes available for new work.
     pub available: u64,
@@ -124,7 +128,7 @@ pub struct Memory {
 }
 
 /// `data.disk.<mount point>`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Filesystem {
     /// Capacity in bytes.
     pub total: u64,
@@ -138,7 +142,7 @@ pub struct Filesystem {
 }
 
 /// `data.diskio.<device>`: bytes moved since boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskCounters {
     /// Bytes read.
     pub read_bytes: u64,
@@ -147,7 +151,7 @@ pub struct DiskCounters {
 }
 
 /// `data.networkio.<interface>`: bytes through the interface since it appeared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NicCounters {
     /// Bytes received.
     pub bytes_recv: u64,
@@ -156,7 +160,7 @@ pub struct NicCounters {
 }
 
 /// `data.vm`, in either of the shapes senders use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum VmCount {
     /// `{"numbers": n}`, as seed 002 §二.8 answers.
@@ -293,6 +297,75 @@ impl NodeReport {
         })?;
         de.end().map_err(ReportError::NotJson)?;
         head.into_report()
+    }
+}
+
+/// The OpenAPI schema of the body (the operator's `POST /`): the head fields and `data` of
+/// the kind `type` names.
+impl utoipa::PartialSchema for NodeReport {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let kind = |kind: &str, data: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            ObjectBuilder::new()
+                .property(
+                    "hostname",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(MAX_HOSTNAME)),
+                )
+                .property("ip", ObjectBuilder::new().schema_type(Type::String))
+                .property(
+                    "utc",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Int64,
+                        )))
+                        .minimum(Some(0))
+                        .description(Some("Unix time of the sampling cycle")),
+                )
+                .property("node_uuid", ObjectBuilder::new().schema_type(Type::String))
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([kind])),
+                )
+                .property("data", data)
+                .required("hostname")
+                .required("ip")
+                .required("utc")
+                .required("node_uuid")
+                .required("type")
+                .required("data")
+                .build()
+        };
+        let services = ObjectBuilder::new()
+            .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some("each service's state; only `running` is healthy"))
+            .build();
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::OneOf(
+            OneOfBuilder::new()
+                .item(kind(
+                    "resource",
+                    <ResourceData as utoipa::PartialSchema>::schema(),
+                ))
+                .item(kind("service", services.into()))
+                .description(Some("seed 002 §四: a resource or a service report"))
+                .build(),
+        ))
+    }
+}
+
+impl utoipa::ToSchema for NodeReport {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <ResourceData as utoipa::ToSchema>::schemas(schemas);
     }
 }
 

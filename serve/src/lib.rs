@@ -23,6 +23,7 @@ pub mod listener;
 pub mod logging;
 pub mod maintain;
 pub mod observe;
+pub mod openapi;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod testing;

@@ -164,6 +164,20 @@ pub fn rules() -> Vec<crate::guard::Rule> {
     ]
 }
 
+/// The OpenAPI paths of the shared routes (as mounted under `/maintain/v1`); `POST
+/// /apiserver/conn` is the same handler as `/apiserver/conn/close` (see
+/// [`crate::openapi::alias`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    connections,
+    connection_stats,
+    close_connections,
+    free_memory,
+    log_levels,
+    set_log_level
+))]
+pub struct MaintainDoc;
+
 /// The shared routes, relative to `/maintain/v1`, with their state applied.
 pub fn routes<S: Clone + Send + Sync + 'static>(maintain: Maintain) -> Router<S> {
     Router::new()
@@ -213,6 +227,11 @@ fn protocol_of(query: &[(String, String)]) -> Result<&str, MaintainError> {
     query_param(query, "protocol").ok_or(MaintainError::MissingParamProtocol)
 }
 
+#[utoipa::path(get, path = "/maintain/v1/apiserver/conn", tag = "maintain",
+    params(("protocol" = String, Query, description = "the listener's protocol (`http`)"),
+           ("host" = Option<String>, Query, description = "only this client host")),
+    responses((status = 200, description = "connections by client host", body = crate::openapi::ConnectionCount),
+              (status = 400, description = "a missing or unknown protocol", content_type = "text/plain", body = String)))]
 async fn connections(
     State(m): State<Maintain>,
     Query(query): Query<Vec<(String, String)>>,
@@ -240,6 +259,12 @@ async fn connections(
     })))
 }
 
+#[utoipa::path(get, path = "/maintain/v1/apiserver/conn/stats", tag = "maintain",
+    params(("protocol" = String, Query, description = "the listener's protocol (`http`)"),
+           ("host" = Option<String>, Query, description = "only this client host"),
+           ("amount" = Option<String>, Query, description = "at most this many hosts (not a number: all)")),
+    responses((status = 200, description = "connection statistics by client host", body = crate::openapi::ConnectionStats),
+              (status = 400, description = "a missing or unknown protocol", content_type = "text/plain", body = String)))]
 async fn connection_stats(
     State(m): State<Maintain>,
     Query(query): Query<Vec<(String, String)>>,
@@ -378,6 +403,11 @@ pub fn parse_close(body: &[u8]) -> Result<Vec<CloseRequest>, MaintainError> {
     Ok(out)
 }
 
+#[utoipa::path(post, path = "/maintain/v1/apiserver/conn/close", tag = "maintain",
+    request_body(content = Vec<crate::openapi::CloseConnection>, description = "which clients' connections to close"),
+    responses((status = 200, description = "closed (empty body)"),
+              (status = 400, description = "a bad body", content_type = "text/plain", body = String),
+              (status = 415, description = "a body that is not JSON", content_type = "text/plain", body = String)))]
 async fn close_connections(
     State(m): State<Maintain>,
     headers: HeaderMap,
@@ -445,6 +475,9 @@ pub fn purge_memory() -> Result<Purged, String> {
     })
 }
 
+#[utoipa::path(post, path = "/maintain/v1/memory/free", tag = "maintain",
+    responses((status = 200, description = "free pages returned to the OS (empty body)"),
+              (status = 415, description = "a body that is not JSON", content_type = "text/plain", body = String)))]
 async fn free_memory(
     State(m): State<Maintain>,
     headers: HeaderMap,
@@ -466,6 +499,10 @@ async fn free_memory(
     Ok(empty())
 }
 
+#[utoipa::path(get, path = "/maintain/v1/log/outputlevel", tag = "maintain",
+    params(("format" = Option<String>, Query, description = "`map` or `list`")),
+    responses((status = 200, description = "the level of each scope", body = crate::openapi::LogLevels),
+              (status = 400, description = "an unknown format", content_type = "text/plain", body = String)))]
 async fn log_levels(
     State(m): State<Maintain>,
     Query(query): Query<Vec<(String, String)>>,
@@ -521,6 +558,12 @@ pub fn parse_level(body: &[u8]) -> Result<(String, String), MaintainError> {
     Ok((text("scope")?, text("level")?))
 }
 
+#[utoipa::path(method(put, post), path = "/maintain/v1/log/outputlevel", tag = "maintain",
+    request_body(content = crate::openapi::SetLogLevel),
+    responses((status = 200, description = "`\"ok\"`", body = String),
+              (status = 400, description = "a bad body, scope or level", content_type = "text/plain", body = String),
+              (status = 415, description = "a body that is not JSON", content_type = "text/plain", body = String),
+              (status = 500, description = "the log filter could not be reloaded", content_type = "text/plain", body = String)))]
 async fn set_log_level(
     State(m): State<Maintain>,
     headers: HeaderMap,

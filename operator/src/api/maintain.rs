@@ -711,6 +711,17 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
 }
 
+#[utoipa::path(
+    post,
+    path = "/maintain/v1/instance/clean",
+    tag = "maintain",
+    request_body(content = crate::api::ops::schemas::PolarisInstance),
+    responses((status = 200, description = "cleaned", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 400, description = "a bad instance", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 404, description = "no such instance, or it still exists", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 415, description = "a body that is not JSON", body = crate::api::ops::schemas::PolarisResponse),
+        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 415, 429, 5xx) or plain text (404, 405)", body = crate::api::ops::schemas::PolarisResponse))
+)]
 async fn clean(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let rid = request_id(&headers).map(str::to_owned);
     let rid = rid.as_deref();
@@ -778,6 +789,17 @@ fn failed(error: GatherError, echo: Value, rid: Option<&str>) -> Response {
 /// `--maintain-stale-after`, endpoint records of no MonitoredService's status that have had
 /// no data for as long); `{"rows_affected": n}`. Any failure is a 500 with its text, as in
 /// Polaris.
+#[utoipa::path(
+    post,
+    path = "/maintain/v1/instance/batchclean",
+    tag = "maintain",
+    request_body(content = Object, description = "`{\"batch_size\": N}`"),
+    responses((status = 200, description = "`{rows_affected: n}`", body = Object),
+        (status = 400, description = "a bad body (code 400001)", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 415, description = "a body that is not JSON", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 500, description = "the store failed", body = crate::api::ops::schemas::PolarisResponse),
+        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 415, 429, 5xx) or plain text (404, 405)", body = crate::api::ops::schemas::PolarisResponse))
+)]
 async fn batch_clean(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if opsplane_serve::maintain::require_json(&headers).is_err() {
         return plain(
@@ -913,6 +935,16 @@ fn local_time(seconds: i64) -> String {
         .unwrap_or_default()
 }
 
+#[utoipa::path(
+    get,
+    path = "/maintain/v1/instance/heartbeat",
+    tag = "maintain",
+    params(crate::api::ops::schemas::HeartbeatQuery),
+    responses((status = 200, description = "the last heartbeat", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 400, description = "a bad instance", body = crate::api::ops::schemas::PolarisResponse),
+        (status = 404, description = "unknown instance", body = crate::api::ops::schemas::PolarisResponse),
+        (status = "default", description = "an error: Polaris's BaseResponse (401, 403, 415, 429, 5xx) or plain text (404, 405)", body = crate::api::ops::schemas::PolarisResponse))
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -9,6 +9,7 @@
 //! | `POST /` | [`report`] (seed 002 §四 node reports) | [`eve`] |
 //! | `/ui/` (and `GET /` for browsers) | [`console`] (the web console's embedded files) | plain text |
 //! | `/maintain/v1` | [`maintain`] (seed 003, Polaris) | plain text / Polaris `BaseResponse` |
+//! | `/openapi.json`, `/ops` | [`ops`] (seed 000, UtilMeta) | UtilMeta's `{result, msg, state, count}` |
 //! | `/healthz`, `/readyz`, `/metrics` | here | plain text |
 //!
 //! Cross-cutting work is tower layers from `opsplane_serve::observe` (request id, trace span,
@@ -21,6 +22,7 @@ pub mod eve;
 pub mod geonode;
 pub mod maintain;
 pub mod monitoring;
+pub mod ops;
 pub mod report;
 pub mod resources;
 
@@ -66,6 +68,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// What the maintain API works on (connections, log levels, staleness).
     pub maintain: maintain::MaintainState,
+    /// Where the ops API lives (`--base-url`, `--ops-route`) and the document it serves.
+    pub ops: ops::Ops,
 }
 
 impl AppState {
@@ -84,7 +88,7 @@ impl AppState {
 
 /// Every route's permission, API by API: what `docs/auth.md` lists and the router test walks.
 #[cfg(test)]
-pub fn rules() -> Vec<Rule> {
+pub fn rules(ops: &ops::Ops) -> Vec<Rule> {
     [
         health_rules(),
         report::rules(),
@@ -92,6 +96,7 @@ pub fn rules() -> Vec<Rule> {
         resources::rules(),
         monitoring::rules(),
         maintain::rules(),
+        ops::rules(ops),
     ]
     .concat()
 }
@@ -109,10 +114,25 @@ fn health_rules() -> Vec<Rule> {
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+    security(())
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        (status = 503, description = "not ready: starting, or the store does not answer", content_type = "text/plain", body = String)),
+    security(())
+)]
 /// Ready: started, and the store answers (a store outage takes the replica out of the
 /// Service's endpoints; `/healthz`, the liveness probe, stays ok so nothing restarts it).
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -129,6 +149,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+    security(())
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -155,6 +182,7 @@ fn health(state: &AppState) -> Router<AppState> {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    let state_mount = state.ops.location.mount.clone();
     let eve = |status: StatusCode, message: &str| ApiError::envelope(status, message);
     let unmatched = resources::with_rendering(
         state
@@ -169,15 +197,21 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", resources::router(&state))
         .nest("/monitoring/api", monitoring::router(&state))
         .nest("/maintain/v1", maintain::router(&state))
+        .merge(ops::router(&state))
         .fallback_service(unmatched)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     // Method override must act before routing picks a handler by method: a layer around the
     // whole router (a router's own layers wrap each route's handlers).
+    let mount: &'static str = Box::leak(state_mount.into_boxed_str());
     let app = Router::new()
         .fallback_service(app)
         .layer(axum::middleware::from_fn(
             resources::render::method_override,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            mount,
+            ops::trailing_slash,
         ));
     observe::outer(app)
 }
@@ -214,6 +248,13 @@ pub(crate) mod testing {
             metrics.registry(),
         )
         .unwrap()
+    }
+
+    /// The ops API of a test router: no `--base-url`, route `ops`.
+    pub fn ops() -> ops::Ops {
+        ops::Ops::new(
+            ops::location::locate(None, "ops", "127.0.0.1:8080".parse().unwrap()).unwrap(),
+        )
     }
 
     pub struct TestApp {
@@ -261,6 +302,7 @@ pub(crate) mod testing {
                     ),
                     stale_after: Duration::from_secs(600),
                 },
+                ops: ops(),
             };
             TestApp {
                 router: router(state.clone()),
@@ -336,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn every_route_has_a_declared_permission_and_nothing_else_is_reachable() {
         let app = TestApp::new(false).await;
-        let rules = super::rules();
+        let rules = super::rules(&app.state.ops);
         let mut routes: Vec<&str> = rules.iter().map(|r| r.route).collect();
         routes.dedup();
         for route in routes {
@@ -373,7 +415,7 @@ mod tests {
             (Some(TOKEN), Some(Role::Admin)),
         ];
         callers.extend(ROLE_TOKENS.iter().map(|(t, r)| (Some(*t), Some(*r))));
-        for rule in super::rules() {
+        for rule in super::rules(&app.state.ops) {
             let path = sample_path(rule.route);
             for (token, role) in &callers {
                 let (status, _, body) = app.call(rule.method.clone(), &path, *token, "[]").await;
@@ -432,6 +474,23 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("before 1970"),
+            "{body}"
+        );
+    }
+
+    /// A `utc` past what the store's times hold is refused, not overflowed (schemathesis
+    /// found it: the handler panicked on 9223372036854775806).
+    #[tokio::test]
+    async fn a_node_report_dated_after_9999_is_a_bad_body() {
+        let app = TestApp::new(false).await;
+        let report = r#"{"hostname": "h", "ip": "", "utc": 9223372036854775806, "node_uuid": "u", "type": "service", "data": {}}"#;
+        let (status, _, body) = app.call(Method::POST, "/", Some(TOKEN), report).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["_error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("after 9999"),
             "{body}"
         );
     }

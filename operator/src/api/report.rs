@@ -37,6 +37,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 /// The handler: parse, count, record; Eve's `{"_status": "OK"}` on success.
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "report",
+    request_body(content = opsplane_resources::node_report::NodeReport),
+    responses((status = 200, description = "recorded: `{_status: OK}`", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn node_report(
     State(state): State<AppState>,
     body: Bytes,
@@ -45,6 +53,12 @@ pub async fn node_report(
     if report.utc < 0 {
         return Err(ApiError::BadBody(format!(
             "utc: {} is before 1970; send seconds since the epoch",
+            report.utc
+        )));
+    }
+    if report.utc > opsplane_resources::node_report::MAX_UTC {
+        return Err(ApiError::BadBody(format!(
+            "utc: {} is after 9999-12-31T23:59:59Z; send seconds since the epoch",
             report.utc
         )));
     }

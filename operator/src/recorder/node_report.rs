@@ -173,7 +173,7 @@ pub fn service_attrs(report: &NodeReport, previous: &Counters) -> Value {
         "type": "host",
         "host": report.hostname,
         "check_interval": interval,
-        "last_check": opsplane_store::query::format_time(report.utc * 1000),
+        "last_check": opsplane_store::query::format_time(report.utc.saturating_mul(1000)),
     })
 }
 

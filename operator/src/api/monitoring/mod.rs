@@ -241,6 +241,13 @@ fn with_trailing_slash(uri: &axum::http::Uri) -> Option<String> {
 }
 
 /// `GET /monitoring/api/hosts/`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/hosts/",
+    tag = "monitoring",
+    responses((status = 200, description = "`{hosts: [{name, ip}]}`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn hosts(State(state): State<AppState>) -> Answer {
     let entries = state.recorder.store().entries(Kind::Host).await?;
     let items = entries
@@ -251,6 +258,13 @@ pub async fn hosts(State(state): State<AppState>) -> Answer {
 }
 
 /// `GET /monitoring/api/services/`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/services/",
+    tag = "monitoring",
+    responses((status = 200, description = "`{services: [{name, host, check_interval, service_type}]}`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn services(State(state): State<AppState>) -> Answer {
     let entries = state.recorder.store().entries(Kind::Service).await?;
     let item = |name: &str, service_type: Value, e: &opsplane_store::RegistryEntry| {
@@ -346,6 +360,14 @@ fn paged(uri: &axum::http::Uri, key: &str, items: Vec<Value>, page: params::Page
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/resources/",
+    tag = "monitoring",
+    params(crate::api::ops::schemas::SeenQuery, ("resource_type" = Option<String>, Query, description = "only resources of this type")),
+    responses((status = 200, description = "the envelope with `resources: [{id, type, name}]`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn resources(
     State(state): State<AppState>,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
@@ -379,6 +401,13 @@ pub async fn resources(
 }
 
 /// `GET /monitoring/api/resource_types/`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/resource_types/",
+    tag = "monitoring",
+    responses((status = 200, description = "the envelope with `resource_types: [{name, type, type_label}]`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn resource_types() -> Json<Value> {
     let items = RESOURCE_TYPES
         .iter()
@@ -389,6 +418,14 @@ pub async fn resource_types() -> Json<Value> {
 
 /// `GET /monitoring/api/event_types/?ows_service=true|false|1|0`: `true` lists OWS and
 /// machine-made events (checks, node reports), `false` request events.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/event_types/",
+    tag = "monitoring",
+    params(crate::api::ops::schemas::EventTypesQuery),
+    responses((status = 200, description = "the envelope with `event_types: [{name, type_label}]`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn event_types(Params(q): Params<EventTypesQuery>) -> Json<Value> {
     let items = EVENT_TYPES
         .iter()
@@ -399,6 +436,14 @@ pub async fn event_types(Params(q): Params<EventTypesQuery>) -> Json<Value> {
 }
 
 /// `GET /monitoring/api/labels/?metric_name&valid_from&valid_to`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/labels/",
+    tag = "monitoring",
+    params(crate::api::ops::schemas::SeenQuery),
+    responses((status = 200, description = "the envelope with `labels: [{id, name}]`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn labels(
     State(state): State<AppState>,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
@@ -418,6 +463,13 @@ pub async fn labels(
 }
 
 /// `GET /monitoring/api/metrics/`: every metric, grouped by the service type producing it.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/metrics/",
+    tag = "monitoring",
+    responses((status = 200, description = "`{metrics: [{service, metrics: [{name, type, unit}]}]}`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn metrics() -> Json<Value> {
     let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
     for m in METRICS {
@@ -465,6 +517,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for MetricDataRequest {
 }
 
 /// `GET /monitoring/api/metric_data/<metric>/`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/metric_data/{metric}/",
+    tag = "monitoring",
+    params(("metric" = String, Path, description = "a metric name of /monitoring/api/metrics/"), crate::api::ops::schemas::MetricDataQuery),
+    responses((status = 200, description = "the envelope with `data: {metric, input_valid_from, input_valid_to, interval, axis_label, type, data: [{valid_from, valid_to, data: [...]}]}`", body = crate::api::ops::schemas::GeoNodeAnswer),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn metric_data(
     State(state): State<AppState>,
     request: MetricDataRequest,
@@ -478,6 +538,14 @@ fn exception_service(e: &opsplane_store::ExceptionRecord) -> Value {
 }
 
 /// `GET /monitoring/api/exceptions/?valid_from&valid_to&limit`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/exceptions/",
+    tag = "monitoring",
+    params(crate::api::ops::schemas::ExceptionsQuery),
+    responses((status = 200, description = "the envelope with `exceptions: [...]`", body = crate::api::ops::schemas::GeoNodeList),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn exceptions(
     State(state): State<AppState>,
     Params(q): Params<ExceptionsQuery>,
@@ -531,6 +599,14 @@ pub async fn exceptions(
 }
 
 /// `GET /monitoring/api/exceptions/<id>/`.
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/exceptions/{id}/",
+    tag = "monitoring",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the exception", body = crate::api::ops::schemas::GeoNodeAnswer),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn exception(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     let id: u64 = id
         .parse()
@@ -553,6 +629,13 @@ pub async fn exception(State(state): State<AppState>, Path(id): Path<String>) ->
 
 /// `GET /monitoring/api/status/`: GeoNode's `{problems, health_level}` from what opsplane
 /// knows ([`status::problems`]).
+#[utoipa::path(
+    get,
+    path = "/monitoring/api/status/",
+    tag = "monitoring",
+    responses((status = 200, description = "`data: {problems, health_level}`", body = crate::api::ops::schemas::GeoNodeAnswer),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let store = state.recorder.store();
     let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -614,6 +697,13 @@ async fn down_services(
 /// `POST /monitoring/api/autoconfigure/`: registers opsplane's metrics, event types and this
 /// host in the store so that every list endpoint is populated before data arrives. Needs the
 /// token (every write does).
+#[utoipa::path(
+    post,
+    path = "/monitoring/api/autoconfigure/",
+    tag = "monitoring",
+    responses((status = 200, description = "registered this host", body = crate::api::ops::schemas::GeoNodeAnswer),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn autoconfigure(State(state): State<AppState>) -> Answer {
     let store = state.recorder.store();
     let metrics: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
@@ -631,6 +721,14 @@ pub const MAX_EVENTS: usize = 10_000;
 
 /// `POST /monitoring/api/ingest/`: request events as a JSON array or NDJSON (one object per
 /// line). All or nothing: a bad event refuses the batch with its index named.
+#[utoipa::path(
+    post,
+    path = "/monitoring/api/ingest/",
+    tag = "monitoring",
+    request_body(content = Object, description = "`{events: [request or exception event]}` (docs/monitoring.md)"),
+    responses((status = 200, description = "`data: {events, samples, exceptions}` kept", body = crate::api::ops::schemas::GeoNodeAnswer),
+        (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
+)]
 pub async fn ingest(State(state): State<AppState>, body: axum::body::Bytes) -> Answer {
     let events = parse_events(&body)?;
     let (samples, exceptions) = state.recorder.events(&events).await?;

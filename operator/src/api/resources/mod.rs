@@ -533,6 +533,14 @@ async fn list(
     Ok(collection_response(kind.name(), docs, &params, ID_ORDER))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/services",
+    tag = "eve",
+    params(crate::api::ops::schemas::CollectionQuery),
+    responses((status = 200, description = "a page of MonitoredServices", content((crate::api::ops::schemas::EveCollection = "application/json"), (String = "application/xml"))),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 async fn list_services(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -540,6 +548,14 @@ async fn list_services(
     list(state, Kind::Services, query).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    tag = "eve",
+    params(crate::api::ops::schemas::CollectionQuery),
+    responses((status = 200, description = "a page of NodeTasks", content((crate::api::ops::schemas::EveCollection = "application/json"), (String = "application/xml"))),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 async fn list_tasks(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -569,6 +585,15 @@ async fn get_item(
     Ok(item_response(&headers, params.projection.apply(doc)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{namespace}/{name}",
+    tag = "eve",
+    params(("namespace" = String, Path), ("name" = String, Path), crate::api::ops::schemas::ItemQuery),
+    responses((status = 200, description = "the MonitoredService", content((crate::api::ops::schemas::MonitoredService = "application/json"), (String = "application/xml"))),
+        (status = 304, description = "not modified (If-None-Match / If-Modified-Since)"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 async fn get_service(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
@@ -585,6 +610,15 @@ async fn get_service(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{name}",
+    tag = "eve",
+    params(("name" = String, Path), crate::api::ops::schemas::ItemQuery),
+    responses((status = 200, description = "the NodeTask", content((crate::api::ops::schemas::NodeTask = "application/json"), (String = "application/xml"))),
+        (status = 304, description = "not modified (If-None-Match / If-Modified-Since)"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 async fn get_task(
     State(state): State<AppState>,
     Path(name): Path<String>,

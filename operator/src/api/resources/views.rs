@@ -28,6 +28,14 @@ use crate::api::{AppState, eve};
 const MAX_RECORDS: usize = 10_000;
 
 /// `GET /api/v1/`.
+#[utoipa::path(
+    get,
+    path = "/api/v1",
+    tag = "eve",
+    responses((status = 200, description = "the resources", body = crate::api::ops::schemas::EveHome),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError)),
+    security(())
+)]
 pub async fn home() -> Json<Value> {
     Json(eve::home(&RESOURCES))
 }
@@ -107,6 +115,14 @@ async fn node_items(state: &AppState) -> Result<Vec<Value>, ApiError> {
 }
 
 /// `GET /api/v1/nodes`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    tag = "eve",
+    params(crate::api::ops::schemas::CollectionQuery),
+    responses((status = 200, description = "a page of nodes", content((crate::api::ops::schemas::EveCollection = "application/json"), (String = "application/xml"))),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn list_nodes(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -121,6 +137,15 @@ pub async fn list_nodes(
 }
 
 /// `GET /api/v1/nodes/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{name}",
+    tag = "eve",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "the node", content((Object = "application/json"), (String = "application/xml"))),
+        (status = 304, description = "not modified (If-None-Match / If-Modified-Since)"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn get_node(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -173,6 +198,14 @@ async fn embed(state: &AppState, docs: &mut [Value], params: &Params) -> Result<
 }
 
 /// `GET /api/v1/exceptions`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/exceptions",
+    tag = "eve",
+    params(crate::api::ops::schemas::CollectionQuery),
+    responses((status = 200, description = "a page of exceptions", content((crate::api::ops::schemas::EveCollection = "application/json"), (String = "application/xml"))),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn list_exceptions(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -192,6 +225,15 @@ pub async fn list_exceptions(
 }
 
 /// `GET /api/v1/exceptions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/exceptions/{id}",
+    tag = "eve",
+    params(("id" = String, Path), crate::api::ops::schemas::ItemQuery),
+    responses((status = 200, description = "the exception", content((Object = "application/json"), (String = "application/xml"))),
+        (status = 304, description = "not modified (If-None-Match / If-Modified-Since)"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn get_exception(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -231,6 +273,14 @@ async fn oplog_items(state: &AppState) -> Result<Vec<Value>, ApiError> {
 }
 
 /// `GET /api/v1/oplog`: in the order written unless sorted.
+#[utoipa::path(
+    get,
+    path = "/api/v1/oplog",
+    tag = "eve",
+    params(crate::api::ops::schemas::CollectionQuery),
+    responses((status = 200, description = "a page of oplog entries", content((crate::api::ops::schemas::EveCollection = "application/json"), (String = "application/xml"))),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn list_oplog(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -245,6 +295,15 @@ pub async fn list_oplog(
 }
 
 /// `GET /api/v1/oplog/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/oplog/{id}",
+    tag = "eve",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the oplog entry", content((Object = "application/json"), (String = "application/xml"))),
+        (status = 304, description = "not modified (If-None-Match / If-Modified-Since)"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn get_oplog(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -312,6 +371,13 @@ pub fn schema_of(resource: &str) -> Option<Value> {
 }
 
 /// `GET /api/v1/schema`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/schema",
+    tag = "eve",
+    responses((status = 200, description = "every resource's schema by name", body = Object),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn schema_all() -> Json<Value> {
     let mut all = serde_json::Map::new();
     for r in RESOURCES.iter().filter(|r| **r != "schema") {
@@ -323,6 +389,14 @@ pub async fn schema_all() -> Json<Value> {
 }
 
 /// `GET /api/v1/schema/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/schema/{name}",
+    tag = "eve",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "the resource's schema", body = Object),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn schema_one(Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     schema_of(&name)
         .map(Json)

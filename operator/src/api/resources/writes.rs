@@ -592,6 +592,14 @@ type Principal_ = Option<axum::Extension<Principal>>;
 type Peer = Option<axum::Extension<ConnectInfo<SocketAddr>>>;
 
 /// `POST /services`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/services",
+    tag = "eve",
+    request_body(content = crate::api::ops::schemas::MonitoredService, description = "one MonitoredService or a JSON list of them (bulk insert)"),
+    responses((status = 201, description = "created", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn post_services(
     State(s): State<AppState>,
     p: Principal_,
@@ -603,6 +611,14 @@ pub async fn post_services(
 }
 
 /// `POST /tasks`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    tag = "eve",
+    request_body(content = crate::api::ops::schemas::NodeTask, description = "one NodeTask or a JSON list of them (bulk insert)"),
+    responses((status = 201, description = "created", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn post_tasks(
     State(s): State<AppState>,
     p: Principal_,
@@ -614,6 +630,13 @@ pub async fn post_tasks(
 }
 
 /// `DELETE /services`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/services",
+    tag = "eve",
+    responses((status = 204, description = "deleted"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn delete_services(
     State(s): State<AppState>,
     p: Principal_,
@@ -623,6 +646,13 @@ pub async fn delete_services(
 }
 
 /// `DELETE /tasks`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tasks",
+    tag = "eve",
+    responses((status = 204, description = "deleted"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn delete_tasks(
     State(s): State<AppState>,
     p: Principal_,
@@ -632,6 +662,15 @@ pub async fn delete_tasks(
 }
 
 /// `PUT /services/{namespace}/{name}`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/services/{namespace}/{name}",
+    tag = "eve",
+    params(("namespace" = String, Path), ("name" = String, Path), crate::api::ops::schemas::IfMatch),
+    request_body(content = crate::api::ops::schemas::MonitoredService),
+    responses((status = 200, description = "written", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn put_service(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
@@ -653,6 +692,15 @@ pub async fn put_service(
 }
 
 /// `PATCH /services/{namespace}/{name}`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/services/{namespace}/{name}",
+    tag = "eve",
+    params(("namespace" = String, Path), ("name" = String, Path), crate::api::ops::schemas::IfMatch),
+    request_body(content = Object, description = "a JSON merge patch of the document"),
+    responses((status = 200, description = "written", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn patch_service(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
@@ -674,6 +722,14 @@ pub async fn patch_service(
 }
 
 /// `DELETE /services/{namespace}/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/services/{namespace}/{name}",
+    tag = "eve",
+    params(("namespace" = String, Path), ("name" = String, Path), crate::api::ops::schemas::IfMatch),
+    responses((status = 204, description = "deleted"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn delete_service(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
@@ -692,6 +748,15 @@ pub async fn delete_service(
 }
 
 /// `PUT /tasks/{name}`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/tasks/{name}",
+    tag = "eve",
+    params(("name" = String, Path), crate::api::ops::schemas::IfMatch),
+    request_body(content = crate::api::ops::schemas::NodeTask),
+    responses((status = 200, description = "written", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn put_task(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -713,6 +778,15 @@ pub async fn put_task(
 }
 
 /// `PATCH /tasks/{name}`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tasks/{name}",
+    tag = "eve",
+    params(("name" = String, Path), crate::api::ops::schemas::IfMatch),
+    request_body(content = Object, description = "a JSON merge patch of the document"),
+    responses((status = 200, description = "written", body = crate::api::ops::schemas::EveWritten),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn patch_task(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -734,6 +808,14 @@ pub async fn patch_task(
 }
 
 /// `DELETE /tasks/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tasks/{name}",
+    tag = "eve",
+    params(("name" = String, Path), crate::api::ops::schemas::IfMatch),
+    responses((status = 204, description = "deleted"),
+        (status = "default", description = "an error, in Eve's envelope", body = crate::api::ops::schemas::EveError))
+)]
 pub async fn delete_task(
     State(s): State<AppState>,
     Path(name): Path<String>,

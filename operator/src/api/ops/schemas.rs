@@ -1,0 +1,358 @@
+//! The wire shapes of the operator's APIs as OpenAPI schemas and parameter lists, for the
+//! `#[utoipa::path]` attributes on the handlers. The envelopes are built in their own modules
+//! (`api::eve`, `api::geonode`, `api::maintain`); these types only describe them, so each
+//! mirrors one builder there. MonitoredService and NodeTask are the CRDs' own schemas (the
+//! ones the API server validates with), put in by [`super::openapi::document`].
+
+#![allow(dead_code)] // the fields are read by the schema derive only
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+/// Eve's error envelope (`api::eve::error`, `api::eve::invalid`).
+#[derive(ToSchema)]
+#[schema(as = eve::Error)]
+pub struct EveError {
+    /// Always `ERR`.
+    #[schema(rename = "_status", example = "ERR")]
+    status: String,
+    /// The HTTP status and a message.
+    #[schema(rename = "_error")]
+    error: EveErrorDetail,
+    /// Validation failures by field path (422), or one entry per item of a bulk insert.
+    #[schema(rename = "_issues", value_type = Option<Object>)]
+    issues: Option<Value>,
+    /// Per-item answers of a refused bulk insert.
+    #[schema(rename = "_items", value_type = Option<Vec<Object>>)]
+    items: Option<Value>,
+}
+
+/// `_error` of [`EveError`].
+#[derive(ToSchema)]
+#[schema(as = eve::ErrorDetail)]
+pub struct EveErrorDetail {
+    /// The HTTP status.
+    code: u16,
+    /// What went wrong.
+    message: String,
+}
+
+/// A collection page (`api::eve::collection`): `_items`, `_meta`, `_links`.
+#[derive(ToSchema)]
+#[schema(as = eve::Collection)]
+pub struct EveCollection {
+    /// The documents of this page (projection and embedding applied).
+    #[schema(rename = "_items", value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// `page`, `max_results`, `total`.
+    #[schema(rename = "_meta", value_type = Object)]
+    meta: Value,
+    /// `self`, `parent`, `next`, `prev`, `last` as `{href, title}`.
+    #[schema(rename = "_links", value_type = Object)]
+    links: Value,
+}
+
+/// The answer to a write (`api::eve::written`, `api::eve::ok`, bulk inserts): `_status: OK`
+/// and the written documents' meta fields (`_id`, `_etag`, `_updated`, `_created`, `_links`),
+/// or `_items` with one such answer per document.
+#[derive(ToSchema)]
+#[schema(as = eve::Written)]
+pub struct EveWritten {
+    /// `OK`.
+    #[schema(rename = "_status", example = "OK")]
+    status: String,
+    /// The document's id.
+    #[schema(rename = "_id")]
+    id: Option<String>,
+    /// Its new ETag.
+    #[schema(rename = "_etag")]
+    etag: Option<String>,
+    /// RFC 1123 time of the write.
+    #[schema(rename = "_updated")]
+    updated: Option<String>,
+    /// One answer per document of a bulk insert.
+    #[schema(rename = "_items", value_type = Option<Vec<Object>>)]
+    items: Option<Value>,
+}
+
+/// The API root (`api::eve::home`): `_links.child` lists the resources.
+#[derive(ToSchema)]
+#[schema(as = eve::Home)]
+pub struct EveHome {
+    /// `{child: [{href, title}]}`.
+    #[schema(rename = "_links", value_type = Object)]
+    links: Value,
+}
+
+/// The query of an Eve collection GET (seed 004: filtering, sorting, pagination, projection,
+/// embedding, soft delete, versions).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CollectionQuery {
+    /// A filter: a JSON object with Mongo-style operators (`{"spec.type": "geonode"}`,
+    /// `{"$or": [...]}`) or the Python-ish form `spec.type=="geonode"`.
+    r#where: Option<String>,
+    /// Sort keys: `[("name", -1)]`, or `name,-status.phase`.
+    sort: Option<String>,
+    /// The page, from 1.
+    page: Option<String>,
+    /// Documents per page (at most the configured maximum).
+    max_results: Option<String>,
+    /// Fields to include or exclude: `{"spec": 1}` or `{"status": 0}`.
+    projection: Option<String>,
+    /// Relations to embed: `{"service": 1}`.
+    embedded: Option<String>,
+    /// Present: soft-deleted documents are listed too.
+    show_deleted: Option<String>,
+    /// Pretty-print the JSON answer (presence only).
+    pretty: Option<String>,
+}
+
+/// The query of an Eve item GET.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ItemQuery {
+    /// A document version (seed 004 document versions): a number, `all` or `diffs`.
+    version: Option<String>,
+    /// Fields to include or exclude.
+    projection: Option<String>,
+    /// Relations to embed.
+    embedded: Option<String>,
+    /// Present: a soft-deleted document is answered too.
+    show_deleted: Option<String>,
+    /// Pretty-print the JSON answer (presence only).
+    pretty: Option<String>,
+}
+
+/// `If-Match` of a write to one document: required (428 without it, 412 when stale).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatch {
+    /// The document's current ETag.
+    #[param(rename = "If-Match")]
+    if_match: String,
+}
+
+/// A MonitoredService as JSON (metadata, spec, status): the CRD's schema.
+pub struct MonitoredService;
+
+/// A NodeTask as JSON (metadata, spec, status): the CRD's schema.
+pub struct NodeTask;
+
+macro_rules! crd_schema {
+    ($ty:ident, $name:literal) => {
+        impl PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                // Replaced by the CRD's openAPIV3Schema in `openapi::document`.
+                RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .description(Some(concat!("the ", $name, " CRD's schema")))
+                        .build(),
+                ))
+            }
+        }
+        impl ToSchema for $ty {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed($name)
+            }
+        }
+    };
+}
+crd_schema!(MonitoredService, "MonitoredService");
+crd_schema!(NodeTask, "NodeTask");
+
+/// GeoNode's error envelope (`api::geonode::error`): the wrong parameter and why.
+#[derive(ToSchema)]
+#[schema(as = geonode::Error)]
+pub struct GeoNodeError {
+    /// `error`.
+    #[schema(example = "error")]
+    status: String,
+    /// `false`.
+    success: bool,
+    /// `{<parameter>: [<message>]}`.
+    errors: BTreeMap<String, Vec<String>>,
+    /// `{}`.
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+/// GeoNode's list answer `{"<key>": [...]}` (`api::geonode::list`: hosts, services, metrics)
+/// or keyed answer with the envelope (`api::geonode::keyed`: resources, resource_types,
+/// event_types, labels, exceptions): `status`, `success`, `errors`, `data.key` and the list
+/// under its key.
+#[derive(ToSchema)]
+#[schema(as = geonode::List)]
+pub struct GeoNodeList {
+    /// `ok` (keyed answers).
+    status: Option<String>,
+    /// `true` (keyed answers).
+    success: Option<bool>,
+    /// `{}` (keyed answers).
+    #[schema(value_type = Option<Object>)]
+    errors: Option<Value>,
+    /// `{"key": "<key>"}` (keyed answers).
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+}
+
+/// GeoNode's success envelope with a `data` object (`api::geonode::ok`, `ingested`, `status`,
+/// the exception detail, `metric_data`).
+#[derive(ToSchema)]
+#[schema(as = geonode::Answer)]
+pub struct GeoNodeAnswer {
+    /// `ok`.
+    status: Option<String>,
+    /// `true`.
+    success: Option<bool>,
+    /// `{}`.
+    #[schema(value_type = Option<Object>)]
+    errors: Option<Value>,
+    /// What was asked for.
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+}
+
+/// The query of `/monitoring/api/resources/` and `/labels/`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeenQuery {
+    /// Only what has data for this metric (see `/monitoring/api/metrics/`).
+    metric_name: Option<String>,
+    /// From this time (ISO 8601 or epoch seconds).
+    valid_from: Option<String>,
+    /// Until this time.
+    valid_to: Option<String>,
+    /// Most entries listed (default 1000); the whole count is in `X-Total-Count`, the next
+    /// page in `Link: <...>; rel="next"`.
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+    /// Entries skipped, in id order (default 0).
+    offset: Option<u32>,
+}
+
+/// The query of `/monitoring/api/event_types/`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventTypesQuery {
+    /// `true`/`false`: only OWS (or only non-OWS) event types.
+    ows_service: Option<String>,
+}
+
+/// The query of `/monitoring/api/exceptions/`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExceptionsQuery {
+    /// From this time.
+    valid_from: Option<String>,
+    /// Until this time.
+    valid_to: Option<String>,
+    /// The last this many seconds.
+    last: Option<String>,
+    /// At most this many exceptions.
+    limit: Option<String>,
+    /// Only this error type.
+    error_type: Option<String>,
+    /// Only this service.
+    service_name: Option<String>,
+    /// Only services of this type.
+    service_type: Option<String>,
+    /// Only this resource (`type=name`, or an id).
+    resource: Option<String>,
+}
+
+/// The query of `/monitoring/api/metric_data/{metric}/`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricDataQuery {
+    /// From this time (ISO 8601 or epoch seconds).
+    valid_from: Option<String>,
+    /// Until this time (default now).
+    valid_to: Option<String>,
+    /// The last this many seconds (instead of valid_from).
+    last: Option<String>,
+    /// Bucket width in seconds, aligned to 00:00.
+    interval: Option<String>,
+    /// Only this label.
+    label: Option<String>,
+    /// Only this user.
+    user: Option<String>,
+    /// Only this resource (`type=name`, or an id).
+    resource: Option<String>,
+    /// Only this service.
+    service: Option<String>,
+    /// Only services of this type.
+    service_type: Option<String>,
+    /// Only this event type.
+    event_type: Option<String>,
+    /// Only resources of this type.
+    resource_type: Option<String>,
+    /// `resource`, `resource_no_label`, `label`, `event_type`, `event_type_on_label`.
+    group_by: Option<String>,
+}
+
+/// Polaris's `BaseResponse` (`api::maintain::base_response`): every key of Polaris's
+/// `Response` message, `null` unless set.
+#[derive(ToSchema)]
+#[schema(as = polaris::BaseResponse)]
+pub struct PolarisResponse {
+    /// The return code (200000 success; HTTP status = code / 1000).
+    code: u32,
+    /// Its text.
+    info: String,
+    /// The instance asked about.
+    #[schema(value_type = Option<Object>)]
+    instance: Option<Value>,
+}
+
+/// The body of `POST /maintain/v1/instance/clean` (Polaris's `Instance`).
+#[derive(ToSchema)]
+#[schema(as = polaris::Instance)]
+pub struct PolarisInstance {
+    /// `sha1("ns##svc##host##port")`, or give the four below.
+    id: Option<String>,
+    /// The MonitoredService's namespace (or `opsplane.nodes`).
+    namespace: Option<String>,
+    /// The MonitoredService's name (or the node's host name).
+    service: Option<String>,
+    /// The instance's address.
+    host: Option<String>,
+    /// Its port.
+    port: Option<u32>,
+}
+
+/// The query of `GET /maintain/v1/instance/heartbeat`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HeartbeatQuery {
+    /// The instance id (or give the four below).
+    id: Option<String>,
+    /// The MonitoredService's namespace (or `opsplane.nodes`).
+    namespace: Option<String>,
+    /// The MonitoredService's name (or the node's host name).
+    service: Option<String>,
+    /// The instance's address.
+    host: Option<String>,
+    /// Its port.
+    port: Option<String>,
+}
+
+/// UtilMeta's `WrappedResponse` (seed 000; [`super::envelope`]).
+#[derive(ToSchema)]
+#[schema(as = ops::Envelope)]
+pub struct OpsEnvelope {
+    /// The payload; `null` on errors.
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    /// Empty on success; `<Class>: <message>` on errors.
+    msg: String,
+    /// 1 on success, 0 (or a code string) on errors.
+    #[schema(value_type = Object)]
+    state: Value,
+    /// The total of a paged list, else 0.
+    count: u64,
+}
