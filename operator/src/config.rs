@@ -287,7 +287,7 @@ pub struct StandaloneArgs {
     /// Common serving settings.
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// YAML file of MonitoredService manifests (documents separated by `---`).
+    /// YAML file of MonitoredService and NodeTask manifests (documents separated by `---`).
     #[arg(long, env = "OPSPLANE_CONFIG")]
     pub config: PathBuf,
     /// How often the config file is checked for edits, in milliseconds.

@@ -175,27 +175,43 @@ async fn open_store(
             })),
         ))
     };
-    let upkeep = store.clone();
+    let recorder = recorder::Recorder::new(store).with_max_new_names(args.max_new_labels);
+    let upkeep = recorder.clone();
     let metrics = metrics.clone();
     tokio::spawn(async move {
         let mut ticks: u64 = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            if let Err(error) = upkeep.rollup().await {
+            if let Err(error) = upkeep.store().rollup().await {
                 metrics.store_error("rollup");
                 tracing::warn!(%error, "roll-up failed");
             }
             ticks += 1;
+            // Every hour this process forgets the registry ids it cached, so an id pruned
+            // below is never written again from a cache (a cached id was used within the hour,
+            // so its entry was seen then and is far from the retention's end).
+            if ticks % 360 == 0 {
+                upkeep.forget_ids().await;
+            }
             if ticks % 60 == 1 {
                 let now = jiff::Timestamp::now().as_second();
-                if let Err(error) = upkeep.prune(now).await {
+                if let Err(error) = upkeep.store().prune(now).await {
                     metrics.store_error("prune");
                     tracing::warn!(%error, "pruning failed");
+                }
+                match upkeep.prune_registry(now).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(entries = n, "labels and resources without data pruned")
+                    }
+                    Err(error) => {
+                        metrics.store_error("prune");
+                        tracing::warn!(%error, "pruning the registries failed");
+                    }
                 }
             }
         }
     });
-    let recorder = recorder::Recorder::new(store).with_max_new_names(args.max_new_labels);
     match &args.geoip_database {
         Some(path) => {
             let geoip = recorder::geoip::GeoIp::open(path)
@@ -207,7 +223,6 @@ async fn open_store(
     }
 }
 
-/// The maintain API's state over the process's connections and log levels.
 /// Raises the open-file limit to its hard limit, so connections (capped at three quarters of
 /// it by default) cannot starve the process of descriptors.
 fn open_files() {
@@ -217,6 +232,7 @@ fn open_files() {
     }
 }
 
+/// The maintain API's state over the process's connections and log levels.
 fn maintain_state(
     serve: &ServeArgs,
     metrics: &Metrics,
@@ -259,14 +275,19 @@ async fn serve(
 }
 
 async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Result<()> {
-    let services = match standalone::load(&args.config) {
-        Ok(services) => services,
+    let standalone::Config {
+        services,
+        tasks: file_tasks,
+    } = match standalone::load(&args.config) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("opsplane-operator: invalid config: {e}");
             std::process::exit(2);
         }
     };
-    tracing::info!(config = %args.config.display(), services = services.len(), "standalone mode");
+    tracing::info!(config = %args.config.display(), services = services.len(), tasks = file_tasks.len(), "standalone mode");
+    let (task_sender, task_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let _ = task_sender.send(file_tasks);
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let token = standalone_token(&data_dir)?;
     let metrics = Metrics::new()?;
@@ -280,6 +301,7 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         metrics.clone(),
         store.clone(),
         Duration::from_millis(args.reload_poll_ms),
+        task_sender,
     ));
     let kubernetes_auth = args.serve.auth.kubernetes_auth == crate::config::KubernetesAuth::On;
     if kubernetes_auth {
@@ -331,14 +353,16 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         tracing::info!("node agent off (--node-agent false): this host is not monitored");
         None
     };
+    let resources = Backend::Local(Local {
+        file_services: services,
+        config: args.config.clone(),
+        store: store.store().clone(),
+        hostname: hostname.clone(),
+    });
+    let creating = tokio::spawn(create_file_tasks(resources.clone(), task_receiver));
     let state = AppState {
         maintain,
-        resources: Backend::Local(Local {
-            file_services: services,
-            config: args.config.clone(),
-            store: store.store().clone(),
-            hostname: hostname.clone(),
-        }),
+        resources,
         eve: Arc::new(eve),
         metrics,
         guard,
@@ -350,11 +374,44 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
     };
     let result = serve(&args.serve, state, shutdown_signal()).await;
     checks.abort();
+    creating.abort();
     if let Some((agent, tasks)) = &mut agent {
         tasks.abort();
         agent.stop();
     }
     result
+}
+
+/// Creates the NodeTasks of the standalone config file that do not exist yet, as
+/// `POST /api/v1/tasks` does (validated, planned for this host); a task of that name that
+/// exists already — created before by the file or the API — is left as it is.
+async fn create_file_tasks(
+    resources: Backend,
+    mut lists: tokio::sync::mpsc::UnboundedReceiver<Vec<opsplane_resources::NodeTask>>,
+) {
+    use crate::api::resources::backend::BackendError;
+    while let Some(tasks) = lists.recv().await {
+        for task in tasks {
+            let name = kube::ResourceExt::name_any(&task);
+            let Ok(mut object) = serde_json::to_value(&task) else {
+                continue;
+            };
+            if let Some(map) = object.as_object_mut() {
+                map.insert("apiVersion".into(), "opsplane.io/v1alpha1".into());
+                map.insert("kind".into(), "NodeTask".into());
+            }
+            match resources
+                .create(crate::api::resources::objects::Kind::Tasks, &object, false)
+                .await
+            {
+                Ok(_) => tracing::info!(task = %name, "NodeTask of the config file created"),
+                Err(BackendError::Exists(_)) => {}
+                Err(error) => {
+                    tracing::warn!(task = %name, %error, "cannot create the config file's NodeTask")
+                }
+            }
+        }
+    }
 }
 
 async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()> {

@@ -2,7 +2,10 @@
 //! same manifests as in a cluster, several documents separated by `---`), are validated as the
 //! CRD schema would validate them, and are checked on their interval; the API serves them with
 //! their statuses. The node agent of this host runs in the same process ([`agent`]), and the
-//! NodeTasks created through the API run on this host ([`tasks`]).
+//! NodeTasks created through the API or written in the same file run on this host ([`tasks`]):
+//! a file's NodeTask is created when the file (or an edit of it) first names it, through the
+//! same path as `POST /api/v1/tasks`, and then lives on as any task does (an edit of its spec or
+//! its removal from the file changes nothing: tasks run once).
 
 pub mod agent;
 pub mod tasks;
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use opsplane_resources::{MonitoredService, validate};
+use opsplane_resources::{MonitoredService, NodeTask, validate};
 use tokio::sync::RwLock;
 
 use crate::check::{self, Clients};
@@ -99,8 +102,46 @@ fn line_of(doc: &Document<'_>, field: &str) -> usize {
     doc.first_line
 }
 
-/// Parses and validates the manifests of a standalone config file.
-pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigError> {
+/// The manifests of a standalone config file.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// Its MonitoredServices (namespace `default` when none is written).
+    pub services: Vec<MonitoredService>,
+    /// Its NodeTasks.
+    pub tasks: Vec<NodeTask>,
+}
+
+/// Deserializes one document as `T`, naming the line and field of a mistake.
+fn typed<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    doc: &Document<'_>,
+) -> Result<T, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(doc.text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        let line = e
+            .inner()
+            .location()
+            .map_or_else(|| line_of(doc, &field), |l| doc.first_line + l.line() - 1);
+        let message = e.inner().to_string();
+        // serde_yaml appends " at line L column C"; the line is already in front.
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line,
+            field,
+            message,
+        }
+    })
+}
+
+/// Parses and validates the manifests of a standalone config file: MonitoredServices and
+/// NodeTasks.
+pub fn parse_config(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let invalid = |line: usize, field: &str, message: String| ConfigError::Invalid {
         file: file.to_path_buf(),
         line,
@@ -108,6 +149,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigErr
         message,
     };
     let mut services: Vec<MonitoredService> = Vec::new();
+    let mut tasks: Vec<NodeTask> = Vec::new();
     for doc in documents(text) {
         let value: serde_yaml::Value = serde_yaml::from_str(doc.text).map_err(|e| {
             let line = e
@@ -120,32 +162,47 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigErr
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
-        if api_version != "opsplane.io/v1alpha1" || kind != "MonitoredService" {
+        if api_version != "opsplane.io/v1alpha1" || !matches!(kind, "MonitoredService" | "NodeTask")
+        {
             return Err(invalid(
                 line_of(&doc, "kind"),
                 "kind",
                 format!(
-                    "expected apiVersion opsplane.io/v1alpha1 and kind MonitoredService, got {api_version:?} / {kind:?}"
+                    "expected apiVersion opsplane.io/v1alpha1 and kind MonitoredService or NodeTask, got {api_version:?} / {kind:?}"
                 ),
             ));
         }
-        let deserializer = serde_yaml::Deserializer::from_str(doc.text);
-        let mut service: MonitoredService = serde_path_to_error::deserialize(deserializer)
-            .map_err(|e| {
-                let field = e.path().to_string();
-                let line = e
-                    .inner()
-                    .location()
-                    .map_or_else(|| line_of(&doc, &field), |l| doc.first_line + l.line() - 1);
-                let message = e.inner().to_string();
-                // serde_yaml appends " at line L column C"; the line is already in front.
-                let message = message
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or(&message)
-                    .to_string();
-                invalid(line, &field, message)
-            })?;
+        if kind == "NodeTask" {
+            let mut task: NodeTask = typed(file, &doc)?;
+            let Some(name) = task.metadata.name.clone().filter(|n| !n.is_empty()) else {
+                return Err(invalid(
+                    line_of(&doc, "metadata"),
+                    "metadata.name",
+                    "is required".into(),
+                ));
+            };
+            if let Err(errors) = validate::node_task_spec(&task.spec) {
+                let first = &errors[0];
+                return Err(invalid(
+                    line_of(&doc, &first.field),
+                    &first.field,
+                    first.message.clone(),
+                ));
+            }
+            if tasks.iter().any(|t| t.name_any() == name) {
+                return Err(invalid(
+                    line_of(&doc, "metadata.name"),
+                    "metadata.name",
+                    format!("NodeTask {name} is defined twice"),
+                ));
+            }
+            // NodeTasks are cluster-scoped; a status written in the file is not the task's.
+            task.metadata.namespace = None;
+            task.status = None;
+            tasks.push(task);
+            continue;
+        }
+        let mut service: MonitoredService = typed(file, &doc)?;
         let Some(name) = service.metadata.name.clone().filter(|n| !n.is_empty()) else {
             return Err(invalid(
                 line_of(&doc, "metadata"),
@@ -188,16 +245,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<MonitoredService>, ConfigErr
         service.metadata.uid = Some(format!("standalone-{namespace}-{name}"));
         services.push(service);
     }
-    Ok(services)
+    Ok(Config { services, tasks })
 }
 
 /// Reads and parses a standalone config file.
-pub fn load(file: &Path) -> Result<Vec<MonitoredService>, ConfigError> {
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
     })?;
-    parse(file, &text)
+    parse_config(file, &text)
 }
 
 /// Checks every service on its own interval until the future is dropped; results land in
@@ -295,6 +352,7 @@ pub async fn run(
     metrics: Metrics,
     store: crate::recorder::Recorder,
     poll: std::time::Duration,
+    file_tasks: tokio::sync::mpsc::UnboundedSender<Vec<NodeTask>>,
 ) {
     let mut last_text = std::fs::read_to_string(&config).unwrap_or_default();
     loop {
@@ -314,8 +372,13 @@ pub async fn run(
                 continue;
             }
             last_text = text.clone();
-            match parse(&config, &text) {
-                Ok(new) => {
+            match parse_config(&config, &text) {
+                Ok(Config {
+                    services: new,
+                    tasks: named,
+                }) => {
+                    // The receiver creates those it has not created yet.
+                    let _ = file_tasks.send(named);
                     tasks.abort_all();
                     while tasks.join_next().await.is_some() {}
                     let mut guard = services.write().await;
@@ -356,7 +419,7 @@ spec:
 ";
 
     fn error_of(text: &str) -> (usize, String, String) {
-        match parse(Path::new("svc.yaml"), text) {
+        match parse_config(Path::new("svc.yaml"), text).map(|c| c.services) {
             Err(ConfigError::Invalid {
                 line,
                 field,
@@ -369,7 +432,7 @@ spec:
 
     #[test]
     fn parses_several_documents_with_defaults() {
-        let services = parse(Path::new("svc.yaml"), GOOD).unwrap();
+        let services = parse_config(Path::new("svc.yaml"), GOOD).unwrap().services;
         assert_eq!(services.len(), 2);
         assert_eq!(services[0].namespace().as_deref(), Some("default"));
         assert_eq!(services[0].spec.timeout, None);
@@ -383,7 +446,7 @@ spec:
     #[test]
     fn a_short_interval_without_a_timeout_is_accepted_and_bounds_the_timeout() {
         let text = GOOD.replace("checkInterval: 10s", "checkInterval: 2s");
-        let services = parse(Path::new("svc.yaml"), &text).unwrap();
+        let services = parse_config(Path::new("svc.yaml"), &text).unwrap().services;
         let timing = services[0].spec.timing();
         assert_eq!(timing.interval, std::time::Duration::from_secs(2));
         assert_eq!(timing.timeout, std::time::Duration::from_secs(2));
@@ -416,6 +479,26 @@ spec:
         let text = GOOD.replace("url: tcp://", "url: http://");
         let (line, field, _) = error_of(&text);
         assert_eq!((line, field.as_str()), (13, "spec.url"));
+    }
+
+    #[test]
+    fn node_tasks_are_parsed_validated_and_kept_apart() {
+        let text = format!(
+            "{GOOD}---\napiVersion: opsplane.io/v1alpha1\nkind: NodeTask\nmetadata: {{name: t1}}\nspec: {{nodeNames: [h], handler: FileHandler, command: delete_file, data: {{file_name: /tmp/x}}}}\n"
+        );
+        let config = parse_config(Path::new("svc.yaml"), &text).unwrap();
+        assert_eq!(config.tasks.len(), 1);
+        assert_eq!(config.tasks[0].metadata.name.as_deref(), Some("t1"));
+        assert!(!config.services.is_empty());
+        let twice = format!("{text}---\n{}", text.rsplit("---\n").next().unwrap());
+        let err = parse_config(Path::new("svc.yaml"), &twice).unwrap_err();
+        assert!(
+            err.to_string().contains("NodeTask t1 is defined twice"),
+            "{err}"
+        );
+        let unnamed = "apiVersion: opsplane.io/v1alpha1\nkind: NodeTask\nmetadata: {}\nspec: {handler: OsHandler, command: reboot}\n";
+        let err = parse_config(Path::new("svc.yaml"), unnamed).unwrap_err();
+        assert!(err.to_string().contains("metadata.name"), "{err}");
     }
 
     #[test]

@@ -904,3 +904,72 @@ fn without_node_tasks_on_a_task_for_this_host_fails_naming_the_flag_and_runs_not
     );
     assert!(victim.exists());
 }
+
+/// NodeTasks written in the standalone config file run on this host like the API's (issue 15):
+/// created when the file first names them, through the same path as `POST /api/v1/tasks`,
+/// with the same safety switches; an edit adds the new ones and never runs one twice; a
+/// broken task in an edit is refused with its line and field, and what ran stays.
+#[test]
+fn node_tasks_of_the_config_file_run_once_on_this_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let first = allowed.join("first.log");
+    let second = allowed.join("second.log");
+    std::fs::write(&first, "x").unwrap();
+    std::fs::write(&second, "x").unwrap();
+    let host = this_host();
+    let task = |name: &str, file: &std::path::Path| {
+        format!(
+            "apiVersion: opsplane.io/v1alpha1\nkind: NodeTask\nmetadata:\n  name: {name}\nspec:\n  nodeNames: [{host}]\n  handler: FileHandler\n  command: delete_file\n  data:\n    file_name: {}\n",
+            file.display()
+        )
+    };
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, task("clean-first", &first)).unwrap();
+    let data = dir.path().join("data");
+    let prefix = allowed.to_str().unwrap().to_string();
+    let (_operator, listen, _) = start_with_agent(
+        &config,
+        &data,
+        dir.path(),
+        &[
+            "--node-tasks",
+            "on",
+            "--allow-delete-prefix",
+            &prefix,
+            "--reload-poll-ms",
+            "100",
+        ],
+    );
+    let done = poll(listen, "/api/v1/tasks/clean-first", finished);
+    assert_eq!(done["status"]["phase"], "Succeeded", "{done}");
+    assert!(!first.exists());
+
+    // An edit adds a second task; the first is not run again (its file is back, and stays).
+    std::fs::write(&first, "back").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{}---\n{}",
+            task("clean-first", &first),
+            task("clean-second", &second)
+        ),
+    )
+    .unwrap();
+    let done = poll(listen, "/api/v1/tasks/clean-second", finished);
+    assert_eq!(done["status"]["phase"], "Succeeded", "{done}");
+    assert!(!second.exists());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(first.exists(), "a file's task runs once");
+    let (_, list) = send(listen, "GET", "/api/v1/tasks", "", Some(TOKEN));
+    let body: serde_json::Value =
+        serde_json::from_str(list.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let names: Vec<&str> = body["_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["clean-first", "clean-second"], "{body}");
+}

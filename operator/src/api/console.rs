@@ -200,6 +200,9 @@ pub fn root_rule() -> Rule {
 
 /// `GET /`: a browser (its `Accept` names `text/html`) is sent to the console; anything else is
 /// told where things are, in Eve's envelope.
+#[utoipa::path(get, path = "/", tag = "console", security(()),
+    responses((status = 303, description = "a browser (`Accept: text/html`): to the console at `/ui/`"),
+              (status = 404, description = "anything else: nothing here, in Eve's envelope", body = Object)))]
 pub async fn root(headers: HeaderMap) -> Response {
     let browser = headers
         .get_all(header::ACCEPT)
@@ -218,18 +221,35 @@ pub async fn root(headers: HeaderMap) -> Response {
     }
 }
 
-async fn index(headers: HeaderMap) -> Response {
+/// `GET /ui`: to `/ui/`.
+#[utoipa::path(get, path = "/ui", tag = "console", security(()),
+    responses((status = 308, description = "to `/ui/`")))]
+pub async fn bare() -> Redirect {
+    Redirect::permanent(PREFIX)
+}
+
+/// `GET /ui/`: the console's page (its data comes from the APIs with the user's credential).
+#[utoipa::path(get, path = "/ui/", tag = "console", security(()),
+    responses((status = 200, description = "the console's page", content_type = "text/html", body = String),
+              (status = 304, description = "not modified (`If-None-Match`)")))]
+pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
-async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
+/// `GET /ui/<file>`: one of the console's files, embedded in the binary.
+#[utoipa::path(get, path = "/ui/{path}", tag = "console", security(()),
+    params(("path" = String, Path, description = "a file of the console")),
+    responses((status = 200, description = "the file", body = String),
+              (status = 304, description = "not modified (`If-None-Match`)"),
+              (status = 404, description = "no such file", content_type = "text/plain", body = String)))]
+pub async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers)
 }
 
 /// The console router (`/ui`, `/ui/`, `/ui/<file>`), plain-text errors.
 pub fn router(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
-        .route("/ui", get(|| async { Redirect::permanent(PREFIX) }))
+        .route("/ui", get(bare))
         .route("/ui/", get(index))
         .route("/ui/{*path}", get(file));
     state

@@ -32,7 +32,8 @@ pub use events::RequestEvent;
 #[derive(Clone)]
 pub struct Recorder {
     store: Arc<dyn Store>,
-    /// Registry ids never change, so every replica may cache them forever.
+    /// Registry ids never change (a pruned name that comes back gets a new one), so replicas
+    /// cache them; each forgets its cache every hour ([`Recorder::forget_ids`]).
     ids: Arc<RwLock<HashMap<(Kind, String), u32>>>,
     /// Service attributes this process last wrote from events, so a steady stream of events
     /// does not rewrite the same registry entry with every batch.
@@ -233,6 +234,45 @@ impl Recorder {
             })
             .collect();
         self.store.ingest(&samples).await
+    }
+
+    /// Forgets the registry ids this process cached (they are looked up again when used).
+    pub async fn forget_ids(&self) {
+        self.ids.write().await.clear();
+    }
+
+    /// Removes the labels and resources no data of which is kept any more: not seen by any
+    /// metric within the 1-hour buckets' retention (plus a day), relative to `now` (seconds).
+    /// Returns how many entries went. A name that comes back is registered again (a new id).
+    pub async fn prune_registry(&self, now: i64) -> Result<usize, StoreError> {
+        let keep_from = now - self.store.retention().hours - 86_400;
+        let mut removed = 0;
+        for kind in [Kind::Label, Kind::Resource] {
+            let alive: std::collections::HashSet<u32> = self
+                .store
+                .seen(kind, None, Some(keep_from), None)
+                .await?
+                .into_iter()
+                .collect();
+            let stale: Vec<String> = self
+                .store
+                .entries(kind)
+                .await?
+                .into_iter()
+                .filter(|e| !alive.contains(&e.id))
+                .map(|e| e.name)
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = stale.iter().map(String::as_str).collect();
+            removed += self.store.remove(kind, &names).await?;
+            let mut cache = self.ids.write().await;
+            for name in stale {
+                cache.remove(&(kind, name));
+            }
+        }
+        Ok(removed)
     }
 
     /// Refuses a batch whose labels and resources the registries do not know yet are more
@@ -491,5 +531,56 @@ mod tests {
         // A new process (cold cache): the eight known ones and one new one pass.
         let fresh = Recorder::new(store.clone()).with_max_new_names(8);
         fresh.events(&events(&many)).await.unwrap();
+    }
+
+    /// Labels and resources whose data is all gone leave the registries (issue 16, 8: the
+    /// registry was never pruned); what still has data stays, and a name that comes back is
+    /// registered again and recorded.
+    #[tokio::test]
+    async fn labels_without_data_are_pruned_and_come_back_when_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = opsplane_store::Retention {
+            minutes: 3_600,
+            hours: 7_200,
+            exceptions: 3_600,
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            opsplane_store::embedded::EmbeddedStore::open(&dir.path().join("s.redb"), retention)
+                .unwrap(),
+        );
+        let recorder = Recorder::new(store.clone());
+        let with_resource: RequestEvent = serde_json::from_value(
+            json!({"service": "shop", "user": "alice", "resources": [{"type": "url", "name": "/a"}]}),
+        )
+        .unwrap();
+        recorder.events(&[with_resource.clone()]).await.unwrap();
+        let names = |kind| {
+            let store = store.clone();
+            async move {
+                store
+                    .entries(kind)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.name)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert!(names(Kind::Label).await.contains(&"alice".to_string()));
+        let now = jiff::Timestamp::now().as_second();
+        assert_eq!(
+            recorder.prune_registry(now).await.unwrap(),
+            0,
+            "all have data"
+        );
+        // Past the hour buckets' retention (and the day of margin) nothing has data any more.
+        let later = now + 7_200 + 86_400 + 60;
+        assert!(recorder.prune_registry(later).await.unwrap() >= 2);
+        assert!(!names(Kind::Label).await.contains(&"alice".to_string()));
+        assert!(names(Kind::Resource).await.is_empty());
+        // Used again: registered again, with its data.
+        recorder.events(&[with_resource]).await.unwrap();
+        assert!(names(Kind::Label).await.contains(&"alice".to_string()));
+        assert_eq!(names(Kind::Resource).await.len(), 1);
     }
 }

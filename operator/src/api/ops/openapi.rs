@@ -52,6 +52,7 @@ use crate::api;
         api::monitoring::ingest,
         api::maintain::clean, api::maintain::batch_clean, api::maintain::heartbeat,
         super::openapi_json, super::ops_openapi,
+        api::console::root, api::console::bare, api::console::index, api::console::file,
     )
 )]
 struct OperatorDoc;
