@@ -662,7 +662,8 @@ spec:
         &client,
         "the role's message",
         10,
-        "const e = document.querySelector('#task-error'); return e && e.textContent",
+        // The element is there (empty) before the API answers: wait for its text.
+        "const e = document.querySelector('#task-error'); return e && e.textContent.trim() ? e.textContent : null",
     )
     .await;
     assert!(

@@ -667,8 +667,11 @@ fn the_node_agent_shows_this_host_in_the_eve_and_monitoring_apis_and_serves_the_
     );
     assert_eq!(status, 401, "{response}");
 
-    // Its /metrics are the node-daemon's; the operator counts the reports it recorded.
-    let (_, node_metrics) = get(node, "/metrics", None);
+    // Its /metrics are the node-daemon's (the host's inventory: a viewer of the API may read
+    // them, nobody without a credential); the operator counts the reports it recorded.
+    let (status, response) = get(node, "/metrics", None);
+    assert_eq!(status, 401, "{response}");
+    let (_, node_metrics) = get(node, "/metrics", Some(TOKEN));
     assert!(
         node_metrics.contains(&format!("opsplane_node_cpu_logical_cores {cpus}")),
         "{node_metrics}"
