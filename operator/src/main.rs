@@ -328,6 +328,10 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
     );
     let ctx = Arc::new(Context {
         recorder,
+        node_task_poll: args.node_task_poll,
+        http: reqwest::Client::builder()
+            .user_agent(concat!("opsplane-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?,
         last_checks: Default::default(),
         client: client.clone(),
         clients: check::Clients::new()?,

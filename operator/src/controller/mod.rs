@@ -34,6 +34,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// Where check results go as metrics and exceptions.
     pub store: crate::recorder::Recorder,
+    /// How often a NodeTask in motion is reconciled again (`--node-task-poll`).
+    pub node_task_poll: std::time::Duration,
+    /// HTTP client of the NodeTask alert gates (Prometheus, Alertmanager).
+    pub http: reqwest::Client,
 }
 
 /// Reconcile failures.
