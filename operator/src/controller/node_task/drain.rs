@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::{Api, Client};
 use serde_json::json;
@@ -157,14 +157,21 @@ pub async fn evict(
         return EvictionOutcome::Failed(format!("{:?} is not namespace/name", pod.name));
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let params = EvictParams {
-        delete_options: Some(DeleteParams {
-            grace_period_seconds: grace_period_seconds.and_then(|g| u32::try_from(g).ok()),
-            ..DeleteParams::default()
-        }),
-        ..EvictParams::default()
-    };
-    match api.evict(name, &params).await {
+    // The Eviction body is written here rather than by kube's `Api::evict`: kube 5.0 sends the
+    // delete options as `delete_options`, a key the API server drops, so a grace period would
+    // be ignored without a word.
+    let mut body = serde_json::json!({
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+    });
+    if let Some(grace) = grace_period_seconds {
+        body["deleteOptions"] = serde_json::json!({"gracePeriodSeconds": grace});
+    }
+    match api
+        .create_subresource::<_, serde_json::Value>("eviction", name, &PostParams::default(), &body)
+        .await
+    {
         Ok(_) => {
             tracing::info!(pod = %pod.name, "pod evicted");
             EvictionOutcome::Evicted
