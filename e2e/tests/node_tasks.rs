@@ -1256,8 +1256,8 @@ async fn cordon_of(client: &kube::Client, node: &str) -> (bool, Option<String>) 
     )
 }
 
-/// A pod bound to `node` (no scheduler: `spec.nodeName` binds it), optionally owned by a
-/// DaemonSet.
+/// A pod bound to `node` (no scheduler: `spec.nodeName` binds it), Running and Ready,
+/// optionally owned by a DaemonSet.
 async fn bind_pod(client: &kube::Client, name: &str, node: &str, app: &str, daemon_set: bool) {
     let mut metadata = json!({"name": name, "labels": {"app": app}});
     if daemon_set {
@@ -1270,10 +1270,18 @@ async fn bind_pod(client: &kube::Client, name: &str, node: &str, app: &str, daem
                  "containers": [{"name": "c", "image": "registry.invalid/none"}]}
     }))
     .expect("Pod object");
-    Api::<Pod>::namespaced(client.clone(), PODS_NS)
-        .create(&PostParams::default(), &pod)
+    let api = Api::<Pod>::namespaced(client.clone(), PODS_NS);
+    api.create(&PostParams::default(), &pod)
         .await
         .unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
+    // Running and Ready, as its kubelet would report: the Eviction API lets a Pending pod go
+    // without asking its budget.
+    let now = jiff::Timestamp::now().to_string();
+    let status = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|e| panic!("status of pod {name}: {e}"));
 }
 
 /// A pod the test kubelet saw evicted.

@@ -405,6 +405,8 @@ pub struct NodeState {
     pub done_at: Option<String>,
     /// A verdict of the operator that stands (a timeout).
     pub timed_out: Option<NodeFailureReason>,
+    /// The operator's note on the entry (kept with a verdict that stands).
+    pub note: Option<String>,
     /// The daemon's boot ids, before the task and after coming back.
     pub boot_ids: (Option<String>, Option<String>),
 }
@@ -447,6 +449,7 @@ pub fn node_states(targets: Vec<Target>, previous: Option<&NodeTaskStatus>) -> V
                         NodeFailureReason::NodeTimeout | NodeFailureReason::DrainTimeout
                     )
                 }),
+                note: entry.and_then(|e| e.note.clone()),
                 boot_ids: (
                     entry.and_then(|e| e.boot_id_before.clone()),
                     entry.and_then(|e| e.boot_id_after.clone()),
@@ -608,7 +611,7 @@ pub fn settle(
             if let Some(reason) = s.timed_out {
                 return Stage::Failed {
                     reason: Some(reason),
-                    note: None,
+                    note: s.note.clone(),
                 };
             }
             if s.done_at.is_some() {
@@ -1105,10 +1108,7 @@ pub fn node_phases(
                         note.clone().or_else(|| s.msg.clone())
                     },
                     reason: *reason,
-                    note: note.clone().or_else(|| {
-                        // A recorded timeout keeps its note: it was written with it.
-                        s.timed_out.map(|_| s.msg.clone().unwrap_or_default())
-                    }),
+                    note: note.clone(),
                     ..base
                 },
             }
@@ -1817,6 +1817,7 @@ mod tests {
         let d = decide(&s, Some(&st), Some(1), &cluster(), later);
         st = apply(Some(st), &d.status);
         let a = entry_of(&st, "node-a");
+        let a_note = a.note.clone();
         assert_eq!(a.reason, Some(NodeFailureReason::NodeTimeout));
         assert!(
             a.note
@@ -1835,10 +1836,11 @@ mod tests {
                 .message
                 .contains("node-a: not done within spec.nodeTimeout")
         );
-        // A late report does not undo the verdict, and nothing more is released.
+        // A late report does not undo the verdict (nor its note), and nothing more is released.
         report_back(&mut st, "node-a", "1", "2");
         let d = decide(&s, Some(&st), Some(1), &cluster(), later);
         assert_eq!(d.status.phase, TaskPhase::Failed);
+        assert_eq!(d.status.nodes[0].note, a_note);
         st = apply(Some(st), &d.status);
         assert_eq!(released(&st), ["node-a"]);
     }

@@ -16,6 +16,9 @@ use serde_json::json;
 use super::NodeInfo;
 use super::decide::{EvictionOutcome, PodInfo};
 
+/// How long one eviction call may take.
+pub const EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The annotation a cordon of the operator's leaves on the Node: the task's name. Only a node
 /// carrying the task's own name is uncordoned by it, so a node someone else cordoned stays so.
 pub const CORDON_ANNOTATION: &str = "opsplane.io/cordoned-by";
@@ -168,10 +171,15 @@ pub async fn evict(
     if let Some(grace) = grace_period_seconds {
         body["deleteOptions"] = serde_json::json!({"gracePeriodSeconds": grace});
     }
-    match api
-        .create_subresource::<_, serde_json::Value>("eviction", name, &PostParams::default(), &body)
-        .await
-    {
+    let params = PostParams::default();
+    let call = api.create_subresource::<_, serde_json::Value>("eviction", name, &params, &body);
+    let Ok(answer) = tokio::time::timeout(EVICTION_TIMEOUT, call).await else {
+        return EvictionOutcome::Failed(format!(
+            "no answer within {}s",
+            EVICTION_TIMEOUT.as_secs()
+        ));
+    };
+    match answer {
         Ok(_) => {
             tracing::info!(pod = %pod.name, "pod evicted");
             EvictionOutcome::Evicted

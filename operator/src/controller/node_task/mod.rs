@@ -235,6 +235,7 @@ pub async fn reconcile(obj: Arc<NodeTask>, ctx: Arc<Context>) -> Result<Action, 
         obj.metadata.generation,
         &observed,
     );
+    tracing::debug!(actions = ?first.actions, draining = pods.len(), polling = first.polling, "decided");
     // Act before recording: each action is idempotent, and a failed one leaves the status as
     // it was, so the next reconcile does it again.
     let grace = decide::Rollout::of(&obj.spec)
@@ -251,7 +252,7 @@ pub async fn reconcile(obj: Arc<NodeTask>, ctx: Arc<Context>) -> Result<Action, 
         evictions.push(Eviction {
             node: node.clone(),
             pod: pod.clone(),
-            outcome: drain::evict(&ctx.client, info, grace).await,
+            outcome: drain::evict(&ctx.eviction_client, info, grace).await,
         });
     }
     for node in &first.actions.cordon {
