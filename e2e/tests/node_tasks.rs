@@ -990,6 +990,7 @@ async fn a_window_in_the_future_keeps_the_task_pending_and_a_window_now_lets_it_
 ) -> Duration {
     let started = Instant::now();
     let api = tasks(&env.client);
+    let opens = hh_mm(120);
     let ran = |unit: &str| {
         env.log("systemctl.log")
             .iter()
@@ -1002,7 +1003,7 @@ async fn a_window_in_the_future_keeps_the_task_pending_and_a_window_now_lets_it_
             "window-later",
             json!({"nodeNames": ["node-b"], "handler": "ServiceHandler",
             "command": "start", "data": {"service": ["later"]},
-            "window": {"start": hh_mm(120), "end": hh_mm(180), "timeZone": "UTC"}}),
+            "window": {"start": opens, "end": hh_mm(180), "timeZone": "UTC"}}),
         ),
     )
     .await
@@ -1011,7 +1012,7 @@ async fn a_window_in_the_future_keeps_the_task_pending_and_a_window_now_lets_it_
     assert_eq!(status["phase"], "Pending", "{status}");
     let (_, message) = waiting_of(&status);
     assert!(
-        message.contains("may start at") && message.contains(&hh_mm(120)),
+        message.contains("may start at") && message.contains(&opens),
         "{message}"
     );
     let (status, _) = run_to_end(

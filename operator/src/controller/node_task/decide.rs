@@ -760,7 +760,7 @@ fn in_flight(stages: &[Stage]) -> usize {
 pub fn startable(stages: &[Stage], rollout: &Rollout) -> bool {
     !rollout.dry_run
         && !halted(stages, rollout)
-        && stages.iter().any(|s| *s == Stage::Waiting)
+        && stages.contains(&Stage::Waiting)
         && (!rollout.disruptive || in_flight(stages) < rollout.max_unavailable)
 }
 
