@@ -645,6 +645,7 @@ async fn wait_complete_means_success_and_wait_failed_means_failure(s: &Session) 
             "PROGRESS",
             "DRYRUN",
             "MAX-UNAVAILABLE",
+            "WAITING",
             "MESSAGE",
             "AGE"
         ]
@@ -774,6 +775,12 @@ fn service_accounts_are_granted_exactly_what_the_code_calls(k: &Kubectl) {
         // node_task/mod.rs: the plan lists the Nodes; api/resources/backend.rs watches them
         // for the Eve API's nodes.
         ("nodes", "", &["list", "watch"]),
+        // node_task/drain.rs: cordon and uncordon, the pods of a node being drained, their
+        // evictions, and the budget that refused one.
+        ("nodes", "", &["get", "patch"]),
+        ("pods", "", &["list"]),
+        ("pods/eviction", "", &["create"]),
+        ("poddisruptionbudgets.policy", "", &["list"]),
         // monitored_service.rs: does the serviceRef's Service exist; its EndpointSlices.
         ("services", "", &["get"]),
         ("endpointslices.discovery.k8s.io", "", &["list", "watch"]),

@@ -129,7 +129,7 @@ pub enum LedgerState {
 }
 
 /// This node's result, as written to its `status.nodes` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Phase on this node.
@@ -143,6 +143,13 @@ pub struct Report {
     /// When it finished (none while Running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The host's boot id when the task started (the operator counts a reboot done only when
+    /// the boot id after differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_before: Option<String>,
+    /// The host's boot id when the node came back after a power command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_after: Option<String>,
 }
 
 /// Every report this node writes is made here.
@@ -155,6 +162,7 @@ impl Report {
             msg: format!("running {what}"),
             started_at,
             finished_at: None,
+            ..Self::default()
         }
     }
 
@@ -168,6 +176,7 @@ impl Report {
             ),
             started_at,
             finished_at: Some(now.to_string()),
+            ..Self::default()
         }
     }
 
@@ -191,6 +200,7 @@ impl Report {
                 ),
                 started_at,
                 finished_at: None,
+                ..Self::default()
             };
             return (LedgerState::AwaitingReturn, report);
         }
@@ -204,6 +214,7 @@ impl Report {
             msg: outcome.msg.clone(),
             started_at,
             finished_at: Some(now.to_string()),
+            ..Self::default()
         };
         (LedgerState::Done, report)
     }
@@ -222,6 +233,8 @@ impl Report {
             msg: format!("成功: the node reported back after {} ({how})", entry.what),
             started_at: entry.report.started_at.clone(),
             finished_at: Some(now.to_string()),
+            boot_id_before: Some(entry.boot_id.clone()).filter(|b| !b.is_empty()),
+            boot_id_after: Some(boot_id.to_string()).filter(|b| !b.is_empty()),
         }
     }
 
@@ -236,6 +249,8 @@ impl Report {
             ),
             started_at: entry.report.started_at.clone(),
             finished_at: Some(now.to_string()),
+            boot_id_before: entry.report.boot_id_before.clone(),
+            boot_id_after: None,
         }
     }
 
@@ -249,8 +264,10 @@ impl Report {
             msg: Some(self.msg.clone()),
             started_at: Some(self.started_at.clone()),
             finished_at: self.finished_at.clone(),
-            // The reason is the operator's field (why it never released the node).
-            reason: None,
+            boot_id_before: self.boot_id_before.clone(),
+            boot_id_after: self.boot_id_after.clone(),
+            // The operator's fields (its verdict, its drain and its notes).
+            ..NodeResult::default()
         }
     }
 }
@@ -537,13 +554,17 @@ impl Watcher {
     async fn run_task(&mut self, task: &NodeTask, uid: &str, name: &str) {
         let what = TaskKind::of(&task.spec);
         let started_at = jiff::Timestamp::now().to_string();
+        let boot_id = self.boot_id();
         let mut entry = LedgerEntry {
             task: name.to_string(),
             what,
             state: LedgerState::Started,
             instance: self.instance.clone(),
-            boot_id: self.boot_id(),
-            report: Report::running(what, started_at.clone()),
+            report: Report {
+                boot_id_before: Some(boot_id.clone()).filter(|b| !b.is_empty()),
+                ..Report::running(what, started_at.clone())
+            },
+            boot_id,
         };
         // Recorded before anything runs: a restart from here on never runs it again.
         if let Err(error) = self.ledger.put(uid, entry.clone()) {
@@ -565,7 +586,8 @@ impl Watcher {
                 &caller,
             ),
         };
-        let (state, report) = Report::ran(what, &outcome, started_at, jiff::Timestamp::now());
+        let (state, mut report) = Report::ran(what, &outcome, started_at, jiff::Timestamp::now());
+        report.boot_id_before = entry.report.boot_id_before.clone();
         entry.instance = self.instance.clone();
         entry.state = state;
         entry.report = report.clone();
@@ -644,6 +666,7 @@ mod tests {
                 msg: "成功".into(),
                 started_at: "2026-11-25T10:00:01Z".into(),
                 finished_at: (phase != TaskPhase::Running).then(|| "2026-11-25T10:00:02Z".into()),
+                ..Report::default()
             },
         }
     }
@@ -866,6 +889,16 @@ mod tests {
             "成功: the node reported back after OsHandler/reboot (boot id b1 → b2)"
         );
         assert_eq!(back.started_at, l.report.started_at);
+        // Both boot ids go to the entry: the operator counts the reboot only when they differ.
+        assert_eq!(
+            (
+                back.boot_id_before.as_deref(),
+                back.boot_id_after.as_deref()
+            ),
+            (Some("b1"), Some("b2"))
+        );
+        let entry = back.entry("node-a");
+        assert_eq!(entry.boot_id_after.as_deref(), Some("b2"));
         let same_boot = Report::returned(&l, "b1", now);
         assert!(
             same_boot.msg.ends_with("the boot id did not change)"),
@@ -891,6 +924,8 @@ mod tests {
             msg: "running OsHandler/reboot".into(),
             started_at: "2026-11-25T10:00:01Z".into(),
             finished_at: None,
+            boot_id_before: Some("b1".into()),
+            boot_id_after: None,
         };
         assert_eq!(
             report_patch("node-a", &report),
@@ -899,7 +934,8 @@ mod tests {
                 "kind": "NodeTask",
                 "status": {"nodes": [{
                     "name": "node-a", "phase": "Running", "code": 0,
-                    "msg": "running OsHandler/reboot", "startedAt": "2026-11-25T10:00:01Z"
+                    "msg": "running OsHandler/reboot", "startedAt": "2026-11-25T10:00:01Z",
+                    "bootIdBefore": "b1"
                 }]},
             })
         );

@@ -279,6 +279,18 @@ pub struct ClusterArgs {
     /// Seconds a Lease stays valid without renewal; a crashed leader is replaced after this.
     #[arg(long, env = "OPSPLANE_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub lease_duration_seconds: u64,
+    /// How often a NodeTask in motion is looked at again (a drain, a node to come back, a hold
+    /// to lift), 100ms-5m.
+    #[arg(long, env = "OPSPLANE_NODE_TASK_POLL", default_value = "5s", value_parser = parse_node_task_poll)]
+    pub node_task_poll: std::time::Duration,
+}
+
+fn parse_node_task_poll(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(300) {
+        return Err(format!("{text:?} is outside 100ms-5m"));
+    }
+    Ok(d)
 }
 
 /// Standalone settings.

@@ -452,6 +452,20 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
     );
     let ctx = Arc::new(Context {
         recorder,
+        node_task_poll: args.node_task_poll,
+        // Evictions answer 429 while a PodDisruptionBudget refuses; the default client retries
+        // a 429 with back-off inside the call, which would stall the reconcile instead of
+        // reporting the budget. This one says it at once.
+        eviction_client: {
+            let mut config = kube::Config::infer()
+                .await
+                .context("Kubernetes client configuration")?;
+            config.default_retry = false;
+            kube::Client::try_from(config)?
+        },
+        http: reqwest::Client::builder()
+            .user_agent(concat!("opsplane-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?,
         last_checks: Default::default(),
         client: client.clone(),
         clients: check::Clients::new()?,

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
     shortname = "ntask",
     category = "opsplane",
     status = "NodeTaskStatus",
-    doc = "A control task run by the opsplane node-daemons of the targeted nodes: a scheduled shutdown, a shutdown or reboot, a systemd unit action, a report timer change, a file deletion or a NIC address change. The operator releases it to the nodes (disruptive commands maxUnavailable nodes at a time) and sums up their results; the Complete condition becomes True when every node succeeded, the Failed condition when any failed.",
+    doc = "A control task run by the opsplane node-daemons of the targeted nodes: a scheduled shutdown, a shutdown or reboot, a systemd unit action, a report timer change, a file deletion or a NIC address change. The operator releases it to the nodes (disruptive commands maxUnavailable nodes at a time; shutdown and reboot after cordoning and draining the node, the next only once the node is back with a new boot id and Ready, inside spec.window and while spec.gate holds) and sums up their results; the Complete condition becomes True when every node succeeded, the Failed condition when any failed.",
     printcolumn(name = "Handler", type_ = "string", json_path = ".spec.handler"),
     printcolumn(name = "Command", type_ = "string", json_path = ".spec.command"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -47,6 +47,13 @@ use serde::{Deserialize, Serialize};
         type_ = "integer",
         json_path = ".spec.maxUnavailable",
         priority = 1
+    ),
+    printcolumn(
+        name = "Waiting",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Waiting\")].reason",
+        priority = 1,
+        description = "Why the rollout is held (Paused, OutsideWindow, a gate, a PodDisruptionBudget), or NotWaiting."
     ),
     printcolumn(
         name = "Message",
@@ -145,9 +152,28 @@ pub struct NodeTaskSpec {
     #[serde(default)]
     pub dry_run: bool,
 
-    /// A daily time window in which the task may start on a node. Not supported yet: a task with a window fails (reason WindowUnsupported) instead of running outside it.
+    /// A weekly time window in which a node may start (its drain, or the command itself): days of the week, a start and end time, a time zone, like kured's reboot days and times. Outside the window the task waits (Pending before any node started) with a Waiting condition saying when the window opens; a node that started inside the window finishes. Default: no window (any time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<TimeWindow>,
+
+    /// Cordon and drain each node before the command, and uncordon it once it is back. Default: on for shutdown and reboot, off for other commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainSpec>,
+
+    /// How long a released node may take to be done (for shutdown and reboot: back with a new boot id and its Node Ready), a duration such as 30m. A node not done by then fails (reason NodeTimeout) and nothing more is released. Default: 30m for shutdown and reboot, 10m for other commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("nodeTimeout must be a duration such as 30s, 10m or 1h30m (whole numbers with the units ms, s, m or h)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) >= duration('1s')").message("nodeTimeout must be at least 1s"))]
+    pub node_timeout: Option<String>,
+
+    /// Checks made before each release (before a node starts): every node already done is Ready (always), and optionally the selected MonitoredServices are Available and no Prometheus alert fires. While a check fails the next node waits, with a Waiting condition and an Event saying why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
+
+    /// Stops further releases: no node starts while true; nodes already started finish. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// What kind of task (seed 002 handler names).
@@ -323,15 +349,100 @@ pub struct TaskData {
     pub name2: Option<String>,
 }
 
-/// A daily window, in the node's local time, in which a task may start (not supported yet).
+/// A weekly window in which a node may start (kured's `--reboot-days`, `--start-time`, `--end-time`, `--time-zone`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TimeWindow {
-    /// Start, `HH:MM`.
+    /// The days of the week the window opens on (mon, tue, wed, thu, fri, sat, sun); a window that spans midnight belongs to the day it opens. Default: every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// Start, `HH:MM` (24-hour clock) in timeZone. Required.
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
-    /// End, `HH:MM`; before start means the window spans midnight.
+    /// End, `HH:MM` in timeZone; before start means the window spans midnight, equal to start means a whole day. Required.
     #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
+    /// An IANA time zone such as Europe/Berlin; an unknown zone fails the task (reason InvalidTask). Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+}
+
+/// A day of the week.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// How a node is drained before the command (`kubectl drain`, kured's drain).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Cordon and drain before the command: the node is marked unschedulable, its pods are evicted through the Eviction API (PodDisruptionBudgets honoured; DaemonSet pods, mirror pods and finished pods stay), and once the command is done and the node back it is uncordoned. A PodDisruptionBudget that refuses an eviction holds the node (a Waiting condition and an Event name it); nothing is forced. Only disruptive commands drain. Default: true for shutdown and reboot, false otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How long the drain may take, a duration such as 10m; then the node fails (reason DrainTimeout), is uncordoned, and nothing more is released. Default: no limit (a blocked drain waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("drain.timeout must be a duration such as 30s, 10m or 1h30m (whole numbers with the units ms, s, m or h)"))]
+    pub timeout: Option<String>,
+    /// Seconds each evicted pod gets to terminate, 0-86400, instead of its own terminationGracePeriodSeconds. Default: the pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// Checks before each release.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSpec {
+    /// MonitoredServices, in every namespace, selected by their labels: all must be Available (their Available condition True) before a node starts. A selector that matches none holds the task too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitored_services: Option<LabelSelector>,
+    /// No alert may fire in Prometheus (or Alertmanager) before a node starts, as kured's --prometheus-url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<AlertGate>,
+}
+
+/// Which alerts API a gate asks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AlertApi {
+    /// Prometheus' `GET /api/v1/alerts` (firing and pending alerts).
+    #[default]
+    Prometheus,
+    /// Alertmanager's `GET /api/v2/alerts` (active, not silenced or inhibited).
+    Alertmanager,
+}
+
+/// An alert check before each release (kured's `--prometheus-url`, `--alert-filter-regexp`, `--alert-filter-match-only`, `--alert-firing-only`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertGate {
+    /// Base URL of Prometheus (e.g. http://prometheus.monitoring:9090) or Alertmanager; the API path is appended. An unreachable URL or an answer that does not parse holds the task. Required.
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
+    pub url: String,
+    /// Prometheus (GET /api/v1/alerts) or Alertmanager (GET /api/v2/alerts). Default: Prometheus.
+    #[serde(default)]
+    pub api: AlertApi,
+    /// A regular expression (RE2 syntax) over alert names: matching alerts are ignored, or with alertFilterMatchOnly the only ones that count. Default: none (every alert counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub alert_filter_regexp: Option<String>,
+    /// Only alerts whose name matches alertFilterRegexp hold the task. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alert_filter_match_only: bool,
+    /// Only firing alerts hold the task, pending ones not. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alert_firing_only: bool,
 }
 
 /// Phase of a task, overall or on one node.
@@ -370,16 +481,19 @@ pub struct NodeTaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub nodes: Vec<NodeResult>,
-    /// `Complete` (True when the task succeeded on every node; for a dry run, when every node exists) and `Failed` (True when it failed on any node, reason Failed or PartiallyFailed, or could not start). Both are False while the task is Pending or Running, so `kubectl wait --for=condition=Complete` waits for success only.
+    /// `Complete` (True when the task succeeded on every node; for a dry run, when every node exists) and `Failed` (True when it failed on any node, reason Failed or PartiallyFailed, or could not start). Both are False while the task is Pending or Running, so `kubectl wait --for=condition=Complete` waits for success only. `Waiting` is True while the rollout is held: reason Paused, OutsideWindow (the message says when the window opens), NodeNotReady (a node already done is not Ready), MonitoredServiceNotAvailable, AlertsFiring, AlertsUnknown (the alerts API did not answer), PodDisruptionBudget (an eviction was refused; the message names the budget) or EvictionFailed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
 /// The result of a task on one node, with its return code and message.
 ///
-/// The operator writes `name`, `releasedAt` and — until the node reports — `phase: Pending`
-/// (or `phase: Failed` with `msg` and `reason` for a node it will never release); the node's
-/// daemon writes `phase`, `code`, `msg`, `startedAt` and `finishedAt`.
+/// The operator writes `name`, `releasedAt`, `drainStartedAt`, `doneAt`, `note`, `reason` and —
+/// until the node reports — `phase: Pending` (or `phase: Failed` with `msg` and `reason` for a
+/// node it will never release); the node's daemon writes `phase`, `code`, `msg`, `startedAt`,
+/// `finishedAt`, `bootIdBefore` and `bootIdAfter`. The node's effective phase is the operator's
+/// verdict: a `reason` fails it whatever the daemon reported, and a node whose daemon reported
+/// success counts as done only with `doneAt` when it had to come back or be uncordoned.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeResult {
@@ -396,7 +510,7 @@ pub struct NodeResult {
     /// The node-daemon's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
-    /// Why the operator failed this node without releasing the task to it (with phase Failed): NodeNotFound or RolloutStopped. The node never runs it.
+    /// Why the operator failed this node: NodeNotFound or RolloutStopped (never released; the node never runs it), DrainTimeout (the drain took longer than spec.drain.timeout) or NodeTimeout (not done within spec.nodeTimeout of its release). The operator's verdict stands over the phase the daemon reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<NodeFailureReason>,
     /// When the node started the task (RFC 3339).
@@ -405,15 +519,35 @@ pub struct NodeResult {
     /// When the node finished the task (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The host's boot id when the node-daemon started the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_before: Option<String>,
+    /// The host's boot id when the node-daemon reported back after shutdown or reboot; a reboot counts only when it differs from bootIdBefore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id_after: Option<String>,
+    /// When the operator cordoned the node and began evicting its pods (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_started_at: Option<String>,
+    /// When the operator counted the node done: its daemon reported success and, for shutdown and reboot, the node came back with a new boot id and its Node Ready; a drained node was uncordoned (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<String>,
+    /// What the operator is waiting for on this node (pods left to evict, a PodDisruptionBudget, the node coming back), or why it failed a node its daemon had reported on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-/// Why the operator failed a node without releasing the task to it.
+/// Why the operator failed a node.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum NodeFailureReason {
     /// `spec.nodeNames` names a node the cluster did not have when the task was planned.
     NodeNotFound,
     /// A disruptive rollout stopped after another node failed; this one was never released.
     RolloutStopped,
+    /// The drain took longer than `spec.drain.timeout`; the node was uncordoned, never released.
+    DrainTimeout,
+    /// Released, but not done within `spec.nodeTimeout` (for a power command: it never came
+    /// back with a new boot id and its Node Ready).
+    NodeTimeout,
 }
 
 #[cfg(test)]

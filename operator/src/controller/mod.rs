@@ -34,6 +34,13 @@ pub struct Context {
     pub metrics: Metrics,
     /// Where check results go as metrics and exceptions.
     pub store: crate::recorder::Recorder,
+    /// How often a NodeTask in motion is reconciled again (`--node-task-poll`).
+    pub node_task_poll: std::time::Duration,
+    /// Kubernetes client without the retry of 429 answers, for evictions (a refusal by a
+    /// PodDisruptionBudget is an answer to report, not a failure to retry).
+    pub eviction_client: Client,
+    /// HTTP client of the NodeTask alert gates (Prometheus, Alertmanager).
+    pub http: reqwest::Client,
 }
 
 /// Reconcile failures.

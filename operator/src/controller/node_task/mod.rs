@@ -11,10 +11,21 @@
 //! between the operator's read and its write, the API server answers 409 and the operator
 //! re-reads instead of overwriting the report.
 //!
-//! Gather, decide, act: [`reconcile`] reads the Nodes (only until the plan is written), calls
-//! [`decide`] — the pure part, a chain of small steps in [`mod@decide`] — and applies the result.
+//! Gather, decide, act: [`reconcile`] reads the Nodes, the pods of the nodes being drained and
+//! the gates' readings ([`gate`]), calls [`decide`] — the pure part, a chain of small steps in
+//! [`mod@decide`] — then cordons, evicts and uncordons ([`drain`]), decides once more with the
+//! evictions' outcomes (a PodDisruptionBudget that refused one), and writes the status.
+//!
+//! Kured-grade safety: a shutdown or reboot cordons and drains its node first (PDBs honoured,
+//! never forced), the node counts as done only when its daemon reports a new boot id and the
+//! Node is Ready, and it is uncordoned then; `spec.window`, `spec.gate`, `spec.paused` and
+//! `spec.nodeTimeout` bound when the next node may start. A deleted task releases nothing more:
+//! nothing reconciles it, and a daemon runs only what a task's status released to it.
 
 pub mod decide;
+pub mod drain;
+pub mod gate;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,19 +43,30 @@ use serde::Serialize;
 use tracing::instrument;
 
 pub use decide::decide;
+use decide::{Eviction, Observed, PodInfo};
+use gate::GateReadings;
 
 use super::{Context, Error};
 
 /// Field manager of the operator's part of a NodeTask's status.
 pub const FIELD_MANAGER: &str = "opsplane-operator";
 
-/// A Node as the plan needs it: name and labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How long the alerts API of a gate may take to answer.
+pub const ALERTS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A Node as the decision needs it ([`drain::node_info`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeInfo {
     /// `metadata.name`.
     pub name: String,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// Its `Ready` condition is True.
+    pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// The task whose cordon it carries ([`drain::CORDON_ANNOTATION`]).
+    pub cordoned_by: Option<String>,
 }
 
 /// The operator's part of one `status.nodes` entry, as applied (absent fields are not owned).
@@ -65,6 +87,15 @@ pub struct PlanEntry {
     /// When the task was released to the node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
+    /// When the drain began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_started_at: Option<String>,
+    /// When the operator counted the node done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<String>,
+    /// What the operator waits for on the node, or why it failed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The operator's part of the status, as applied.
@@ -114,40 +145,133 @@ fn needs_write(previous: Option<&NodeTaskStatus>, new: &OperatorStatus) -> bool 
             return true;
         };
         old.released_at != entry.released_at
+            || old.drain_started_at != entry.drain_started_at
+            || old.done_at != entry.done_at
+            || old.note != entry.note
+            || old.reason != entry.reason
             || entry.phase.is_some_and(|p| p != old.phase)
             || (entry.msg.is_some() && entry.msg != old.msg)
-            || (entry.reason.is_some() && entry.reason != old.reason)
     })
 }
 
-/// Reconciles one NodeTask: plan, release, aggregate, write status, publish the transition.
+/// The nodes whose pods the drain has to see this round: draining in the previous status
+/// (started, not released, not failed).
+fn draining(status: Option<&NodeTaskStatus>) -> Vec<String> {
+    status
+        .map(|s| {
+            s.nodes
+                .iter()
+                .filter(|e| {
+                    e.drain_started_at.is_some()
+                        && e.released_at.is_none()
+                        && e.reason.is_none()
+                        && e.done_at.is_none()
+                })
+                .map(|e| e.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads what the task's gates need (only while it may still start nodes).
+async fn read_gates(obj: &NodeTask, ctx: &Context) -> GateReadings {
+    let finished = obj.status.as_ref().and_then(|s| s.phase).is_some_and(|p| {
+        matches!(
+            p,
+            TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::PartiallyFailed
+        )
+    });
+    let Some(spec) = obj
+        .spec
+        .gate
+        .as_ref()
+        .filter(|_| !finished && !obj.spec.paused)
+    else {
+        return GateReadings::default();
+    };
+    let services = match &spec.monitored_services {
+        Some(selector) => Some(gate::read_services(&ctx.client, selector).await),
+        None => None,
+    };
+    let alerts = match &spec.prometheus {
+        Some(p) => Some(gate::fetch_alerts(&ctx.http, p, ALERTS_TIMEOUT).await),
+        None => None,
+    };
+    GateReadings { services, alerts }
+}
+
+/// Reconciles one NodeTask: gather (Nodes, pods of draining nodes, gates), decide, act
+/// (cordon, evict, uncordon), decide with the evictions' outcomes, write the status, publish
+/// the events.
 #[instrument(skip_all, fields(task = %obj.name_any(), generation = obj.metadata.generation))]
 pub async fn reconcile(obj: Arc<NodeTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer("NodeTask");
     let name = obj.name_any();
-    let planned = obj.status.as_ref().is_some_and(|s| !s.nodes.is_empty());
-    // Nodes are read only to make the plan; afterwards the plan is fixed.
-    let nodes = if planned {
-        Vec::new()
-    } else {
-        let api: Api<Node> = Api::all(ctx.client.clone());
-        api.list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|n| NodeInfo {
-                name: n.metadata.name.unwrap_or_default(),
-                labels: n.metadata.labels.unwrap_or_default(),
-            })
-            .collect()
+    let node_api: Api<Node> = Api::all(ctx.client.clone());
+    let nodes: Vec<NodeInfo> = node_api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(drain::node_info)
+        .collect();
+    let mut pods: BTreeMap<String, Vec<PodInfo>> = BTreeMap::new();
+    for node in draining(obj.status.as_ref()) {
+        let on_node = drain::pods_on(&ctx.client, &node).await?;
+        pods.insert(node, on_node);
+    }
+    let gates = read_gates(&obj, &ctx).await;
+    let mut observed = Observed {
+        task: &name,
+        nodes: &nodes,
+        pods: &pods,
+        gates: &gates,
+        evictions: &[],
+        now: Timestamp::now(),
     };
-    let decision = decide(
+    let first = decide(
         &obj.spec,
         obj.status.as_ref(),
         obj.metadata.generation,
-        &nodes,
-        Timestamp::now(),
+        &observed,
     );
+    tracing::debug!(actions = ?first.actions, draining = pods.len(), polling = first.polling, "decided");
+    // Act before recording: each action is idempotent, and a failed one leaves the status as
+    // it was, so the next reconcile does it again.
+    let grace = decide::Rollout::of(&obj.spec)
+        .ok()
+        .and_then(|r| r.grace_period_seconds);
+    let mut evictions: Vec<Eviction> = Vec::new();
+    for (node, pod) in &first.actions.evict {
+        let Some(info) = pods
+            .get(node)
+            .and_then(|p| p.iter().find(|p| &p.name == pod))
+        else {
+            continue;
+        };
+        evictions.push(Eviction {
+            node: node.clone(),
+            pod: pod.clone(),
+            outcome: drain::evict(&ctx.eviction_client, info, grace).await,
+        });
+    }
+    for node in &first.actions.cordon {
+        drain::cordon(&ctx.client, node, &name).await?;
+    }
+    for node in &first.actions.uncordon {
+        drain::uncordon(&ctx.client, node, &name).await?;
+    }
+    let decision = if evictions.is_empty() {
+        first
+    } else {
+        observed.evictions = &evictions;
+        decide(
+            &obj.spec,
+            obj.status.as_ref(),
+            obj.metadata.generation,
+            &observed,
+        )
+    };
     let phase = decision.status.phase;
     if needs_write(obj.status.as_ref(), &decision.status) {
         let api: Api<NodeTask> = Api::all(ctx.client.clone());
@@ -173,15 +297,16 @@ pub async fn reconcile(obj: Arc<NodeTask>, ctx: Arc<Context>) -> Result<Action, 
             }
             Err(e) => return Err(e.into()),
         }
-        if let Some(event) = &decision.event {
-            let reference = obj.object_ref(&());
+        let reference = obj.object_ref(&());
+        for event in &decision.events {
             if let Err(error) = ctx.recorder.publish(event, &reference).await {
-                tracing::warn!(%error, "could not publish the phase event");
+                tracing::warn!(%error, reason = %event.reason, "could not publish an event");
             }
         }
         tracing::info!(?phase, "node task status written");
     }
     Ok(match phase {
+        _ if decision.polling => Action::requeue(ctx.node_task_poll),
         TaskPhase::Pending | TaskPhase::Running => Action::requeue(Duration::from_secs(30)),
         _ => Action::await_change(),
     })
