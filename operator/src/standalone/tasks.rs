@@ -28,7 +28,7 @@ use opsplane_resources::node_task::{NodeResult, NodeTask, NodeTaskStatus, TaskPh
 use opsplane_store::{Expect, Store, Written};
 use serde_json::Value;
 
-use crate::controller::node_task::decide::decide;
+use crate::controller::node_task::decide::{Decision, Observed, decide};
 use crate::controller::node_task::{NodeInfo, OperatorStatus};
 use crate::metrics::Metrics;
 
@@ -47,7 +47,38 @@ pub fn local_node(hostname: &str) -> NodeInfo {
             ("opsplane.io/standalone".to_string(), "true".to_string()),
             ("kubernetes.io/hostname".to_string(), hostname.to_string()),
         ]),
+        // The process running is the host being up; there is no Node to cordon.
+        ready: true,
+        unschedulable: false,
+        cordoned_by: None,
     }
+}
+
+/// The controller's decision for a task on this host alone: no pods to drain (standalone has
+/// no Kubernetes workloads, so a drain ends at once), no gate readings, no evictions.
+fn decide_here(
+    task: &NodeTask,
+    previous: Option<&NodeTaskStatus>,
+    hostname: &str,
+    now: Timestamp,
+) -> Decision {
+    let nodes = [local_node(hostname)];
+    let pods = BTreeMap::from([(hostname.to_string(), Vec::new())]);
+    let gates = Default::default();
+    let name = kube::ResourceExt::name_any(task);
+    decide(
+        &task.spec,
+        previous,
+        task.metadata.generation,
+        &Observed {
+            task: &name,
+            nodes: &nodes,
+            pods: &pods,
+            gates: &gates,
+            evictions: &[],
+            now,
+        },
+    )
 }
 
 /// The status after the operator's part is applied to `previous`, as server-side apply would
@@ -107,13 +138,7 @@ pub fn apply_node(mut status: NodeTaskStatus, node: &str, report: &Report) -> No
 /// The status a new standalone task starts with: planned for this host at once (a named node
 /// other than this host fails the task, as a missing Node does in a cluster).
 pub fn initial_status(task: &NodeTask, hostname: &str, now: Timestamp) -> NodeTaskStatus {
-    let decision = decide(
-        &task.spec,
-        None,
-        task.metadata.generation,
-        &[local_node(hostname)],
-        now,
-    );
+    let decision = decide_here(task, None, hostname, now);
     apply_operator(None, &decision.status)
 }
 
@@ -127,6 +152,8 @@ fn refused(what: TaskKind, now: Timestamp) -> Report {
         ),
         started_at: now.to_string(),
         finished_at: Some(now.to_string()),
+        boot_id_before: None,
+        boot_id_after: None,
     }
 }
 
@@ -281,14 +308,7 @@ impl LocalTasks {
     }
 
     fn decide(&self, task: &NodeTask, status: Option<&NodeTaskStatus>) -> OperatorStatus {
-        decide(
-            &task.spec,
-            status,
-            task.metadata.generation,
-            &[local_node(&self.node)],
-            Timestamp::now(),
-        )
-        .status
+        decide_here(task, status, &self.node, Timestamp::now()).status
     }
 
     fn operate(&self, task: &NodeTask, status: Option<&NodeTaskStatus>) -> NodeTaskStatus {
@@ -347,6 +367,8 @@ impl LocalTasks {
                 msg: "系统异常: not run: the NodeTask changed or its status could not be written as it was about to start; create it again to run it".into(),
                 started_at,
                 finished_at: Some(now.to_string()),
+                boot_id_before: None,
+                boot_id_after: None,
             };
             self.record(uid, entry);
             return None;
@@ -482,14 +504,7 @@ mod tests {
         let now = Timestamp::now();
         let report = refused(TaskKind::of(&t.spec), now);
         let reported = apply_node(status, "here", &report);
-        let op = decide(
-            &t.spec,
-            Some(&reported),
-            Some(1),
-            &[local_node("here")],
-            now,
-        )
-        .status;
+        let op = decide_here(&t, Some(&reported), "here", now).status;
         let merged = apply_operator(Some(&reported), &op);
         assert_eq!(merged.phase, Some(TaskPhase::Failed));
         assert_eq!(merged.nodes[0].code, Some(30004));
