@@ -62,10 +62,15 @@ fn decide_here(
     hostname: &str,
     now: Timestamp,
 ) -> Decision {
-    let nodes = [local_node(hostname)];
+    let name = kube::ResourceExt::name_any(task);
+    // No Node to cordon: the host counts as cordoned by this task already, so a drain (of no
+    // pods) ends at once and nothing waits for a cordon that cannot happen.
+    let mut here = local_node(hostname);
+    here.unschedulable = true;
+    here.cordoned_by = Some(name.clone());
+    let nodes = [here];
     let pods = BTreeMap::from([(hostname.to_string(), Vec::new())]);
     let gates = Default::default();
-    let name = kube::ResourceExt::name_any(task);
     decide(
         &task.spec,
         previous,
@@ -113,6 +118,11 @@ pub fn apply_operator(previous: Option<&NodeTaskStatus>, op: &OperatorStatus) ->
         if plan.released_at.is_some() {
             entry.released_at = plan.released_at.clone();
         }
+        // Fields only the operator writes: what it applies now is what they are (an apply
+        // without one removes it).
+        entry.drain_started_at = plan.drain_started_at.clone();
+        entry.done_at = plan.done_at.clone();
+        entry.note = plan.note.clone();
         nodes.push(entry);
     }
     status.nodes = nodes;
@@ -129,6 +139,8 @@ pub fn apply_node(mut status: NodeTaskStatus, node: &str, report: &Report) -> No
             entry.msg = own.msg;
             entry.started_at = own.started_at;
             entry.finished_at = own.finished_at;
+            entry.boot_id_before = own.boot_id_before;
+            entry.boot_id_after = own.boot_id_after;
         }
         None => status.nodes.push(own),
     }
