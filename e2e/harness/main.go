@@ -304,6 +304,9 @@ type harness struct {
 	serverURL string
 
 	saKeysBefore map[string]bool
+	// The signing keys that appeared while this harness' own kube-apiserver started: the
+	// only ones it removes (another harness starting meanwhile has its own, still in use).
+	ownSAKeys map[string]bool
 
 	stopControllers func() // guarded by mu; set once the controllers run
 }
@@ -376,6 +379,15 @@ func (h *harness) start(deadline time.Time) error {
 	done := runGuarded(h.tb, func() {
 		result, startErr = kubeapiservertesting.StartTestServer(h.tb, instance, flags, storage)
 	})
+	own := map[string]bool{}
+	for fn := range listSAKeyFiles() {
+		if h.saKeysBefore != nil && !h.saKeysBefore[fn] {
+			own[fn] = true
+		}
+	}
+	h.mu.Lock()
+	h.ownSAKeys = own
+	h.mu.Unlock()
 	if err := <-done; err != nil {
 		return fmt.Errorf("kube-apiserver: %w", err)
 	}
@@ -520,12 +532,15 @@ func (h *harness) abortStartup(startDone <-chan error) {
 
 // removeTempFiles removes the root temp dir and, if StartTestServer did
 // not get to remove it, the service account signing key it writes to the
-// hard-coded /tmp/insecure_test_key* (one that appeared after we started).
+// hard-coded /tmp/insecure_test_key* — only the one that appeared while
+// this harness started, never a key of another harness starting now (that
+// removal made the other's kube-apiserver fail to start).
 func (h *harness) removeTempFiles() error {
-	for fn := range listSAKeyFiles() {
-		if h.saKeysBefore != nil && !h.saKeysBefore[fn] {
-			_ = os.Remove(fn)
-		}
+	h.mu.Lock()
+	own := h.ownSAKeys
+	h.mu.Unlock()
+	for fn := range own {
+		_ = os.Remove(fn)
 	}
 	if err := os.RemoveAll(h.rootDir); err != nil {
 		return fmt.Errorf("remove %s: %w", h.rootDir, err)
