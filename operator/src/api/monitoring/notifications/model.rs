@@ -224,7 +224,9 @@ fn window(body: &Value) -> Result<Option<u64>, MonitoringError> {
     match number(body, "window", "window")? {
         None => Ok(None),
         Some(w)
-            if w.fract() == 0.0 && (lo as f64..=hi as f64).contains(&w) && (w as u64) % 60 == 0 =>
+            if w.fract() == 0.0
+                && (lo as f64..=hi as f64).contains(&w)
+                && (w as u64).is_multiple_of(60) =>
         {
             Ok(Some(w as u64))
         }
