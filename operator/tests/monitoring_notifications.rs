@@ -308,7 +308,10 @@ async fn a_check_fires_shows_calls_and_resolves(backend: Backend) {
     let (status, body) = api
         .post(
             &format!("/monitoring/api/notifications/config/{id}/"),
-            &json!({"response.time.max_value": "5", "severity": "fatal"}),
+            // As GeoNode's alert-config page sends it (stateToData): every field, null when
+            // not enabled, and the e-mails.
+            &json!({"active": true, "response.time.min_value": null,
+                    "response.time.max_value": 5, "emails": [""], "severity": "fatal"}),
             Some(TOKEN),
         )
         .await;
