@@ -191,7 +191,7 @@ async fn open_store(
             // Every hour this process forgets the registry ids it cached, so an id pruned
             // below is never written again from a cache (a cached id was used within the hour,
             // so its entry was seen then and is far from the retention's end).
-            if ticks % 360 == 0 {
+            if ticks.is_multiple_of(360) {
                 upkeep.forget_ids().await;
             }
             if ticks % 60 == 1 {

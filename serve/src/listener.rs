@@ -88,7 +88,7 @@ pub fn open_file_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct it is given and nothing else.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (read == 0).then_some(limit.rlim_cur as u64)
+    (read == 0).then_some(limit.rlim_cur)
 }
 
 /// Raises the open-file limit to its hard limit (as Go's runtime and most servers do): the
@@ -114,7 +114,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
             }
         }
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
 
 /// The listener flags both binaries share (README "Configuration").

@@ -553,7 +553,10 @@ mod tests {
             json!({"service": "shop", "user": "alice", "resources": [{"type": "url", "name": "/a"}]}),
         )
         .unwrap();
-        recorder.events(&[with_resource.clone()]).await.unwrap();
+        recorder
+            .events(std::slice::from_ref(&with_resource))
+            .await
+            .unwrap();
         let names = |kind| {
             let store = store.clone();
             async move {
