@@ -75,6 +75,24 @@ pub struct ServeArgs {
     /// Where the ops API lives (seed 000 `route`): below --base-url, or an absolute URL.
     #[arg(long, env = "OPSPLANE_OPS_ROUTE", default_value = "ops")]
     pub ops_route: String,
+    /// Notification checks (`/monitoring/api/notifications/`).
+    #[command(flatten)]
+    pub notifications: NotificationArgs,
+}
+
+/// How notification checks are evaluated and announced (docs/monitoring.md, "Notifications").
+#[derive(Debug, Args, Clone)]
+pub struct NotificationArgs {
+    /// How often every active notification check is evaluated (by the leader in a cluster).
+    #[arg(long, env = "OPSPLANE_NOTIFICATION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub notification_interval: std::time::Duration,
+    /// A URL that gets a POST with a JSON body each time a check starts or stops firing.
+    /// Failures are counted in `opsplane_notification_webhooks_total{result="error"}`.
+    #[arg(long, env = "OPSPLANE_NOTIFICATION_WEBHOOK")]
+    pub notification_webhook: Option<url::Url>,
+    /// Longest one webhook call may take.
+    #[arg(long, env = "OPSPLANE_NOTIFICATION_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub notification_webhook_timeout: std::time::Duration,
 }
 
 /// The configurable behaviour of the Eve API at `/api/v1` (docs/api.md).

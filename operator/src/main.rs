@@ -21,6 +21,7 @@ use clap::Parser;
 use tokio::sync::RwLock;
 
 use crate::api::AppState;
+use crate::api::monitoring::notifications::evaluate::Notifier;
 use crate::api::resources::backend::{Backend, Local};
 use crate::config::{Cli, ClusterArgs, Command, ServeArgs, StandaloneArgs};
 use crate::controller::Context;
@@ -360,6 +361,17 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         hostname: hostname.clone(),
     });
     let creating = tokio::spawn(create_file_tasks(resources.clone(), task_receiver));
+    // Standalone has no Kubernetes API: notification checks announce through the webhook and
+    // their state only, no Events.
+    let notifying = tokio::spawn(
+        notifier(
+            &args.serve.notifications,
+            store.clone(),
+            metrics.clone(),
+            None,
+        )?
+        .run(),
+    );
     let state = AppState {
         maintain,
         resources,
@@ -375,6 +387,7 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
     let result = serve(&args.serve, state, shutdown_signal()).await;
     checks.abort();
     creating.abort();
+    notifying.abort();
     if let Some((agent, tasks)) = &mut agent {
         tasks.abort();
         agent.stop();
@@ -513,8 +526,23 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+    // Events of notification checks are about the leader's Lease: the object whose holder
+    // evaluated them.
+    let lease_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("coordination.k8s.io/v1".into()),
+        kind: Some("Lease".into()),
+        name: Some(lease.name.clone()),
+        namespace: Some(lease.namespace.clone()),
+        ..Default::default()
+    };
+    let notifier = notifier(
+        &args.serve.notifications,
+        ctx.store.clone(),
+        metrics.clone(),
+        Some((ctx.recorder.clone(), lease_ref)),
+    )?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let election = tokio::spawn(lead(Elector::new(client, lease), ctx, stopped));
+    let election = tokio::spawn(lead(Elector::new(client, lease), ctx, notifier, stopped));
     // Graceful stop: on the signal, hand the Lease over at once (the standby takes over while
     // requests in flight finish here), then wait for both.
     let on_signal = async move {
@@ -531,6 +559,7 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
 async fn lead(
     mut elector: Elector,
     ctx: Arc<Context>,
+    notifier: Arc<Notifier>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let config = elector.config().clone();
@@ -556,7 +585,12 @@ async fn lead(
             (true, false) => {
                 tracing::info!(identity = %config.identity, "became leader; starting controllers");
                 ctx.metrics.leader.set(1);
-                controllers = Some(tokio::spawn(controller::run(ctx.clone())));
+                // Only the leader evaluates notification checks: one webhook call and one
+                // Event per change, whatever the number of replicas.
+                let (ctx, notifier) = (ctx.clone(), notifier.clone());
+                controllers = Some(tokio::spawn(async move {
+                    tokio::join!(controller::run(ctx), notifier.run());
+                }));
             }
             (false, true) => {
                 tracing::warn!(identity = %config.identity, "lost leadership; stopping controllers");
@@ -582,6 +616,43 @@ async fn lead(
             Err(_) => tracing::warn!("timed out releasing the leader Lease"),
         }
     }
+}
+
+/// The evaluator of notification checks from its flags.
+fn notifier(
+    args: &config::NotificationArgs,
+    recorder: recorder::Recorder,
+    metrics: Metrics,
+    events: Option<(
+        kube::runtime::events::Recorder,
+        k8s_openapi::api::core::v1::ObjectReference,
+    )>,
+) -> anyhow::Result<Arc<Notifier>> {
+    anyhow::ensure!(
+        !args.notification_interval.is_zero(),
+        "--notification-interval must be longer than 0s"
+    );
+    anyhow::ensure!(
+        !args.notification_webhook_timeout.is_zero(),
+        "--notification-webhook-timeout must be longer than 0s"
+    );
+    if let Some(url) = &args.notification_webhook {
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "--notification-webhook must be an http or https URL"
+        );
+    }
+    Ok(Arc::new(Notifier {
+        recorder,
+        metrics,
+        interval: args.notification_interval,
+        webhook: args.notification_webhook.clone(),
+        http: reqwest::Client::builder()
+            .user_agent(concat!("opsplane-operator/", env!("CARGO_PKG_VERSION")))
+            .timeout(args.notification_webhook_timeout)
+            .build()?,
+        events,
+    }))
 }
 
 /// The ops API's place (`--base-url`, `--ops-route`) and its document.

@@ -8,11 +8,12 @@ use prometheus::{
 use crate::check::InstanceResult;
 
 /// What a failed store write was recording (`source` of `opsplane_store_errors_total`).
-pub const STORE_ERROR_SOURCES: [&str; 6] = [
+pub const STORE_ERROR_SOURCES: [&str; 7] = [
     "availability",
     "checks",
     "node_report",
     "node_tasks",
+    "notifications",
     "prune",
     "rollup",
 ];
@@ -36,6 +37,7 @@ pub struct Metrics {
     store_operation_errors: IntCounterVec,
     node_last_report: prometheus::GaugeVec,
     node_task_transitions: IntCounterVec,
+    notification_webhooks: IntCounterVec,
     /// 1 while this process holds the leader Lease (always 1 in standalone mode).
     pub leader: IntGauge,
     /// Requests of every API by route (`opsplane_http_*`).
@@ -144,6 +146,13 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let notification_webhooks = IntCounterVec::new(
+            Opts::new(
+                "opsplane_notification_webhooks_total",
+                "Calls of --notification-webhook by result (ok; error: refused, unreachable or timed out)",
+            ),
+            &["result"],
+        )?;
         let leader = IntGauge::new(
             "opsplane_leader",
             "1 while this process runs the controllers (holds the leader Lease)",
@@ -163,7 +172,11 @@ impl Metrics {
         registry.register(Box::new(store_operation_errors.clone()))?;
         registry.register(Box::new(node_last_report.clone()))?;
         registry.register(Box::new(node_task_transitions.clone()))?;
+        registry.register(Box::new(notification_webhooks.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        for result in ["ok", "error"] {
+            notification_webhooks.with_label_values(&[result]);
+        }
         // Series that alerts take `increase()` of exist from the start at 0: a counter first
         // seen at 1 would give no increase, and the alert would miss the first failure.
         for phase in [
@@ -201,9 +214,17 @@ impl Metrics {
             store_operation_errors,
             node_last_report,
             node_task_transitions,
+            notification_webhooks,
             leader,
             http,
         })
+    }
+
+    /// Counts one call of the notification webhook.
+    pub fn notification_webhook(&self, ok: bool) {
+        self.notification_webhooks
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Counts request events accepted by the ingestion endpoint.

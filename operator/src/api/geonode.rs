@@ -32,6 +32,11 @@ pub fn keyed(key: &str, items: Vec<Value>) -> Value {
 }
 
 /// `{"status": "ok", "success": true, "errors": {}}` (autoconfigure).
+/// GeoNode's success envelope around `data` (`notifications/`: `{status, success, errors, data}`).
+pub fn answer(data: Value) -> Value {
+    json!({"status": "ok", "success": true, "errors": {}, "data": data})
+}
+
 pub fn ok() -> Value {
     json!({"status": "ok", "success": true, "errors": {}})
 }

@@ -7,6 +7,7 @@
 //! service function ([`metric_data`]), and render through [`super::geonode`].
 
 pub mod metric_data;
+pub mod notifications;
 pub mod params;
 pub mod status;
 
@@ -149,6 +150,27 @@ pub fn rules() -> Vec<Rule> {
         read("/monitoring/api/exceptions/", "exceptions"),
         read("/monitoring/api/exceptions/{id}/", "exceptions"),
         read("/monitoring/api/status/", "monitoring"),
+        read("/monitoring/api/notifications/", "notifications"),
+        read(
+            "/monitoring/api/notifications/config/{id}/",
+            "notifications",
+        ),
+        // GeoNode needs a superuser to configure checks.
+        Rule::new(
+            Method::POST,
+            "/monitoring/api/notifications/",
+            Access::new(Need::Admin, "notifications", "create"),
+        ),
+        Rule::new(
+            Method::POST,
+            "/monitoring/api/notifications/config/{id}/",
+            Access::new(Need::Admin, "notifications", "update"),
+        ),
+        Rule::new(
+            Method::DELETE,
+            "/monitoring/api/notifications/config/{id}/",
+            Access::new(Need::Admin, "notifications", "delete"),
+        ),
         Rule::new(
             Method::POST,
             "/monitoring/api/autoconfigure/",
@@ -176,6 +198,16 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/exceptions/", get(exceptions))
         .route("/exceptions/{id}/", get(exception))
         .route("/status/", get(status))
+        .route(
+            "/notifications/",
+            get(notifications::list).post(notifications::create),
+        )
+        .route(
+            "/notifications/config/{id}/",
+            get(notifications::show)
+                .post(notifications::configure)
+                .delete(notifications::remove),
+        )
         .route("/autoconfigure/", post(autoconfigure))
         .route("/ingest/", post(ingest));
     let routes = routes.fallback(
@@ -210,6 +242,8 @@ const ROUTES: &[&str] = &[
     "/exceptions/",
     "/exceptions/{x}/",
     "/status/",
+    "/notifications/",
+    "/notifications/config/{x}/",
     "/autoconfigure/",
     "/ingest/",
 ];
@@ -650,7 +684,14 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         Ok(services) => down_services(&state, services).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let (problems, level) = status::problems(&gathered, &down, now_ms);
+    let (mut problems, _) = status::problems(&gathered, &down, now_ms);
+    if gathered.is_ok() {
+        match notifications::firing_problems(&state).await {
+            Ok(firing) => problems.extend(firing),
+            Err(e) => tracing::warn!(error = %e, "cannot read the notification checks for status/"),
+        }
+    }
+    let level = status::level_of(&problems);
     Json(geonode::status(problems, level))
 }
 

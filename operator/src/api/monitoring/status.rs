@@ -1,11 +1,16 @@
 //! `status/`'s decision, without I/O: GeoNode's `{problems, health_level}` from what opsplane
 //! knows — the store unreachable (`fatal`), a node that stopped reporting or a MonitoredService
 //! that stopped being checked (`warning`, after three of its intervals), a MonitoredService
-//! whose last check failed (`error`). Each problem has GeoNode's `StatusCheckView` fields.
+//! whose last check failed (`error`), a notification check that fires (its own severity). Each
+//! problem has GeoNode's `StatusCheckView` fields.
+
+use std::collections::HashMap;
 
 use opsplane_store::RegistryEntry;
 use opsplane_store::query::{format_time, parse_time};
 use serde_json::{Value, json};
+
+use super::notifications::model::{Check, CheckState};
 
 /// Severities from worst to mildest, as GeoNode ranks them.
 const LEVELS: [&str; 3] = ["fatal", "error", "warning"];
@@ -87,12 +92,48 @@ pub fn problems(
             ));
         }
     }
-    let level = LEVELS
-        .iter()
-        .find(|l| out.iter().any(|p| p["severity"] == **l))
-        .copied()
-        .unwrap_or("ok");
+    let level = level_of(&out);
     (out, level)
+}
+
+/// The health level of `problems`: the worst severity among them, `ok` without any.
+pub fn level_of(problems: &[Value]) -> &'static str {
+    LEVELS
+        .iter()
+        .find(|l| problems.iter().any(|p| p["severity"] == **l))
+        .copied()
+        .unwrap_or("ok")
+}
+
+/// One problem per crossed threshold of every active, firing check (GeoNode lists each
+/// `MetricValueError` of `check_for()`).
+pub fn notification_problems(
+    checks: &[(Check, u64)],
+    states: &HashMap<u64, CheckState>,
+) -> Vec<Value> {
+    let time = |t: Option<i64>| t.map_or(Value::Null, |t| json!(format_time(t)));
+    let mut out = Vec::new();
+    for (check, _) in checks.iter().filter(|(c, _)| c.active) {
+        let Some(state) = states.get(&check.id).filter(|s| s.firing) else {
+            continue;
+        };
+        for o in &state.offences {
+            out.push(json!({
+                "name": o.metric,
+                "severity": check.severity.as_str(),
+                "offending_value": o.offending_value,
+                "threshold_value": o.threshold_value,
+                "spotted_at": time(state.since_ms),
+                "valid_from": time(state.valid_from_ms),
+                "valid_to": time(state.valid_to_ms),
+                "check_url": check.url(),
+                "check_id": check.id,
+                "description": o.description,
+                "message": format!("{}: {}", check.name, o.description),
+            }));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
