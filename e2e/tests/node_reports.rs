@@ -117,6 +117,27 @@ fn node_daemon_reports_reach_the_operator_and_bad_reports_are_refused() {
         "cpu.count must be {cores}: {response}"
     );
 
+    // The Eve `nodes` item shows what the real daemon said and which version it is: its
+    // requests name it in their User-Agent.
+    let (status, response) = request(
+        op_port,
+        "GET",
+        &format!("/api/v1/nodes/{hostname}"),
+        Some(TOKEN),
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{response}");
+    let body = &response[response.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+    let item: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+    assert_eq!(
+        item["report"]["daemon_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{item}"
+    );
+    assert_eq!(item["report"]["summary"]["cpu"]["numbers"], cores, "{item}");
+
     let seed_example = r#"{"hostname": "zhouli33", "ip": "172.16.1.33", "utc": 1577183023, "type": "service",
         "node_uuid": "123142342342342342343", "data": {"httpd": "not found", "libvirtd": "running"}}"#;
     let (status, _) = request(op_port, "POST", "/", None, seed_example).unwrap();

@@ -975,6 +975,83 @@ async fn a_pod_disruption_budget_blocks_the_drain_and_the_task_waits(env: &mut E
     started.elapsed()
 }
 
+/// A task deleted while its drain is held (a budget refuses the eviction) releases nothing
+/// more and leaves no node cordoned: the operator uncordons a node whose cordon names a task
+/// that no longer exists.
+async fn a_task_deleted_mid_drain_leaves_no_node_cordoned(env: &mut Env) -> Duration {
+    let started = Instant::now();
+    bind_pod(&env.client, "cache-0", "node-c", "cache", false).await;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), PODS_NS);
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "cache-pdb"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "cache"}}}
+    }))
+    .expect("PDB object");
+    let created = pdbs
+        .create(&PostParams::default(), &pdb)
+        .await
+        .expect("creating the PDB");
+    pdbs.patch_status(
+        "cache-pdb",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {
+            "observedGeneration": created.metadata.generation.unwrap_or(1),
+            "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}})),
+    )
+    .await
+    .expect("PDB status");
+    let before = reboots(env).len();
+    tasks(&env.client)
+        .create(
+            &PostParams::default(),
+            &ntask(
+                "reboot-deleted",
+                json!({"nodeNames": ["node-c"], "handler": "OsHandler", "command": "reboot"}),
+            ),
+        )
+        .await
+        .expect("creating reboot-deleted");
+    held(env, "reboot-deleted", "PodDisruptionBudget").await;
+    assert_eq!(
+        cordon_of(&env.client, "node-c").await,
+        (true, Some("reboot-deleted".into()))
+    );
+    tasks(&env.client)
+        .delete("reboot-deleted", &DeleteParams::default())
+        .await
+        .expect("deleting reboot-deleted");
+    eventually(
+        "node-c uncordoned after its task was deleted",
+        Duration::from_secs(30),
+        || async { (cordon_of(&env.client, "node-c").await == (false, None)).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // The budget lets the pod go now; nothing evicts or reboots it any more.
+    pdbs.patch_status(
+        "cache-pdb",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"disruptionsAllowed": 1}})),
+    )
+    .await
+    .expect("PDB status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reboots(env).len(), before, "a deleted task rebooted node-c");
+    assert!(
+        !env.evicted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|e| e.pod == "cache-0"),
+        "a deleted task evicted cache-0"
+    );
+    let _ = pdbs.delete("cache-pdb", &DeleteParams::default()).await;
+    let _ = Api::<Pod>::namespaced(env.client.clone(), PODS_NS)
+        .delete("cache-0", &DeleteParams::default().grace_period(0))
+        .await;
+    started.elapsed()
+}
+
 /// `HH:MM` of `now + minutes` in UTC.
 fn hh_mm(minutes: i64) -> String {
     let t = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(minutes);
@@ -1473,6 +1550,7 @@ async fn node_tasks_run_on_their_nodes_once_and_disruptive_ones_one_node_at_a_ti
     a_daemon_restarted_mid_task_does_not_run_it_twice(&mut env).await;
     let rolling = reboot_drains_and_rolls_strictly_one_node_at_a_time(&mut env).await;
     let pdb = a_pod_disruption_budget_blocks_the_drain_and_the_task_waits(&mut env).await;
+    let deleted = a_task_deleted_mid_drain_leaves_no_node_cordoned(&mut env).await;
     let window =
         a_window_in_the_future_keeps_the_task_pending_and_a_window_now_lets_it_run(&env).await;
     let paused = paused_stops_releases_until_unpaused(&env).await;
@@ -1484,8 +1562,9 @@ async fn node_tasks_run_on_their_nodes_once_and_disruptive_ones_one_node_at_a_ti
         rolling.as_secs_f64()
     );
     eprintln!(
-        "e2e: scenario times: PDB blocks then allows {:.2}s (2 s held on purpose); window later/now + delete {:.2}s; paused then unpaused {:.2}s (2 s held); node never back, nodeTimeout 4s {:.2}s; MonitoredService + alert gates {:.2}s",
+        "e2e: scenario times: PDB blocks then allows {:.2}s (2 s held on purpose); task deleted mid-drain → node uncordoned {:.2}s (2 s held); window later/now + delete {:.2}s; paused then unpaused {:.2}s (2 s held); node never back, nodeTimeout 4s {:.2}s; MonitoredService + alert gates {:.2}s",
         pdb.as_secs_f64(),
+        deleted.as_secs_f64(),
         window.as_secs_f64(),
         paused.as_secs_f64(),
         lost.as_secs_f64(),

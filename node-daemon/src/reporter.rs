@@ -26,6 +26,9 @@ use tokio::sync::Notify;
 use crate::probe::{cpu, disk, diskio, memory, networkio, service};
 use crate::sampler::{Sampler, Snapshot};
 
+/// The `User-Agent` of the report POSTs: `opsplane-node-daemon/<version>`.
+pub const USER_AGENT: &str = concat!("opsplane-node-daemon/", env!("CARGO_PKG_VERSION"));
+
 /// The timer's persisted state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimerState {
@@ -289,6 +292,9 @@ impl Reporter {
                 .map(memory::MemInfo::report),
             networkio: snapshot.reading::<networkio::NetworkIo>().cloned(),
             vm: None,
+            uptime: snapshot
+                .reading::<cpu::CpuTimes>()
+                .and_then(|t| t.uptime(snapshot)),
         };
         let services = snapshot
             .reading::<service::Services>()
@@ -363,6 +369,8 @@ impl Reporter {
     pub async fn run_sender(self: Arc<Self>) {
         let client = match reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // The operator shows which daemon version last reported (the `nodes` resource).
+            .user_agent(USER_AGENT)
             .build()
         {
             Ok(c) => c,

@@ -371,6 +371,7 @@ mod tests {
             numbers: 2,
             busy,
             total,
+            boot_time: None,
         })
     }
 

@@ -243,8 +243,14 @@ pub struct StoreArgs {
     /// `/labels/`); beyond, the request is refused with 400.
     #[arg(long, env = "OPSPLANE_MAX_NEW_LABELS", default_value_t = crate::recorder::DEFAULT_MAX_NEW_NAMES)]
     pub max_new_labels: usize,
-    /// Longest a Redis connect or command may take (then the call fails and, after a few such
-    /// failures, the store's circuit breaker answers at once until Redis answers again).
+    /// Most labels one service's events may bring into the label registry (counted by the
+    /// service that first named each label; pruned with their data); a request beyond is
+    /// refused with 400. `0`: no limit.
+    #[arg(long, env = "OPSPLANE_MAX_LABELS_PER_SERVICE", default_value_t = crate::recorder::DEFAULT_MAX_LABELS_PER_SERVICE)]
+    pub max_labels_per_service: usize,
+    /// Longest a Redis connect or command may take (then the call fails and the store's
+    /// circuit breaker answers at once until Redis answers again: at the first timeout, or
+    /// after three refused connections).
     #[arg(long, env = "OPSPLANE_STORE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub store_timeout: std::time::Duration,
     /// How long exception records are kept, e.g. `30d`.

@@ -176,7 +176,9 @@ async fn open_store(
             })),
         ))
     };
-    let recorder = recorder::Recorder::new(store).with_max_new_names(args.max_new_labels);
+    let recorder = recorder::Recorder::new(store)
+        .with_max_new_names(args.max_new_labels)
+        .with_max_labels_per_service(args.max_labels_per_service);
     let upkeep = recorder.clone();
     let metrics = metrics.clone();
     tokio::spawn(async move {

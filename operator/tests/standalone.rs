@@ -617,14 +617,41 @@ fn the_node_agent_shows_this_host_in_the_eve_and_monitoring_apis_and_serves_the_
     });
     // ... and in /api/v1/nodes with a heartbeat and the report's summary, from real /proc.
     let item = poll(listen, &format!("/api/v1/nodes/{host}"), |json| {
-        json["report"]["heartbeat"].is_string()
+        json["report"]["heartbeat"].is_string() && json["report"]["summary"]["cpu"].is_object()
     });
     assert_eq!(
         item["metadata"]["labels"]["opsplane.io/standalone"], "true",
         "{item}"
     );
-    // The host's samples: cpu.count of its service is this host's CPU count.
     let cpus = cpus_of_this_host();
+    let summary = &item["report"]["summary"];
+    assert_eq!(summary["cpu"]["numbers"], cpus, "{item}");
+    let mem_total_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(summary["memory"]["total"], mem_total_kib * 1024, "{item}");
+    assert!(summary["disk"]["total"].as_u64().unwrap_or(0) > 0, "{item}");
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reported = summary["uptime"].as_f64().expect("uptime");
+    assert!(
+        reported <= uptime + 2.0 && reported >= uptime - 120.0,
+        "uptime {reported} vs /proc/uptime {uptime}: {item}"
+    );
+    assert_eq!(
+        item["report"]["daemon_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{item}"
+    );
+    // The host's samples: cpu.count of its service is this host's CPU count.
     let data = poll(
         listen,
         &format!(

@@ -105,6 +105,10 @@ pub struct ResourceData {
     /// body do, as `{"numbers": n}` or a bare number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmCount>,
+    /// `uptime`: seconds since the host booted, at `utc` (opsplane's addition to the seed body,
+    /// from `/proc/stat`'s `btime`; GeoNode's `uptime` metric). Left out when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
 }
 
 /// `data.cpu`.

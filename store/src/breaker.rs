@@ -3,7 +3,9 @@
 //! timeout (issue 16: every store-backed request of a Redis outage took 7–11 s to its 503).
 //!
 //! Closed: calls go through; [`Settings::threshold`] consecutive unavailability errors (I/O,
-//! timeouts, refused or dropped connections — not script or data errors) open it. Open: calls
+//! refused or dropped connections — not script or data errors) open it, and so does a single
+//! timeout: a call that waited its whole bound says every call now would wait as long, so the
+//! request that met it gets one wait, not one per store call it makes. Open: calls
 //! fail at once for [`Settings::cooldown`]. Then one call goes through as a probe (the others
 //! keep failing fast until it ends): success closes the breaker, failure opens it again.
 //! Every failed call — the backend's errors and the fast failures — is reported to the
@@ -72,6 +74,22 @@ pub fn is_unavailability(e: &StoreError) -> bool {
     }
 }
 
+/// Whether `e` is a call that waited its whole bound (a hung backend).
+fn is_timeout(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redis(e) if e.is_timeout())
+}
+
+/// How a call ended, for the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The backend answered (even if it refused this call).
+    Answered,
+    /// The backend could not be reached.
+    Unreachable,
+    /// The call waited its whole bound.
+    TimedOut,
+}
+
 /// What a call may do now.
 enum Admit {
     /// Go through (as a probe when `true`).
@@ -119,20 +137,23 @@ impl Breaker {
         }
     }
 
-    fn settle(&self, probe: bool, unavailable: Option<bool>) {
+    fn settle(&self, probe: bool, outcome: Outcome) {
         let mut state = self.lock();
         if probe {
             state.probing = false;
         }
-        match unavailable {
+        match outcome {
             // Any answer from the backend (even a refusal of this call) shows it is reachable.
-            None | Some(false) => {
+            Outcome::Answered => {
                 state.failures = 0;
                 state.open_until = None;
             }
-            Some(true) => {
+            Outcome::Unreachable | Outcome::TimedOut => {
                 state.failures = state.failures.saturating_add(1);
-                if probe || state.failures >= self.settings.threshold {
+                if probe
+                    || outcome == Outcome::TimedOut
+                    || state.failures >= self.settings.threshold
+                {
                     state.open_until = Some(Instant::now() + self.settings.cooldown);
                 }
             }
@@ -162,9 +183,16 @@ impl Breaker {
         let result = f.await;
         pending.done = true;
         match &result {
-            Ok(_) => self.settle(probe, None),
+            Ok(_) => self.settle(probe, Outcome::Answered),
             Err(e) => {
-                self.settle(probe, Some(is_unavailability(e)));
+                let outcome = if is_timeout(e) {
+                    Outcome::TimedOut
+                } else if is_unavailability(e) {
+                    Outcome::Unreachable
+                } else {
+                    Outcome::Answered
+                };
+                self.settle(probe, outcome);
                 self.failed(operation);
             }
         }
@@ -246,8 +274,14 @@ impl Documents for Breaker {
 
 #[async_trait]
 impl Store for Breaker {
-    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>> {
-        self.call("ids", self.inner.ids(kind, names)).await
+    async fn ids_with(
+        &self,
+        kind: Kind,
+        names: &[&str],
+        created: Option<&Value>,
+    ) -> Result<Vec<u32>> {
+        self.call("ids", self.inner.ids_with(kind, names, created))
+            .await
     }
 
     async fn upsert(&self, kind: Kind, name: &str, attrs: &Value) -> Result<u32> {

@@ -231,7 +231,18 @@ fn decode_entry(text: &str) -> Result<RegistryEntry> {
 
 #[async_trait]
 impl Store for EmbeddedStore {
-    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>> {
+    async fn ids_with(
+        &self,
+        kind: Kind,
+        names: &[&str],
+        created: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>> {
+        if created.is_some_and(|a| !a.is_object()) {
+            return Err(StoreError::Invalid(
+                "attributes must be a JSON object".into(),
+            ));
+        }
+        let created = created.cloned();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         self.blocking(move |db| {
             // Fast path: everything already registered.
@@ -256,7 +267,19 @@ impl Store for EmbeddedStore {
                 let mut t_entries = txn.open_table(ENTRIES)?;
                 let mut t_seq = txn.open_table(SEQUENCES)?;
                 for n in &names {
-                    ids.push(get_or_create(&mut t_names, &mut t_entries, &mut t_seq, kind, n)?.0);
+                    let (id, made) =
+                        get_or_create(&mut t_names, &mut t_entries, &mut t_seq, kind, n)?;
+                    if made && let Some(attrs) = &created {
+                        let entry = RegistryEntry {
+                            id,
+                            name: n.clone(),
+                            attrs: attrs.clone(),
+                        };
+                        let text = serde_json::to_string(&entry)
+                            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                        t_entries.insert((kind.code(), id), text.as_str())?;
+                    }
+                    ids.push(id);
                 }
             }
             txn.commit()?;

@@ -99,7 +99,19 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait Store: Documents + Send + Sync + 'static {
     /// Returns the stable id of each `(kind, name)`, creating missing entries. Ids start at 1
     /// and never change or get reused.
-    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>>;
+    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>> {
+        self.ids_with(kind, names, None).await
+    }
+
+    /// As [`Store::ids`], giving the entries it creates the attributes `created` (a JSON
+    /// object; entries that exist keep theirs), in the same atomic step: the recorder marks
+    /// which service brought a label in (the per-service label limit).
+    async fn ids_with(
+        &self,
+        kind: Kind,
+        names: &[&str],
+        created: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>>;
 
     /// Merges `attrs` (a JSON object) into the entry's attributes, creating the entry if needed;
     /// returns its id.

@@ -136,16 +136,21 @@ end
 return removed
 "#;
 
+/// KEYS: the registry's names, entries and sequence; ARGV[1] the attributes of created
+/// entries as JSON ('' for none), then the names.
 const IDS: &str = r#"
 local out = {}
-for i, name in ipairs(ARGV) do
+local attrs = nil
+if ARGV[1] ~= '' then attrs = cjson.decode(ARGV[1]) end
+for i = 2, #ARGV do
+  local name = ARGV[i]
   local id = redis.call('HGET', KEYS[1], name)
   if not id then
     id = redis.call('INCR', KEYS[3])
     redis.call('HSET', KEYS[1], name, id)
-    redis.call('HSET', KEYS[2], id, cjson.encode({id = tonumber(id), name = name}))
+    redis.call('HSET', KEYS[2], id, cjson.encode({id = tonumber(id), name = name, attrs = attrs}))
   end
-  out[i] = tonumber(id)
+  out[i - 1] = tonumber(id)
 end
 return out
 "#;
@@ -293,15 +298,30 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn ids(&self, kind: Kind, names: &[&str]) -> Result<Vec<u32>> {
+    async fn ids_with(
+        &self,
+        kind: Kind,
+        names: &[&str],
+        created: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
+        let created = match created {
+            Some(a) if a.as_object().is_some_and(|o| !o.is_empty()) => a.to_string(),
+            Some(a) if !a.is_object() => {
+                return Err(StoreError::Invalid(
+                    "attributes must be a JSON object".into(),
+                ));
+            }
+            _ => String::new(),
+        };
         let mut conn = self.conn.clone();
         let mut inv = self.ids.prepare_invoke();
         inv.key(self.key(&format!("reg:{}", kind.as_str())))
             .key(self.key(&format!("ent:{}", kind.as_str())))
-            .key(self.key(&format!("seq:{}", kind.as_str())));
+            .key(self.key(&format!("seq:{}", kind.as_str())))
+            .arg(created);
         for n in names {
             inv.arg(*n);
         }

@@ -112,3 +112,40 @@ async fn errors_of_a_reachable_backend_do_not_open_it() {
     assert!(store.is_closed());
     store.ping().await.unwrap();
 }
+
+/// A hung Redis (frozen: connections accepted, nothing answered): the first call waits its
+/// whole timeout, and that one timeout opens the breaker, so a request that makes several store
+/// calls waits once, not once per call (issue 16, 7: time to a 503 ≤ 1 s).
+#[tokio::test]
+async fn one_timeout_of_a_hung_backend_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start(dir.path()).unwrap();
+    let timeout = Duration::from_millis(400);
+    let redis = RedisStore::connect_with(&server.url(), "breaker:", Retention::default(), timeout)
+        .await
+        .unwrap();
+    let store = Breaker::new(Arc::new(redis), Settings::default(), None);
+    store.ping().await.unwrap();
+
+    server.freeze();
+    let started = Instant::now();
+    let err = store.ping().await.expect_err("Redis hangs");
+    let first = started.elapsed();
+    assert!(opsplane_store::breaker::is_unavailability(&err), "{err:?}");
+    assert!(
+        first >= timeout && first < timeout * 3,
+        "the first call is bounded by the timeout: {first:?}"
+    );
+    assert!(!store.is_closed(), "one timeout opens the breaker");
+    let started = Instant::now();
+    for _ in 0..10 {
+        let err = store.entries(Kind::Label).await.expect_err("open");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "later calls fail at once: {:?}",
+        started.elapsed()
+    );
+    server.thaw();
+}

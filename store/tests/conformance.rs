@@ -97,6 +97,41 @@ async fn registry_ids_are_stable_and_per_kind(store: Arc<dyn Store>) {
     );
 }
 
+/// `ids_with` gives the entries it creates their attributes and leaves existing ones alone.
+async fn ids_with_marks_only_the_entries_it_creates(store: Arc<dyn Store>) {
+    store
+        .upsert(Kind::Label, "old", &serde_json::json!({"user": "ann"}))
+        .await
+        .unwrap();
+    let owner = serde_json::json!({"service": "shop"});
+    let ids = store
+        .ids_with(Kind::Label, &["old", "new", "new"], Some(&owner))
+        .await
+        .unwrap();
+    assert_eq!(ids[1], ids[2]);
+    assert_ne!(ids[0], ids[1]);
+    let old = store.entry(Kind::Label, "old").await.unwrap().unwrap();
+    assert_eq!(
+        old.attrs,
+        serde_json::json!({"user": "ann"}),
+        "existing entry kept"
+    );
+    let new = store.entry(Kind::Label, "new").await.unwrap().unwrap();
+    assert_eq!(new.attrs, owner);
+    // Nothing is created when the attributes are not an object.
+    assert!(matches!(
+        store
+            .ids_with(Kind::Label, &["bad"], Some(&serde_json::json!([1])))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(store.entry(Kind::Label, "bad").await.unwrap().is_none());
+    // Without attributes, as `ids`: an empty object.
+    store.ids_with(Kind::Label, &["plain"], None).await.unwrap();
+    let plain = store.entry(Kind::Label, "plain").await.unwrap().unwrap();
+    assert_eq!(plain.attrs, serde_json::json!({}));
+}
+
 async fn upsert_merges_attributes(store: Arc<dyn Store>) {
     let id = store
         .upsert(
@@ -909,6 +944,7 @@ conformance!(
     rate_hits_count_per_key_within_a_window,
     rate_hits_are_atomic_under_concurrency,
     registry_ids_are_stable_and_per_kind,
+    ids_with_marks_only_the_entries_it_creates,
     upsert_merges_attributes,
     ingest_folds_minutes_across_batches,
     rollup_builds_hours_and_follows_late_data,

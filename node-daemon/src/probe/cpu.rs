@@ -1,5 +1,6 @@
 //! CPU logical core count and time counters from `/proc/stat` (seed 002 §二.1 `cpu`).
 //! Utilization is the busy share of the time between two readings (see [`utilization`]).
+//! The same file's `btime` gives the host's boot time, and so its uptime.
 
 use opsplane_resources::node_report;
 use serde_json::Value;
@@ -21,6 +22,8 @@ pub struct CpuTimes {
     pub busy: u64,
     /// All ticks (guest time is already part of user time and is not added again).
     pub total: u64,
+    /// When the host booted (Unix seconds, `btime`), if the file says.
+    pub boot_time: Option<i64>,
 }
 
 /// Reads [`CpuTimes`].
@@ -44,6 +47,12 @@ impl CpuTimes {
             utilization: round1(snapshot.cpu_utilization.unwrap_or_default()),
         }
     }
+
+    /// Seconds since boot at the cycle's `utc` (the §四.1 report's `uptime`).
+    pub fn uptime(&self, snapshot: &Snapshot) -> Option<u64> {
+        self.boot_time
+            .and_then(|boot| u64::try_from(snapshot.utc.checked_sub(boot)?).ok())
+    }
 }
 
 impl Reading for CpuTimes {
@@ -56,6 +65,13 @@ impl Reading for CpuTimes {
             "Online logical CPU cores",
             [(vec![], f64::from(self.numbers))],
         );
+        if let Some(boot) = self.boot_time {
+            out.gauge(
+                "opsplane_node_boot_time_seconds",
+                "When the host booted (Unix time, /proc/stat btime)",
+                [(vec![], boot as f64)],
+            );
+        }
         if let Some(u) = snapshot.cpu_utilization {
             out.gauge(
                 "opsplane_node_cpu_utilization_ratio",
@@ -70,6 +86,7 @@ impl Reading for CpuTimes {
 pub fn parse(text: &str) -> Result<CpuTimes, ProbeError> {
     let mut times = None;
     let mut numbers = 0;
+    let mut boot_time = None;
     for line in text.lines() {
         let mut fields = line.split_whitespace();
         match fields.next() {
@@ -87,6 +104,14 @@ pub fn parse(text: &str) -> Result<CpuTimes, ProbeError> {
                 times = Some((total.saturating_sub(idle), total));
             }
             Some(name) if name.len() > 3 && name.starts_with("cpu") => numbers += 1,
+            Some("btime") => {
+                let value = fields.next().unwrap_or_default();
+                boot_time = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| ProbeError::format(FILE, format!("btime {value:?}")))?,
+                );
+            }
             _ => {}
         }
     }
@@ -98,6 +123,7 @@ pub fn parse(text: &str) -> Result<CpuTimes, ProbeError> {
         numbers,
         busy,
         total,
+        boot_time,
     })
 }
 
@@ -120,7 +146,7 @@ pub fn utilization(previous: Option<&CpuTimes>, current: &CpuTimes) -> f64 {
 mod tests {
     use super::*;
 
-    const STAT: &str = "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 50 0 50 350 50 0 0 0 0 0\ncpu1 50 0 50 350 50 0 0 0 0 0\nintr 1\n";
+    const STAT: &str = "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 50 0 50 350 50 0 0 0 0 0\ncpu1 50 0 50 350 50 0 0 0 0 0\nintr 1\nbtime 1700000000\n";
 
     #[test]
     fn counts_logical_cores_and_splits_busy_from_idle_and_iowait() {
@@ -128,6 +154,23 @@ mod tests {
         assert_eq!(t.numbers, 2);
         assert_eq!(t.total, 1000);
         assert_eq!(t.busy, 200);
+        assert_eq!(t.boot_time, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn boot_time_is_optional_but_must_be_a_number() {
+        let t = parse("cpu  1 0 1 7\ncpu0 1 0 1 7\n").unwrap();
+        assert_eq!(t.boot_time, None);
+        assert!(parse("cpu  1 0 1 7\ncpu0 1 0 1 7\nbtime soon\n").is_err());
+    }
+
+    /// The real /proc/stat of this machine has a boot time before now.
+    #[test]
+    fn the_real_proc_stat_has_a_boot_time() {
+        let t = parse(&std::fs::read_to_string("/proc/stat").unwrap()).unwrap();
+        let boot = t.boot_time.expect("btime");
+        let now = jiff::Timestamp::now().as_second();
+        assert!(boot > 0 && boot <= now, "{boot} vs {now}");
     }
 
     #[test]
@@ -136,11 +179,13 @@ mod tests {
             numbers: 2,
             busy: 200,
             total: 1000,
+            boot_time: None,
         };
         let b = CpuTimes {
             numbers: 2,
             busy: 275,
             total: 1100,
+            boot_time: None,
         };
         assert_eq!(utilization(Some(&a), &b), 75.0);
         assert_eq!(utilization(None, &a), 20.0);

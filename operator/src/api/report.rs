@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use axum::routing::post;
 use axum::{Json, Router};
 use opsplane_resources::node_report::NodeReport;
@@ -47,8 +47,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
 )]
 pub async fn node_report(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let sender = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     let report = NodeReport::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
     if report.utc < 0 {
         return Err(ApiError::BadBody(format!(
@@ -65,7 +69,7 @@ pub async fn node_report(
     state.metrics.node_report(report.kind().as_str());
     state
         .recorder
-        .node_report(&report)
+        .node_report(&report, sender)
         .await
         .map_err(|error| match error {
             // A reading the store would not keep (older than its retention): the sender's

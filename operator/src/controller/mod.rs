@@ -54,9 +54,29 @@ pub enum Error {
 /// How many reconciles (checks) run at once.
 pub const CONCURRENCY: u16 = 256;
 
+/// How often nodes cordoned by deleted NodeTasks are looked for.
+pub const ORPHANED_CORDON_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs every controller until the future is dropped (leadership lost or shutdown).
 pub async fn run(ctx: Arc<Context>) {
-    tokio::join!(run_monitored_services(ctx.clone()), run_node_tasks(ctx));
+    tokio::join!(
+        run_monitored_services(ctx.clone()),
+        run_node_tasks(ctx.clone()),
+        release_orphaned_cordons(ctx)
+    );
+}
+
+/// Uncordons, every [`ORPHANED_CORDON_SWEEP`], the nodes whose cordoning task was deleted
+/// (nothing reconciles a deleted task, so its own uncordon never comes).
+async fn release_orphaned_cordons(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(ORPHANED_CORDON_SWEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = node_task::drain::release_orphaned_cordons(&ctx.client).await {
+            tracing::warn!(%error, "could not look for cordons of deleted node tasks");
+        }
+    }
 }
 
 /// The NodeTask controller. Every change triggers a reconcile, status included: the nodes'

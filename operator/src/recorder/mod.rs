@@ -44,10 +44,18 @@ pub struct Recorder {
     geoip: Option<Arc<geoip::GeoIp>>,
     /// Most labels and resources one batch may add to the registries.
     max_new_names: usize,
+    /// Most labels one service may bring into the registry.
+    max_labels_per_service: usize,
+    /// How many labels each service brought into the registry (their entries' `service`
+    /// attribute), as this process last counted them: `None` until first needed. An estimate
+    /// only for letting batches through; a refusal is always confirmed against the store.
+    service_labels: Arc<RwLock<Option<HashMap<String, usize>>>>,
 }
 
 /// Default of [`Recorder::with_max_new_names`].
 pub const DEFAULT_MAX_NEW_NAMES: usize = 5000;
+/// Default of [`Recorder::with_max_labels_per_service`].
+pub const DEFAULT_MAX_LABELS_PER_SERVICE: usize = 20_000;
 
 /// A sample before its names are resolved to ids.
 struct Named<'a> {
@@ -126,7 +134,16 @@ impl Recorder {
             label_users: Default::default(),
             geoip: None,
             max_new_names: DEFAULT_MAX_NEW_NAMES,
+            max_labels_per_service: DEFAULT_MAX_LABELS_PER_SERVICE,
+            service_labels: Default::default(),
         }
+    }
+
+    /// The same recorder, refusing a batch that would make a service's labels in the
+    /// registry (those its events brought in) more than `max`.
+    pub fn with_max_labels_per_service(mut self, max: usize) -> Recorder {
+        self.max_labels_per_service = max;
+        self
     }
 
     /// The same recorder, refusing a batch that would add more than `max` labels and
@@ -160,8 +177,10 @@ impl Recorder {
     }
 
     async fn write(&self, named: &[Named<'_>]) -> Result<(), StoreError> {
-        // Resolve every distinct name once per batch.
+        // Resolve every distinct name once per batch; a label new to the registry is marked
+        // with the first service of the batch that names it.
         let mut wanted: HashMap<(Kind, String), u32> = HashMap::new();
+        let mut owners: HashMap<String, &str> = HashMap::new();
         for n in named {
             wanted.insert((Kind::Metric, n.metric.to_string()), 0);
             wanted.insert((Kind::Service, n.service.to_string()), 0);
@@ -174,6 +193,7 @@ impl Recorder {
                 )
             });
             wanted.insert((Kind::Label, label.to_string()), 0);
+            owners.entry(label.to_string()).or_insert(&n.service);
             if let Some(e) = &n.event_type {
                 wanted.insert((Kind::EventType, e.to_string()), 0);
             }
@@ -187,7 +207,19 @@ impl Recorder {
             }
         }
         self.check_new_names(&wanted).await?;
+        // Uncached labels by the service they would be marked with.
+        let mut new_labels: HashMap<&str, Vec<String>> = HashMap::new();
+        for ((k, name), id) in &wanted {
+            if *k == Kind::Label && *id == 0 {
+                let owner = owners.get(name).copied().unwrap_or_default();
+                new_labels.entry(owner).or_default().push(name.clone());
+            }
+        }
+        self.check_service_labels(&new_labels).await?;
         for kind in Kind::ALL {
+            if kind == Kind::Label {
+                continue;
+            }
             let missing: Vec<String> = wanted
                 .iter()
                 .filter(|((k, _), id)| *k == kind && **id == 0)
@@ -202,6 +234,23 @@ impl Recorder {
             for (name, id) in missing.into_iter().zip(ids) {
                 cache.insert((kind, name.clone()), id);
                 wanted.insert((kind, name), id);
+            }
+        }
+        for (service, missing) in new_labels {
+            let refs: Vec<&str> = missing.iter().map(String::as_str).collect();
+            let ids = self
+                .store
+                .ids_with(Kind::Label, &refs, Some(&json!({ "service": service })))
+                .await?;
+            if let Some(counts) = self.service_labels.write().await.as_mut() {
+                // Some may have been known to the store already: an over-estimate, which a
+                // refusal corrects by counting again.
+                *counts.entry(service.to_string()).or_default() += missing.len();
+            }
+            let mut cache = self.ids.write().await;
+            for (name, id) in missing.into_iter().zip(ids) {
+                cache.insert((Kind::Label, name.clone()), id);
+                wanted.insert((Kind::Label, name), id);
             }
         }
         let get = |k: Kind, n: &str| wanted.get(&(k, n.to_string())).copied().unwrap_or(0);
@@ -236,9 +285,11 @@ impl Recorder {
         self.store.ingest(&samples).await
     }
 
-    /// Forgets the registry ids this process cached (they are looked up again when used).
+    /// Forgets the registry ids and per-service label counts this process cached (they are
+    /// looked up again when used).
     pub async fn forget_ids(&self) {
         self.ids.write().await.clear();
+        *self.service_labels.write().await = None;
     }
 
     /// Removes the labels and resources no data of which is kept any more: not seen by any
@@ -271,6 +322,9 @@ impl Recorder {
             for name in stale {
                 cache.remove(&(kind, name));
             }
+        }
+        if removed > 0 {
+            *self.service_labels.write().await = None;
         }
         Ok(removed)
     }
@@ -311,6 +365,58 @@ impl Recorder {
             )));
         }
         Ok(())
+    }
+
+    /// Refuses a batch that would give a service more labels in the registry than
+    /// `max_labels_per_service` (`new`: the batch's uncached labels by the service they would
+    /// be marked with). Counted from the store when this process has no count yet, and again
+    /// before refusing, so labels the store knows already and other replicas' additions are
+    /// right.
+    async fn check_service_labels(
+        &self,
+        new: &HashMap<&str, Vec<String>>,
+    ) -> Result<(), StoreError> {
+        if new.is_empty() || self.max_labels_per_service == 0 {
+            return Ok(());
+        }
+        let over = |counts: &HashMap<String, usize>| {
+            new.iter()
+                .find(|(service, labels)| {
+                    counts.get(**service).copied().unwrap_or(0) + labels.len()
+                        > self.max_labels_per_service
+                })
+                .map(|(service, _)| service.to_string())
+        };
+        if let Some(counts) = self.service_labels.read().await.as_ref()
+            && over(counts).is_none()
+        {
+            return Ok(());
+        }
+        let entries = self.store.entries(Kind::Label).await?;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for e in &entries {
+            if let Some(service) = e.attrs.get("service").and_then(Value::as_str) {
+                *counts.entry(service.to_string()).or_default() += 1;
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.name.as_str()).collect();
+        let refused = new.iter().find_map(|(service, labels)| {
+            let have = counts.get(*service).copied().unwrap_or(0);
+            let adding = labels
+                .iter()
+                .filter(|l| !known.contains(l.as_str()))
+                .count();
+            (have + adding > self.max_labels_per_service).then_some((service, have, adding))
+        });
+        *self.service_labels.write().await = Some(counts);
+        match refused {
+            Some((service, have, adding)) => Err(StoreError::Invalid(format!(
+                "service {service:?} has {have} labels and the batch would add {adding}; at most {} per service (--max-labels-per-service)",
+                self.max_labels_per_service
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Availability of a checked service over the last 24 hours, in percent: passing instance
@@ -379,8 +485,13 @@ impl Recorder {
 
     /// Records a node report (see [`node_report`](self::node_report)): host metrics or service
     /// states of the service `host:<hostname>`, the registry entries of that service and of
-    /// the host, and the host's counters for the next report's deltas.
-    pub async fn node_report(&self, report: &NodeReport) -> Result<(), StoreError> {
+    /// the host, and the host's counters for the next report's deltas. `sender` is the
+    /// sender's `User-Agent` (kept with the host: the daemon's version).
+    pub async fn node_report(
+        &self,
+        report: &NodeReport,
+        sender: Option<&str>,
+    ) -> Result<(), StoreError> {
         let previous = self
             .store
             .entry(Kind::Host, &report.hostname)
@@ -394,7 +505,7 @@ impl Recorder {
         self.store
             .upsert(Kind::Service, &service, &service_attrs)
             .await?;
-        let host_attrs = node_report::host_attrs(report, &counters);
+        let host_attrs = node_report::host_attrs(report, &counters, sender);
         self.store
             .upsert(Kind::Host, &report.hostname, &host_attrs)
             .await?;
@@ -531,6 +642,85 @@ mod tests {
         // A new process (cold cache): the eight known ones and one new one pass.
         let fresh = Recorder::new(store.clone()).with_max_new_names(8);
         fresh.events(&events(&many)).await.unwrap();
+    }
+
+    fn events_of(service: &str, users: &[String]) -> Vec<RequestEvent> {
+        users
+            .iter()
+            .map(|u| serde_json::from_value(json!({"service": service, "user": u})).unwrap())
+            .collect()
+    }
+
+    /// A service may bring at most `max_labels_per_service` labels into the registry (issue
+    /// 16, 8): a batch beyond is refused whole, naming the service and the flag; other services
+    /// keep their own room; labels the store knows already do not count, and a new process (no
+    /// counts yet) counts from the store.
+    #[tokio::test]
+    async fn a_service_with_too_many_labels_is_refused_and_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            opsplane_store::embedded::EmbeddedStore::open(
+                &dir.path().join("store.redb"),
+                opsplane_store::Retention::default(),
+            )
+            .unwrap(),
+        );
+        let users =
+            |from: usize, to: usize| (from..to).map(|i| format!("u{i}")).collect::<Vec<_>>();
+        let recorder = Recorder::new(store.clone()).with_max_labels_per_service(20);
+        recorder
+            .events(&events_of("shop", &users(0, 5)))
+            .await
+            .unwrap();
+        let shop_labels = |entries: &[opsplane_store::RegistryEntry]| {
+            entries
+                .iter()
+                .filter(|e| e.attrs.get("service") == Some(&json!("shop")))
+                .count()
+        };
+        let had = shop_labels(&store.entries(Kind::Label).await.unwrap());
+        assert!(had >= 5, "each new label is marked with its service: {had}");
+        let room = 20 - had;
+        let err = recorder
+            .events(&events_of("shop", &users(5, 5 + room + 1)))
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("\"shop\"") && message.contains("--max-labels-per-service"),
+            "{message}"
+        );
+        assert_eq!(
+            shop_labels(&store.entries(Kind::Label).await.unwrap()),
+            had,
+            "nothing of the refused batch was registered"
+        );
+        // Up to the limit passes; another service has its own room.
+        recorder
+            .events(&events_of("shop", &users(5, 5 + room)))
+            .await
+            .unwrap();
+        recorder
+            .events(&events_of("maps", &users(100, 110)))
+            .await
+            .unwrap();
+        // A new process counts from the store: known labels pass, one more does not.
+        let fresh = Recorder::new(store.clone()).with_max_labels_per_service(20);
+        fresh
+            .events(&events_of("shop", &users(0, 5 + room)))
+            .await
+            .unwrap();
+        assert!(
+            fresh
+                .events(&events_of("shop", &users(900, 901)))
+                .await
+                .is_err()
+        );
+        // No limit with 0.
+        let open = Recorder::new(store.clone()).with_max_labels_per_service(0);
+        open.events(&events_of("shop", &users(900, 930)))
+            .await
+            .unwrap();
     }
 
     /// Labels and resources whose data is all gone leave the registries (issue 16, 8: the

@@ -140,6 +140,7 @@ fn gauges<'a>(data: &'a ResourceData, service: &'a str, utc: i64, named: &mut Ve
         ("mem.total", data.memory.map(|m| m.total as f64)),
         ("mem.available", data.memory.map(|m| m.available as f64)),
         ("vm.count", data.vm.map(|v| v.numbers() as f64)),
+        ("uptime", data.uptime.map(|u| u as f64)),
     ] {
         named.extend(Named::host(metric, service, None, None, utc, value));
     }
@@ -178,13 +179,64 @@ pub fn service_attrs(report: &NodeReport, previous: &Counters) -> Value {
 }
 
 /// The registry attributes of the host, with the counters to keep when the report had any.
-pub fn host_attrs(report: &NodeReport, counters: &Counters) -> Value {
+pub fn host_attrs(report: &NodeReport, counters: &Counters, sender: Option<&str>) -> Value {
     let mut attrs =
         json!({"ip": report.ip, "node_uuid": report.node_uuid, "last_report": report.utc});
     if let Some(kept) = counters.to_attr() {
         attrs["counters"] = kept;
     }
+    if let ReportBody::Resource(data) = &report.body {
+        attrs["summary"] = summary(data, report.utc);
+    }
+    if let Some(sender) = sender.map(clean_sender).filter(|s| !s.is_empty()) {
+        if let Some(version) = sender
+            .strip_prefix("opsplane-node-daemon/")
+            .and_then(|v| v.split_whitespace().next())
+        {
+            attrs["daemon_version"] = json!(version);
+        }
+        attrs["sender"] = json!(sender);
+    }
     attrs
+}
+
+/// The sender's `User-Agent` as kept: printable ASCII, at most 200 bytes.
+fn clean_sender(agent: &str) -> String {
+    agent
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// What a resource report says of the host now (the `nodes` resource's summary): CPU and
+/// memory as reported, the disks summed over their mounts, the uptime; sections the report
+/// left out are absent.
+pub fn summary(data: &ResourceData, utc: i64) -> Value {
+    let mut out = json!({"utc": utc});
+    if let Some(cpu) = data.cpu {
+        out["cpu"] = json!({"numbers": cpu.numbers, "utilization": cpu.utilization});
+    }
+    if let Some(m) = data.memory {
+        out["memory"] =
+            json!({"total": m.total, "available": m.available, "utilization": m.utilization});
+    }
+    if let Some(disks) = &data.disk {
+        let total: u64 = disks.values().map(|f| f.total).fold(0, u64::saturating_add);
+        let used: u64 = disks.values().map(|f| f.used).fold(0, u64::saturating_add);
+        let utilization = if total == 0 {
+            0.0
+        } else {
+            (used as f64 / total as f64 * 1000.0).round() / 10.0
+        };
+        out["disk"] = json!({"mounts": disks.len(), "total": total, "used": used, "utilization": utilization});
+    }
+    if let Some(uptime) = data.uptime {
+        out["uptime"] = json!(uptime);
+    }
+    out
 }
 
 impl<'a> Named<'a> {
@@ -349,9 +401,9 @@ mod tests {
         assert_eq!(named[1].resource, Some(("unit".into(), "libvirtd".into())));
         assert!(kept.values.is_empty());
         assert_eq!(
-            host_attrs(&report, &kept),
+            host_attrs(&report, &kept, None),
             json!({"ip": "", "node_uuid": "", "last_report": 5}),
-            "a service report leaves the kept counters alone"
+            "a service report leaves the kept counters and the summary alone"
         );
     }
 
@@ -359,7 +411,7 @@ mod tests {
     fn counters_are_kept_in_the_host_attributes_and_read_back() {
         let report = report(RESOURCE);
         let (_, kept) = report_samples(&report, "host:zhouli33", &Counters::default());
-        let attrs = host_attrs(&report, &kept);
+        let attrs = host_attrs(&report, &kept, None);
         assert_eq!(attrs["ip"], "172.16.1.33");
         assert_eq!(attrs["node_uuid"], "u-1");
         assert_eq!(attrs["last_report"], 1000);
@@ -367,6 +419,40 @@ mod tests {
         assert_eq!(attrs["counters"]["network.in.bytes|lo"], json!(100.0));
         assert_eq!(Counters::from_host_attrs(&attrs), kept);
         assert_eq!(Counters::from_host_attrs(&json!({})), Counters::default());
+    }
+
+    /// The host entry keeps what the last resource report said (the `nodes` resource's
+    /// summary) and which daemon version sent it.
+    #[test]
+    fn the_host_keeps_a_summary_and_the_daemon_version() {
+        let text = RESOURCE.replace(
+            "\"disk\": {",
+            "\"uptime\": 7200, \"disk\": {\"/data\": {\"type\": 2, \"total\": 300, \"used\": 25, \"utilization\": 8.3}, ",
+        );
+        let report = report(&text);
+        let attrs = host_attrs(
+            &report,
+            &Counters::default(),
+            Some("opsplane-node-daemon/0.3.1\u{7}"),
+        );
+        assert_eq!(
+            attrs["summary"],
+            json!({
+                "utc": 1000,
+                "cpu": {"numbers": 4, "utilization": 20.6},
+                "memory": {"total": 1000, "available": 400, "utilization": 60.0},
+                "disk": {"mounts": 2, "total": 400, "used": 50, "utilization": 12.5},
+                "uptime": 7200,
+            })
+        );
+        assert_eq!(attrs["daemon_version"], "0.3.1");
+        assert_eq!(
+            attrs["sender"], "opsplane-node-daemon/0.3.1",
+            "control characters dropped"
+        );
+        let other = host_attrs(&report, &Counters::default(), Some("curl/8.0"));
+        assert_eq!(other["sender"], "curl/8.0");
+        assert!(other.get("daemon_version").is_none());
     }
 
     #[test]
@@ -397,5 +483,16 @@ mod tests {
         let report = report(&text);
         let (named, _) = report_samples(&report, "h", &Counters::default());
         assert!(rows(&named).contains(&("vm.count", None, 3.0)));
+    }
+
+    /// GeoNode's `uptime` host metric reads the report's `uptime`; reports without one (the
+    /// seed's own body) give no sample.
+    #[test]
+    fn uptime_becomes_the_uptime_metric_when_reported() {
+        let text = RESOURCE.replace("\"cpu\":", "\"uptime\": 86400, \"cpu\":");
+        let (named, _) = report_samples(&report(&text), "h", &Counters::default());
+        assert!(rows(&named).contains(&("uptime", None, 86400.0)));
+        let (named, _) = report_samples(&report(RESOURCE), "h", &Counters::default());
+        assert!(!rows(&named).iter().any(|r| r.0 == "uptime"));
     }
 }

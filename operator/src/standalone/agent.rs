@@ -54,10 +54,13 @@ impl ReportSink for StoreSink {
             }
             self.metrics.node_report(report.kind().as_str());
             self.metrics.node_seen(&report.hostname, report.utc);
-            self.recorder.node_report(report).await.map_err(|error| {
-                self.metrics.store_error("node_report");
-                SinkError::Unavailable(error.to_string())
-            })
+            self.recorder
+                .node_report(report, Some(opsplane_node_daemon::reporter::USER_AGENT))
+                .await
+                .map_err(|error| {
+                    self.metrics.store_error("node_report");
+                    SinkError::Unavailable(error.to_string())
+                })
         })
     }
 }

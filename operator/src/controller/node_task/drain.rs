@@ -84,6 +84,30 @@ pub async fn pods_on(client: &Client, node: &str) -> Result<Vec<PodInfo>, kube::
     Ok(list.items.iter().map(pod_info).collect())
 }
 
+/// Uncordons every node whose cordon names a NodeTask that no longer exists (deleted while it
+/// drained or held the node, or while the operator was down): a deleted task releases nothing
+/// more, and leaves no node unschedulable either. Each candidate's task is looked up again
+/// right before (a task created since the list is not mistaken for a deleted one). Returns the
+/// nodes released.
+pub async fn release_orphaned_cordons(client: &Client) -> Result<Vec<String>, kube::Error> {
+    let tasks: Api<opsplane_resources::NodeTask> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut released = Vec::new();
+    for node in nodes.list(&ListParams::default()).await?.items {
+        let info = node_info(&node);
+        let Some(task) = info.cordoned_by else {
+            continue;
+        };
+        if tasks.get_metadata_opt(&task).await?.is_some() {
+            continue;
+        }
+        uncordon(client, &info.name, &task).await?;
+        tracing::info!(node = %info.name, %task, "released the cordon of a deleted task");
+        released.push(info.name);
+    }
+    Ok(released)
+}
+
 /// Marks the node unschedulable, with the task's name in [`CORDON_ANNOTATION`].
 pub async fn cordon(client: &Client, node: &str, task: &str) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());

@@ -20,7 +20,8 @@
 //! never forced), the node counts as done only when its daemon reports a new boot id and the
 //! Node is Ready, and it is uncordoned then; `spec.window`, `spec.gate`, `spec.paused` and
 //! `spec.nodeTimeout` bound when the next node may start. A deleted task releases nothing more:
-//! nothing reconciles it, and a daemon runs only what a task's status released to it.
+//! nothing reconciles it, and a daemon runs only what a task's status released to it; a node it
+//! had cordoned is uncordoned by the sweep of [`drain::release_orphaned_cordons`].
 
 pub mod decide;
 pub mod drain;
