@@ -1403,8 +1403,10 @@ async fn geonode_frontend_layer_filters_and_row_order(backend: Backend) {
     let hit = |kind: &str, name: &str, n: usize| {
         (0..n).map({
             let (kind, name) = (kind.to_string(), name.to_string());
-            move |_| json!({"service": "local-geonode", "time": now - 30, "event_type": "view",
+            move |_| {
+                json!({"service": "local-geonode", "time": now - 30, "event_type": "view",
                             "resources": [{"type": kind, "name": name}]})
+            }
         })
     };
     let mut events: Vec<Value> = Vec::new();
@@ -1420,7 +1422,12 @@ async fn geonode_frontend_layer_filters_and_row_order(backend: Backend) {
     let rows = rows_of(&api.ok(&format!("{md}&group_by=resource")).await);
     let order: Vec<(&str, &str)> = rows
         .iter()
-        .map(|r| (r["resource"]["name"].as_str().unwrap(), r["val"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["resource"]["name"].as_str().unwrap(),
+                r["val"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         order,
@@ -1466,11 +1473,16 @@ async fn geonode_frontend_layer_filters_and_row_order(backend: Backend) {
         );
     }
     // `type=name` finds the resource under the type's other name too.
-    let rows = rows_of(&api.ok(&format!("{md}&resource=layer%3Dgeonode:rivers")).await);
+    let rows = rows_of(
+        &api.ok(&format!("{md}&resource=layer%3Dgeonode:rivers"))
+            .await,
+    );
     assert_eq!(rows[0]["val"], "5.0000");
     let rows = rows_of(&api.ok(&format!("{md}&resource=map%3Dharbour")).await);
     assert_eq!(rows[0]["val"], "2.0000");
-    let (status, body) = api.get(&format!("{md}&resource=map%3Dgeonode:rivers")).await;
+    let (status, body) = api
+        .get(&format!("{md}&resource=map%3Dgeonode:rivers"))
+        .await;
     assert_eq!(status, 400, "{body}");
 }
 
