@@ -1391,4 +1391,103 @@ async fn geonode_frontend_paths_and_hosts(backend: Backend) {
     );
 }
 
-on_both_backends_geonode!(geonode_replay_cases, geonode_frontend_paths_and_hosts);
+/// What GeoNode 4.4.5's bundled analytics pages ask of a GeoNode 4.x feed: its resources are
+/// `dataset`s while the pages ask `resource_type=layer` (the seed's name of the type), and its
+/// "most frequently accessed" lists read the rows in order, largest first.
+async fn geonode_frontend_layer_filters_and_row_order(backend: Backend) {
+    let api = Api::start(backend);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let hit = |kind: &str, name: &str, n: usize| {
+        (0..n).map({
+            let (kind, name) = (kind.to_string(), name.to_string());
+            move |_| {
+                json!({"service": "local-geonode", "time": now - 30, "event_type": "view",
+                            "resources": [{"type": kind, "name": name}]})
+            }
+        })
+    };
+    let mut events: Vec<Value> = Vec::new();
+    events.extend(hit("dataset", "geonode:roads", 1));
+    events.extend(hit("map", "harbour", 2));
+    events.extend(hit("dataset", "geonode:rivers", 5));
+    events.extend(hit("layer", "nurc:Arc_Sample", 3));
+    api.ingest(&events).await;
+    let md = "/monitoring/api/metric_data/request.count/?last=600&interval=600";
+
+    // Rows of every grouping come largest val first (registration order was roads, harbour,
+    // rivers, Arc_Sample).
+    let rows = rows_of(&api.ok(&format!("{md}&group_by=resource")).await);
+    let order: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["resource"]["name"].as_str().unwrap(),
+                r["val"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("geonode:rivers", "5.0000"),
+            ("nurc:Arc_Sample", "3.0000"),
+            ("harbour", "2.0000"),
+            ("geonode:roads", "1.0000"),
+        ]
+    );
+
+    // `layer` and `dataset` select the same resources, of either name.
+    for asked in ["layer", "dataset"] {
+        let rows = rows_of(
+            &api.ok(&format!("{md}&group_by=resource&resource_type={asked}"))
+                .await,
+        );
+        let names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["resource"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["geonode:rivers", "nurc:Arc_Sample", "geonode:roads"],
+            "resource_type={asked}"
+        );
+        let total = rows_of(&api.ok(&format!("{md}&resource_type={asked}")).await);
+        assert_eq!(total[0]["val"], "9.0000", "resource_type={asked}");
+        let listed = api
+            .ok(&format!("/monitoring/api/resources/?resource_type={asked}"))
+            .await;
+        let mut names: Vec<&str> = listed["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["geonode:rivers", "geonode:roads", "nurc:Arc_Sample"],
+            "{listed}"
+        );
+    }
+    // `type=name` finds the resource under the type's other name too.
+    let rows = rows_of(
+        &api.ok(&format!("{md}&resource=layer%3Dgeonode:rivers"))
+            .await,
+    );
+    assert_eq!(rows[0]["val"], "5.0000");
+    let rows = rows_of(&api.ok(&format!("{md}&resource=map%3Dharbour")).await);
+    assert_eq!(rows[0]["val"], "2.0000");
+    let (status, body) = api
+        .get(&format!("{md}&resource=map%3Dgeonode:rivers"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+on_both_backends_geonode!(
+    geonode_replay_cases,
+    geonode_frontend_paths_and_hosts,
+    geonode_frontend_layer_filters_and_row_order,
+);

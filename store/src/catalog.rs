@@ -247,6 +247,15 @@ pub fn resource_type(name: &str) -> bool {
     RESOURCE_TYPES.iter().any(|(n, _)| *n == name)
 }
 
+/// Whether a filter on the resource type `asked` selects a resource stored with the type
+/// `stored`. `layer` and `dataset` are one type under two names: the seed's `resource_type=layer`
+/// ("only Layer objects") and GeoNode 4.x's `dataset` (4.0 renamed layers to datasets; its own
+/// bundled frontend still asks `resource_type=layer`), so a feed of either name answers both.
+pub fn resource_type_matches(asked: &str, stored: &str) -> bool {
+    const LAYER: [&str; 2] = ["layer", "dataset"];
+    asked == stored || (LAYER.contains(&asked) && LAYER.contains(&stored))
+}
+
 /// An event type and whether it belongs to the protocol category (seed 001's `OWS:` types,
 /// opsplane's machine-made events: checks and node reports) or to user requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +348,18 @@ pub fn default_label(kind: MetricType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_and_dataset_filters_select_each_other() {
+        for (asked, stored) in [("layer", "dataset"), ("dataset", "layer")] {
+            assert!(resource_type_matches(asked, stored), "{asked} → {stored}");
+            assert!(resource_type_matches(asked, asked));
+        }
+        assert!(resource_type_matches("map", "map"));
+        assert!(!resource_type_matches("layer", "map"));
+        assert!(!resource_type_matches("document", "dataset"));
+        assert!(!resource_type_matches("url", "layer"));
+    }
 
     #[test]
     fn metric_names_are_unique_and_typed() {

@@ -311,6 +311,16 @@ pub enum Val {
     Distinct(u64),
 }
 
+impl Val {
+    /// The value as a number, to order rows by.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Val::Number(x) => x,
+            Val::Distinct(n) => n as f64,
+        }
+    }
+}
+
 /// The event type of a row of the event-type groupings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EventRow {
@@ -352,7 +362,10 @@ pub struct Interval {
     pub from: i64,
     /// End, seconds.
     pub to: i64,
-    /// Rows, ordered by resource, label and event type id (registration order).
+    /// Rows. Per label (no `group_by`): by resource, label and event type id (registration
+    /// order, as the seed's request.ua example lists them). Grouped: largest `val` first
+    /// (GeoNode's `ORDER BY val DESC`, the order of the seed's group_by examples), equal values
+    /// in registration order.
     pub rows: Vec<Row>,
 }
 
@@ -546,6 +559,17 @@ pub fn fold_with(buckets: &[BucketRow], window: &Window, how: &Fold<'_>) -> Vec<
             metric_count: agg.metric_count,
         });
     }
+    // GeoNode orders by val, largest first ("most frequently accessed" lists read the rows in
+    // order), and so do the seed's group_by examples; its plain request.ua example lists labels
+    // as they were registered, which the seed states and plain rows keep. The sort is stable:
+    // ties keep the registration order.
+    if group_by != GroupBy::Label {
+        for interval in out.iter_mut() {
+            interval
+                .rows
+                .sort_by(|a, b| b.val.as_f64().total_cmp(&a.val.as_f64()));
+        }
+    }
     // GeoNode pushes OWS:ALL for every period with requests, even when none was OWS.
     for interval in out.iter_mut() {
         if slots_with_data.contains(&interval.from)
@@ -703,6 +727,46 @@ mod tests {
             GroupBy::DistinctLabels,
         );
         assert_eq!(d[0].rows[0].val, Val::Distinct(2));
+    }
+
+    #[test]
+    fn grouped_rows_come_largest_val_first_and_plain_rows_in_registration_order() {
+        let w = Window::align(0, 3600 * 1000, 3600).unwrap();
+        // Resources (and labels) registered 1, 2, 3, 4 with 1, 10, 4 and 4 requests.
+        let hit = |start: i64, id: u32| {
+            let mut b = row(start, id, 1.0);
+            b.key.resource = id;
+            b
+        };
+        let mut buckets = vec![hit(0, 1)];
+        buckets.extend((0..10).map(|i| hit(i * 60, 2)));
+        buckets.extend((0..4).map(|i| hit(i * 60, 3)));
+        buckets.extend((0..4).map(|i| hit(i * 60, 4)));
+        let order = |group_by| -> Vec<(Option<u32>, Val)> {
+            fold(&buckets, &w, MetricType::Count, true, group_by)[0]
+                .rows
+                .iter()
+                .map(|r| (r.resource.or(r.label), r.val))
+                .collect()
+        };
+        assert_eq!(
+            order(GroupBy::Resource),
+            [
+                (Some(2), Val::Number(10.0)),
+                (Some(3), Val::Number(4.0)),
+                (Some(4), Val::Number(4.0)),
+                (Some(1), Val::Number(1.0)),
+            ]
+        );
+        assert_eq!(
+            order(GroupBy::Label),
+            [
+                (Some(1), Val::Number(1.0)),
+                (Some(2), Val::Number(10.0)),
+                (Some(3), Val::Number(4.0)),
+                (Some(4), Val::Number(4.0)),
+            ]
+        );
     }
 
     proptest! {

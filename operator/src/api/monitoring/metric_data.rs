@@ -175,7 +175,9 @@ async fn resolve(
     };
     if let Some(t) = &query.resource_type {
         let known = catalog::resource_type(t)
-            || resources.iter().any(|e| split_resource_key(&e.name).0 == t);
+            || resources
+                .iter()
+                .any(|e| catalog::resource_type_matches(t, split_resource_key(&e.name).0));
         if !known {
             return Err(MonitoringError::bad(
                 "resource_type",
@@ -187,7 +189,7 @@ async fn resolve(
         filter.resources = Some(
             resources
                 .iter()
-                .filter(|e| split_resource_key(&e.name).0 == t)
+                .filter(|e| catalog::resource_type_matches(t, split_resource_key(&e.name).0))
                 .map(|e| e.id)
                 .collect(),
         );
@@ -197,7 +199,18 @@ async fn resolve(
             ResourceParam::Id(id) => resources.iter().find(|e| e.id == *id).map(|e| e.id),
             ResourceParam::Named(t, n) => {
                 let key = resource_key(t, n);
-                resources.iter().find(|e| e.name == key).map(|e| e.id)
+                // The exact type first, then the same name under its other name
+                // (`layer=roads` finds `dataset=roads`).
+                resources
+                    .iter()
+                    .find(|e| e.name == key)
+                    .or_else(|| {
+                        resources.iter().find(|e| {
+                            let (et, en) = split_resource_key(&e.name);
+                            en == n && catalog::resource_type_matches(t, et)
+                        })
+                    })
+                    .map(|e| e.id)
             }
         };
         let id = id.ok_or_else(|| {

@@ -425,7 +425,10 @@ pub async fn resources(
         .filter(|e| seen.as_ref().is_none_or(|s| s.contains(&e.id)))
         .filter_map(|e| {
             let (t, n) = split_resource_key(&e.name);
-            if q.resource_type.as_deref().is_some_and(|w| w != t) {
+            if q.resource_type
+                .as_deref()
+                .is_some_and(|w| !catalog::resource_type_matches(w, t))
+            {
                 return None;
             }
             Some(json!({"type": t, "id": e.id, "name": n}))

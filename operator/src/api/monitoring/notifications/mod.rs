@@ -151,7 +151,8 @@ async fn one(state: &AppState, id: u64) -> Result<(Check, u64), MonitoringError>
 }
 
 /// The config answer of one check: GeoNode's `{notification, fields, emails}` (`fields`: one
-/// per threshold, `field_name` `<metric>.<min_value|max_value>`), plus its `state`.
+/// per threshold, `field_name` `<metric>.<min_value|max_value>`, with the `description` its
+/// frontend shows), plus its `state`.
 fn config(check: &Check, state: Option<&CheckState>) -> Value {
     let mut fields = Vec::new();
     for d in &check.definitions {
@@ -161,6 +162,9 @@ fn config(check: &Check, state: Option<&CheckState>) -> Value {
         for (option, value) in [("min_value", d.min_value), ("max_value", d.max_value)] {
             fields.push(json!({
                 "field_name": d.field_name(option),
+                // Not in GeoNode 4.4.5's answer, though its alert-config page labels each
+                // checkbox with it (blank there).
+                "description": d.field_description(option),
                 "steps": Value::Null,
                 "current_value": value.map_or(Value::Null, |v| json!({"class": "decimal.Decimal", "value": v})),
                 "steps_calculated": Value::Null,
@@ -264,4 +268,67 @@ pub async fn firing_problems(state: &AppState) -> Result<Vec<Value>, MonitoringE
     let checks = model::checks(store).await?;
     let states = model::states(store).await?;
     Ok(super::status::notification_problems(&checks, &states))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check() -> Check {
+        let definition = |description: Option<&str>| model::Definition {
+            metric: "response.time".into(),
+            min_value: None,
+            max_value: Some(300.0),
+            service: Some("local-geonode".into()),
+            resource: None,
+            label: None,
+            event_type: None,
+            description: description.map(String::from),
+        };
+        Check {
+            id: 3,
+            name: "slow geonode".into(),
+            description: "GeoNode answers slowly".into(),
+            severity: model::Severity::Warning,
+            active: true,
+            window: 600,
+            definitions: vec![definition(None), definition(Some("page loads"))],
+        }
+    }
+
+    #[test]
+    fn config_fields_carry_what_the_alert_config_page_shows() {
+        let answer = config(&check(), None);
+        let fields = answer["fields"].as_array().unwrap();
+        let shown: Vec<(&str, &str, bool)> = fields
+            .iter()
+            .map(|f| {
+                (
+                    f["field_name"].as_str().unwrap(),
+                    f["description"].as_str().unwrap(),
+                    f["is_enabled"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("response.time.min_value", "response.time at least", false),
+                ("response.time.max_value", "response.time at most", true),
+                (
+                    "response.time.min_value",
+                    "page loads (response.time at least)",
+                    false
+                ),
+                (
+                    "response.time.max_value",
+                    "page loads (response.time at most)",
+                    true
+                ),
+            ]
+        );
+        assert_eq!(fields[1]["unit"], "ms");
+        assert_eq!(fields[1]["current_value"]["value"], 300.0);
+        assert_eq!(answer["notification"]["name"], "slow geonode");
+    }
 }

@@ -91,6 +91,21 @@ impl Definition {
         format!("{}.{option}", self.metric)
     }
 
+    /// What one threshold of this definition is, for a person: the label GeoNode's alert-config
+    /// page shows beside the threshold's checkbox (`fields[].description`): "response.time at
+    /// most", after the definition's own description when it has one.
+    pub fn field_description(&self, option: &str) -> String {
+        let side = if option == "min_value" {
+            "at least"
+        } else {
+            "at most"
+        };
+        match &self.description {
+            Some(d) if !d.is_empty() => format!("{d} ({} {side})", self.metric),
+            _ => format!("{} {side}", self.metric),
+        }
+    }
+
     /// The `metric_data` parameters of this definition over `window` seconds ending now.
     pub fn query(&self, window: u64) -> HashMap<String, String> {
         let mut q = HashMap::new();
