@@ -185,6 +185,11 @@ const FIREFOX: &str =
 /// (docs/monitoring.md), spread over the last sixteen minutes (the overview's default window
 /// is ten).
 fn events(now: i64) -> Vec<Value> {
+    // No event before today's (and so this month's and year's) first second in UTC: the
+    // analytics pages read calendar periods, so a run just after midnight keeps every event in
+    // the periods the checks read (the events then come closer together).
+    let today = now - now.rem_euclid(86_400);
+    let at = |seconds_ago: i64| (now - seconds_ago).max(today);
     let user = |name: &str| CATALOG.users.iter().find(|u| u.username == name).unwrap();
     let resource = |name: &str| {
         let r = CATALOG.resources.iter().find(|r| r.name == name).unwrap();
@@ -427,7 +432,7 @@ fn events(now: i64) -> Vec<Value> {
             let u = user(name);
             json!({
                 "service": "local-geonode", "service_type": "geonode", "host": "geonode.example.org",
-                "time": now - 2 * ago, "method": method, "path": path, "status": status,
+                "time": at(2 * ago), "method": method, "path": path, "status": status,
                 "duration_ms": ms, "size": 20_000 + (ms as u64) * 10, "ip": "10.0.0.7",
                 "user_agent": ua, "user": u.tracking_id, "username": u.username,
                 "country": country, "event_type": event_type, "resources": resources,
@@ -437,7 +442,7 @@ fn events(now: i64) -> Vec<Value> {
     // Errors: GeoNode records the exception with the request (ExceptionEvent.from_geonode).
     out.push(json!({
         "service": "local-geonode", "service_type": "geonode", "host": "geonode.example.org",
-        "time": now - 520, "method": "GET", "path": "/maps/99", "status": 404, "duration_ms": 35.0,
+        "time": at(520), "method": "GET", "path": "/maps/99", "status": 404, "duration_ms": 35.0,
         "size": 512, "ip": "10.0.0.9", "user_agent": CHROME, "user": "anon-session-7",
         "username": "AnonymousUser", "country": "USA", "event_type": "view",
         "resources": [{"type": "url", "name": "/maps/99"}],
@@ -446,7 +451,7 @@ fn events(now: i64) -> Vec<Value> {
     }));
     out.push(json!({
         "service": "local-geonode", "service_type": "geonode", "host": "geonode.example.org",
-        "time": now - 240, "method": "POST", "path": "/upload/", "status": 500, "duration_ms": 2400.0,
+        "time": at(240), "method": "POST", "path": "/upload/", "status": 500, "duration_ms": 2400.0,
         "size": 1024, "ip": "10.0.0.7", "user_agent": CHROME, "user": "6c0e2f4a-admin",
         "username": "admin", "country": "ITA", "event_type": "upload",
         "resources": [{"type": "dataset", "name": "geonode:rivers"}],
@@ -457,7 +462,7 @@ fn events(now: i64) -> Vec<Value> {
     for (ago, ms) in [(410, 45.0), (310, 60.0), (190, 75.0), (70, 52.0)] {
         out.push(json!({
             "service": "local-geoserver", "service_type": "geoserver", "host": "geonode.example.org",
-            "time": now - 2 * ago, "method": "GET", "path": "/geoserver/ows", "status": 200,
+            "time": at(2 * ago), "method": "GET", "path": "/geoserver/ows", "status": 200,
             "duration_ms": ms, "size": 80_000, "ip": "10.0.0.7", "user_agent": CHROME,
             "event_type": "OWS:WMS",
             "resources": [{"type": "dataset", "name": "geonode:roads_2026"}],
@@ -537,6 +542,8 @@ fn ok(addr: SocketAddr, method: &str, path: &str, body: &Value) -> Value {
 fn report_node(addr: SocketAddr, host: &str, now: i64) {
     for i in 0..=25u64 {
         let utc = now - 60 * (25 - i as i64);
+        // Up for three days and a bit: the overview's Uptime card shows whole days.
+        let uptime = 3 * 86_400 + 3_600 + 60 * i;
         // CPU and memory climb and fall back within every ten minutes.
         let i = i % 10;
         ok(
@@ -547,6 +554,7 @@ fn report_node(addr: SocketAddr, host: &str, now: i64) {
                 "hostname": host, "ip": "127.0.0.1", "utc": utc, "type": "resource",
                 "node_uuid": "geonode-frontend-node",
                 "data": {
+                    "uptime": uptime,
                     "cpu": {"numbers": 4, "utilization": 20.0 + 7.0 * i as f64},
                     "memory": {"available": 4_000_000_000u64 - i * 300_000_000,
                                "total": 8_000_000_000u64, "utilization": 50.0 + 4.0 * i as f64},
@@ -1151,6 +1159,7 @@ async fn geonode_frontend_renders_every_page_with_opsplane_data() {
                     "its CPU and memory",
                     "/Average CPU\\s+\\d+%/.test(text) && /Average Memory\\s+\\d+ MB/.test(text)",
                 ),
+                shows("the node's uptime in days", "/Uptime\\s+3 days/.test(text)"),
                 shows(
                     "the clients' countries coloured on the map",
                     "(() => { const fill = c => { const p = document.querySelector('path.datamaps-subunit.' + c); return p && getComputedStyle(p).fill; }; return fill('FRA') && fill('USA') !== fill('FRA') && fill('ITA') !== fill('FRA'); })()",

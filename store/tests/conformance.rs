@@ -123,7 +123,7 @@ async fn ids_with_marks_only_the_entries_it_creates(store: Arc<dyn Store>) {
         store
             .ids_with(Kind::Label, &["bad"], Some(&serde_json::json!([1])))
             .await,
-        Err(StoreError::Invalid(_))
+        Err(opsplane_store::StoreError::Invalid(_))
     ));
     assert!(store.entry(Kind::Label, "bad").await.unwrap().is_none());
     // Without attributes, as `ids`: an empty object.

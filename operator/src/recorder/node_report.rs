@@ -490,9 +490,11 @@ mod tests {
     #[test]
     fn uptime_becomes_the_uptime_metric_when_reported() {
         let text = RESOURCE.replace("\"cpu\":", "\"uptime\": 86400, \"cpu\":");
-        let (named, _) = report_samples(&report(&text), "h", &Counters::default());
+        let with = report(&text);
+        let (named, _) = report_samples(&with, "h", &Counters::default());
         assert!(rows(&named).contains(&("uptime", None, 86400.0)));
-        let (named, _) = report_samples(&report(RESOURCE), "h", &Counters::default());
+        let without = report(RESOURCE);
+        let (named, _) = report_samples(&without, "h", &Counters::default());
         assert!(!rows(&named).iter().any(|r| r.0 == "uptime"));
     }
 }
