@@ -102,10 +102,11 @@ class WSGI(Base):
     def test_an_unhandled_exception_is_reported_and_reraised_unchanged(self):
         app = OpsplaneWSGI(wsgi_app, service="plain", reporter=self.reporter)
         with self.assertRaises(KeyError) as raised:
-            run_wsgi(app, environ("/boom"))
+            run_wsgi(app, environ("/boom", REMOTE_USER="erin"))
         self.assertEqual(raised.exception.args, ("missing thing",))
         (e,) = self.events()
         self.assertEqual(e["status"], 500)
+        self.assertEqual(e["user"], "erin", "the user of a request that raised")
         self.assertEqual(e["error"]["type"], "KeyError")
         self.assertEqual(e["error"]["message"], "'missing thing'")
         self.assertIn("Traceback", e["error"]["data"])
@@ -192,11 +193,12 @@ class ASGI(Base):
         )
 
     def test_an_unhandled_exception_is_reported_and_reraised_unchanged(self):
-        app = OpsplaneASGI(asgi_app, service="async", reporter=self.reporter)
+        app = OpsplaneASGI(asgi_app, service="async", reporter=self.reporter, user=lambda scope: "dave")
         with self.assertRaises(ZeroDivisionError):
             run_asgi(app, "/boom")
         (e,) = self.events()
         self.assertEqual((e["status"], e["error"]["type"], e["error"]["message"]), (500, "ZeroDivisionError", "division by zero"))
+        self.assertEqual(e["user"], "dave", "the user of a request that raised")
         self.assertNotIn("size", e)
 
     def test_other_scopes_pass_untouched(self):

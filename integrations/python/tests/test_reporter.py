@@ -98,7 +98,7 @@ class Failures(unittest.TestCase):
             ]
         )
         try:
-            r = Reporter(receiver.url, "t", interval=0, max_backoff=0.05)
+            r = Reporter(receiver.url, "t", batch_size=2, interval=10, max_backoff=0.05)
             r.report(event(1))
             r.report(event(2))
             self.assertTrue(r.flush(5))

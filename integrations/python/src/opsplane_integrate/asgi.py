@@ -81,6 +81,7 @@ class OpsplaneASGI:
             # answers 500. Report it and let it go on unchanged.
             if record.status is None:
                 record.status = 500
+                call_user(settings.user, scope, record)
             record.error = error_of(e)
             raise
         finally:

@@ -79,6 +79,7 @@ class OpsplaneWSGI:
             # Unhandled: the server answers 500. Report it and let it go on unchanged.
             if record.status is None:
                 record.status = 500
+                call_user(settings.user, environ, record)
             record.error = error_of(e)
             settings.emit(record)
             raise
