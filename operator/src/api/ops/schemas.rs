@@ -217,6 +217,22 @@ pub struct GeoNodeAnswer {
     data: Option<Value>,
 }
 
+/// GeoNode's envelope with a `data` list: the notification checks of `notifications/`.
+#[derive(ToSchema)]
+#[schema(as = geonode::ListAnswer)]
+pub struct GeoNodeListAnswer {
+    /// `ok`.
+    status: Option<String>,
+    /// `true`.
+    success: Option<bool>,
+    /// `{}`.
+    #[schema(value_type = Option<Object>)]
+    errors: Option<Value>,
+    /// The items.
+    #[schema(value_type = Vec<Object>)]
+    data: Vec<Value>,
+}
+
 /// The query of `/monitoring/api/resources/` and `/labels/`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

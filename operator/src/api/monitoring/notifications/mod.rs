@@ -72,7 +72,7 @@ async fn check_scope(state: &AppState, check: &Check) -> Result<(), MonitoringEr
     get,
     path = "/monitoring/api/notifications/",
     tag = "monitoring",
-    responses((status = 200, description = "`data: [{id, url, name, active, severity, description, window, definitions, state}]`", body = crate::api::ops::schemas::GeoNodeAnswer),
+    responses((status = 200, description = "`data: [{id, url, name, active, severity, description, window, definitions, state}]`", body = crate::api::ops::schemas::GeoNodeListAnswer),
         (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
 )]
 pub async fn list(State(state): State<AppState>) -> Answer {
