@@ -12,6 +12,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OPSPLANE_CACHE/target}
 rate=${1:-2000}
 seconds=${2:-10}
 rounds=${3:-5}
+warmup=2  # seconds bench-rate sends at the same rate before it measures
 for tool in redis-server wrk; do
   command -v "$tool" >/dev/null || { apt-get install -y redis-server wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y redis-server wrk >/dev/null; }; }
 done
@@ -43,7 +44,7 @@ off=$(start off off)
 route=/monitoring/api/resource_types/
 fixed() {  # port
   "$bench_rate" --method GET --expect '"resource_types"' --url "http://127.0.0.1:$1$route" \
-    --rate "$rate" --duration "${seconds}s" --token bench-token | awk '/^RESULT/ { $1 = ""; print }'
+    --rate "$rate" --duration "${seconds}s" --warmup "${warmup}s" --token bench-token | awk '/^RESULT/ { $1 = ""; print }'
 }
 # Commands the clients sent: Redis also counts the INCR/EXPIRE run inside the limiter's script,
 # which are no round trips, so those two are left out (nothing else here sends them).
@@ -60,7 +61,8 @@ for round in $(seq "$rounds"); do
   on_r=$(fixed "$on")
   c1=$(calls)
   off_b=$(fixed "$off")
-  requests=$((requests + $(echo "$on_r" | sed -E 's/.*ok=([0-9]+).*/\1/')))
+  # Every request sent while limited counts, the warm-up's too (they were limited as well).
+  requests=$((requests + $(echo "$on_r" | sed -E 's/.*ok=([0-9]+).*/\1/') + rate * warmup))
   cmds=$((cmds + c1 - c0))
   added99+=("$(python3 -c "print(round($(p99 "$on_r") - ($(p99 "$off_a") + $(p99 "$off_b"))/2, 3))")")
   added50+=("$(python3 -c "print(round($(p50 "$on_r") - ($(p50 "$off_a") + $(p50 "$off_b"))/2, 3))")")
