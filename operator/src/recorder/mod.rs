@@ -68,6 +68,17 @@ struct Named<'a> {
     value: f64,
 }
 
+impl Named<'_> {
+    /// The sample's label: its own, or its metric kind's default.
+    fn label_name(&self) -> &str {
+        self.label.as_deref().unwrap_or_else(|| {
+            catalog::default_label(
+                catalog::metric(self.metric).map_or(MetricType::Value, |d| d.kind),
+            )
+        })
+    }
+}
+
 /// Why an event batch was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -177,23 +188,15 @@ impl Recorder {
     }
 
     async fn write(&self, named: &[Named<'_>]) -> Result<(), StoreError> {
-        // Resolve every distinct name once per batch; a label new to the registry is marked
-        // with the first service of the batch that names it.
+        // Resolve every distinct name once per batch.
         let mut wanted: HashMap<(Kind, String), u32> = HashMap::new();
-        let mut owners: HashMap<String, &str> = HashMap::new();
         for n in named {
             wanted.insert((Kind::Metric, n.metric.to_string()), 0);
             wanted.insert((Kind::Service, n.service.to_string()), 0);
             if let Some((t, r)) = &n.resource {
                 wanted.insert((Kind::Resource, resource_key(t, r)), 0);
             }
-            let label = n.label.as_deref().unwrap_or_else(|| {
-                catalog::default_label(
-                    catalog::metric(n.metric).map_or(MetricType::Value, |d| d.kind),
-                )
-            });
-            wanted.insert((Kind::Label, label.to_string()), 0);
-            owners.entry(label.to_string()).or_insert(&n.service);
+            wanted.insert((Kind::Label, n.label_name().to_string()), 0);
             if let Some(e) = &n.event_type {
                 wanted.insert((Kind::EventType, e.to_string()), 0);
             }
@@ -207,12 +210,19 @@ impl Recorder {
             }
         }
         self.check_new_names(&wanted).await?;
-        // Uncached labels by the service they would be marked with.
+        // Uncached labels by the service they would be marked with: the first of the batch
+        // that names each (looked for only when the cache lacks a label, not per sample).
         let mut new_labels: HashMap<&str, Vec<String>> = HashMap::new();
-        for ((k, name), id) in &wanted {
-            if *k == Kind::Label && *id == 0 {
-                let owner = owners.get(name).copied().unwrap_or_default();
-                new_labels.entry(owner).or_default().push(name.clone());
+        if wanted
+            .iter()
+            .any(|((k, _), id)| *k == Kind::Label && *id == 0)
+        {
+            let mut placed = std::collections::HashSet::new();
+            for n in named {
+                let key = (Kind::Label, n.label_name().to_string());
+                if wanted.get(&key) == Some(&0) && placed.insert(key.1.clone()) {
+                    new_labels.entry(&n.service).or_default().push(key.1);
+                }
             }
         }
         self.check_service_labels(&new_labels).await?;
@@ -256,30 +266,22 @@ impl Recorder {
         let get = |k: Kind, n: &str| wanted.get(&(k, n.to_string())).copied().unwrap_or(0);
         let samples: Vec<Sample> = named
             .iter()
-            .map(|n| {
-                let kind = catalog::metric(n.metric).map_or(MetricType::Value, |d| d.kind);
-                Sample {
-                    key: SeriesKey {
-                        metric: get(Kind::Metric, n.metric),
-                        service: get(Kind::Service, &n.service),
-                        resource: n
-                            .resource
-                            .as_ref()
-                            .map_or(0, |(t, r)| get(Kind::Resource, &resource_key(t, r))),
-                        label: get(
-                            Kind::Label,
-                            n.label
-                                .as_deref()
-                                .unwrap_or_else(|| catalog::default_label(kind)),
-                        ),
-                        event_type: n
-                            .event_type
-                            .as_deref()
-                            .map_or(0, |e| get(Kind::EventType, e)),
-                    },
-                    ts: n.ts,
-                    value: n.value,
-                }
+            .map(|n| Sample {
+                key: SeriesKey {
+                    metric: get(Kind::Metric, n.metric),
+                    service: get(Kind::Service, &n.service),
+                    resource: n
+                        .resource
+                        .as_ref()
+                        .map_or(0, |(t, r)| get(Kind::Resource, &resource_key(t, r))),
+                    label: get(Kind::Label, n.label_name()),
+                    event_type: n
+                        .event_type
+                        .as_deref()
+                        .map_or(0, |e| get(Kind::EventType, e)),
+                },
+                ts: n.ts,
+                value: n.value,
             })
             .collect();
         self.store.ingest(&samples).await
