@@ -437,8 +437,30 @@ fn every_metric_the_dashboards_and_rules_reference_is_exported_by_the_binaries()
     .unwrap();
     let (status, response) = request(nd_port, "POST", "/api/v1/monitor/cpu", Some(TOKEN), "{}");
     assert_eq!(status, 200, "{response}");
-    let held = std::net::TcpStream::connect(("127.0.0.1", nd_port)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // A connection the daemon has surely accepted and counted: one keep-alive request answered
+    // on it (a bare connect may not be accepted yet when the next client comes). The previous
+    // request's connection may still be closing on the daemon's side, so the one allowed
+    // connection of this host may be taken for a moment: try again until it is free.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        use std::io::{Read, Write};
+        let mut held = std::net::TcpStream::connect(("127.0.0.1", nd_port)).unwrap();
+        held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = [0u8; 512];
+        let n = held
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .and_then(|()| held.read(&mut answer))
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        if answer.starts_with("HTTP/1.1 200") {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the held connection was never served: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let (status, response) = request(nd_port, "GET", "/healthz", None, "");
     assert!(
         status == 503 || status == 0,
