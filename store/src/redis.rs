@@ -185,18 +185,106 @@ pub struct RedisStore {
     rollup: std::sync::Arc<Script>,
     ids: std::sync::Arc<Script>,
     upsert: std::sync::Arc<Script>,
-    rate: std::sync::Arc<Script>,
+    rate: RateBatcher,
     remove: std::sync::Arc<Script>,
     put_document: std::sync::Arc<Script>,
 }
 
-/// One request against a fixed rate-limit window: KEYS[1] the window's counter, ARGV[1] its
-/// lifetime in seconds (set when the window's first request creates it).
+/// Requests against fixed rate-limit windows, a batch at once: KEYS[i] a window's counter,
+/// ARGV[i] its lifetime in seconds (set when the window's first request creates it). Answers
+/// each counter's value after its INCR, in order. One script, so each INCR and its EXPIRE are
+/// one atomic step (no key is left without an expiry if the process dies between the two).
 const RATE: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+  out[i] = n
+end
+return out
 ";
+
+/// Most rate-limit hits one script call carries.
+const RATE_BATCH: usize = 256;
+
+/// One rate-limit hit waiting for its batch.
+struct PendingHit {
+    key: String,
+    ttl: u64,
+    done: tokio::sync::oneshot::Sender<Result<u64>>,
+}
+
+/// Sends the rate limiter's hits to Redis in batches (issue 18): the hits that arrive while a
+/// batch is on its way go together in the next one, as one `EVALSHA` with a key each. A lone
+/// hit goes at once (no waiting to fill a batch), so at a low rate this is one round trip a
+/// request as before; under load it is one round trip and one script run for many requests,
+/// which is what lets one process count its limits at the rate it serves. Counting stays exact
+/// across replicas: every hit is still its own atomic INCR in Redis.
+#[derive(Clone)]
+struct RateBatcher {
+    queue: tokio::sync::mpsc::UnboundedSender<PendingHit>,
+}
+
+impl RateBatcher {
+    /// Starts the task sending the batches on `conn`; it ends when the last sender is dropped.
+    fn start(conn: ConnectionManager) -> RateBatcher {
+        let (queue, hits) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(Self::run(hits, conn, Script::new(RATE)));
+        RateBatcher { queue }
+    }
+
+    async fn run(
+        mut hits: tokio::sync::mpsc::UnboundedReceiver<PendingHit>,
+        mut conn: ConnectionManager,
+        script: Script,
+    ) {
+        let mut batch = Vec::with_capacity(RATE_BATCH);
+        while hits.recv_many(&mut batch, RATE_BATCH).await > 0 {
+            let mut invocation = script.prepare_invoke();
+            for hit in &batch {
+                invocation.key(&hit.key);
+            }
+            for hit in &batch {
+                invocation.arg(hit.ttl);
+            }
+            // The connection's response timeout bounds this: a hung Redis fails the batch.
+            let answered: std::result::Result<Vec<u64>, ::redis::RedisError> =
+                invocation.invoke_async(&mut conn).await;
+            match answered {
+                Ok(counts) if counts.len() == batch.len() => {
+                    for (hit, count) in batch.drain(..).zip(counts) {
+                        let _ = hit.done.send(Ok(count));
+                    }
+                }
+                Ok(counts) => {
+                    let reason = format!("{} counts for {} keys", counts.len(), batch.len());
+                    for hit in batch.drain(..) {
+                        let _ = hit.done.send(Err(StoreError::Corrupt {
+                            key: "rate-limit batch".into(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                }
+                Err(error) => {
+                    for hit in batch.drain(..) {
+                        let _ = hit.done.send(Err(StoreError::Redis(error.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts one hit on `key` (created with a lifetime of `ttl` seconds); its count after.
+    async fn hit(&self, key: String, ttl: u64) -> Result<u64> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(PendingHit { key, ttl, done })
+            .map_err(|_| StoreError::Invalid("the rate-limit batcher has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Invalid("the rate-limit batcher has stopped".into()))?
+    }
+}
 
 /// Longest a Redis connect or command may take, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -257,6 +345,7 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(std::time::Duration::from_millis(200));
         let conn = client.get_connection_manager_with_config(config).await?;
+        let rate = RateBatcher::start(conn.clone());
         Ok(RedisStore {
             conn,
             prefix: prefix.to_string(),
@@ -265,7 +354,7 @@ impl RedisStore {
             rollup: std::sync::Arc::new(Script::new(ROLLUP)),
             ids: std::sync::Arc::new(Script::new(IDS)),
             upsert: std::sync::Arc::new(Script::new(UPSERT)),
-            rate: std::sync::Arc::new(Script::new(RATE)),
+            rate,
             remove: std::sync::Arc::new(Script::new(REMOVE)),
             put_document: std::sync::Arc::new(Script::new(PUT_DOCUMENT)),
         })
@@ -674,14 +763,12 @@ impl Store for RedisStore {
 
     async fn rate_hit(&self, key: &str, window_secs: u64, now: i64) -> Result<crate::RateHit> {
         let (start, reset) = crate::rate_window(window_secs, now);
-        let mut conn = self.conn.clone();
-        // INCR and, for a new window, its expiry, in one script: one round trip, and no key
-        // left without an expiry if the process dies between the two.
-        let count: u64 = self
+        let count = self
             .rate
-            .key(format!("{}rl:{key}:{start}", self.prefix))
-            .arg(window_secs.max(1) + 1)
-            .invoke_async(&mut conn)
+            .hit(
+                format!("{}rl:{key}:{start}", self.prefix),
+                window_secs.max(1) + 1,
+            )
             .await?;
         Ok(crate::RateHit { count, reset })
     }

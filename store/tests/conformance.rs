@@ -1058,3 +1058,98 @@ async fn redis_store_reports_an_unreachable_server() {
     let result = RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), retention()).await;
     assert!(result.is_err(), "connecting to a closed port must fail");
 }
+
+/// Script calls (`EVALSHA`, and `EVAL` should the script cache be empty) Redis has run.
+async fn script_calls(url: &str) -> u64 {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The rate limiter's hits that arrive together go to Redis together (issue 18): of 2,000
+/// concurrent hits on a multi-threaded runtime, every count is handed out exactly once, far
+/// fewer script calls than hits are made (a lone hit still goes at once), each window's key
+/// gets its expiry, and a hit on a stopped Redis fails within the command timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rate_hits_are_batched_exact_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start(dir.path()).expect("redis-server");
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect_with_prefix(&server.url(), "test:batch:", retention())
+            .await
+            .unwrap(),
+    );
+    let now = 1_764_590_400;
+    // The first call loads the script; then a lone hit is one script call.
+    store.rate_hit("u:warm:GET", 60, now).await.unwrap();
+    let before = script_calls(&server.url()).await;
+    assert_eq!(
+        store.rate_hit("u:lone:GET", 60, now).await.unwrap().count,
+        1
+    );
+    assert_eq!(script_calls(&server.url()).await - before, 1);
+
+    const HITS: u64 = 2000;
+    let before = script_calls(&server.url()).await;
+    let tasks: Vec<_> = (0..HITS)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Two keys interleaved, so batches carry several keys.
+                let key = if i % 2 == 0 { "u:a:GET" } else { "u:b:GET" };
+                (key, store.rate_hit(key, 60, now).await.unwrap().count)
+            })
+        })
+        .collect();
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for task in tasks {
+        let (key, count) = task.await.unwrap();
+        if key == "u:a:GET" {
+            a.push(count)
+        } else {
+            b.push(count)
+        }
+    }
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, (1..=HITS / 2).collect::<Vec<_>>());
+    assert_eq!(b, (1..=HITS / 2).collect::<Vec<_>>());
+    let calls = script_calls(&server.url()).await - before;
+    println!("{HITS} concurrent rate-limit hits took {calls} script calls");
+    assert!(
+        calls < HITS / 4,
+        "{calls} script calls for {HITS} concurrent hits"
+    );
+
+    // The window's key expires (its lifetime is the window and a second).
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = ::redis::cmd("TTL")
+        .arg(format!("test:batch:rl:u:a:GET:{now}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=61).contains(&ttl), "ttl {ttl}");
+
+    // Redis gone: the hit fails (the breaker and the limiter's policy take it from there).
+    drop(server);
+    let started = std::time::Instant::now();
+    assert!(store.rate_hit("u:a:GET", 60, now).await.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
