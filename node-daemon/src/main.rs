@@ -30,6 +30,11 @@ use opsplane_serve::shutdown::shutdown_signal;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's start-up options ([`opsplane_serve::maintain::JEMALLOC_CONF`]): freed memory goes
+/// back to the OS by itself within about a second.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 60] = opsplane_serve::maintain::JEMALLOC_CONF;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -35,6 +35,11 @@ use opsplane_serve::maintain::Maintain;
 /// jemalloc, so that `POST /maintain/v1/memory/free` can return free memory to the OS.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's start-up options ([`opsplane_serve::maintain::JEMALLOC_CONF`]): freed memory goes
+/// back to the OS by itself within about a second.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 60] = opsplane_serve::maintain::JEMALLOC_CONF;
 use opsplane_serve::shutdown::shutdown_signal;
 
 /// The name of this host, as the kernel has it (`localhost` when it cannot be read).

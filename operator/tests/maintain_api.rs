@@ -409,6 +409,18 @@ fn memory_free_answers_an_empty_200() {
     assert_eq!((answer.status, answer.body.as_str()), (200, ""));
     let log = std::fs::read_to_string(&op.log).unwrap();
     assert!(log.contains("returned free memory to the OS"), "{log}");
+    // Without a call, too: the binary starts jemalloc with its background thread, which gives
+    // freed pages back within about a second (JEMALLOC_CONF).
+    let pid = op._running.0.id();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("jemalloc_bg")),
+        "no jemalloc background thread among {threads:?}"
+    );
 }
 
 #[test]
