@@ -25,8 +25,10 @@ work=$(mktemp -d)
 redis_port=$(port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" >/dev/null &
 redis=$!
-pids=($redis)
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+# start() runs in a command substitution (a subshell): the operators' pids go to a file, so the
+# trap stops them too.
+echo "$redis" > "$work/pids"
+trap 'kill $(cat "$work/pids") 2>/dev/null; rm -rf "$work"' EXIT
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 : > "$work/services.yaml"
 start() {  # name rate-limit -> port
@@ -35,7 +37,7 @@ start() {  # name rate-limit -> port
   OPSPLANE_TOKEN=bench-token OPSPLANE_REDIS_URL="redis://127.0.0.1:$redis_port/0" OPSPLANE_LOG=warn OPSPLANE_NODE_AGENT=false \
     "$operator" standalone --listen "127.0.0.1:$p" --config "$work/services.yaml" --data-dir "$work/$1" \
     --rate-limit "$2" >/dev/null 2>&1 &
-  pids+=($!)
+  echo "$!" >> "$work/pids"
   until curl -sf "http://127.0.0.1:$p/healthz" >/dev/null; do sleep 0.1; done
   echo "$p"
 }
