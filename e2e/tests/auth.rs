@@ -1,7 +1,8 @@
 //! Kubernetes tokens on the operator's API, against the real kube-apiserver: a ServiceAccount
 //! token is authenticated by TokenReview and each request is allowed or refused by
 //! SubjectAccessReview on the opsplane.io resource and verb of the route, as RBAC says — one
-//! ServiceAccount bound to a ClusterRole that may list monitoredservices, one bound to nothing.
+//! ServiceAccount bound to a ClusterRole that may list monitoredservices, one bound to nothing,
+//! and two that may create NodeTasks, one of them disruptive ones too (`disrupt nodetasks`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -82,8 +83,31 @@ async fn service_account_tokens_are_authorised_by_rbac_per_route() {
                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": NS}]}),
     )
     .await;
+    // NodeTasks: one account may create them, another may also run disruptive commands
+    // (the `disrupt` verb on nodetasks, what the admin role means for Kubernetes callers).
+    for (role, verbs) in [
+        ("auth-e2e-task-writer", json!(["create"])),
+        ("auth-e2e-task-disrupter", json!(["create", "disrupt"])),
+    ] {
+        create(
+            &Api::<ClusterRole>::all(client.clone()),
+            json!({"metadata": {"name": role},
+                   "rules": [{"apiGroups": ["opsplane.io"], "resources": ["nodetasks"], "verbs": verbs}]}),
+        )
+        .await;
+        let account = role.trim_start_matches("auth-e2e-task-");
+        create(
+            &Api::<ClusterRoleBinding>::all(client.clone()),
+            json!({"metadata": {"name": role},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                   "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NS}]}),
+        )
+        .await;
+    }
     let reader = token_of(&client, "reader").await;
     let nobody = token_of(&client, "nobody").await;
+    let writer = token_of(&client, "writer").await;
+    let disrupter = token_of(&client, "disrupter").await;
 
     let port = free_port();
     let mut command = Command::new(workspace_bin("opsplane-operator").expect("operator binary"));
@@ -122,6 +146,70 @@ async fn service_account_tokens_are_authorised_by_rbac_per_route() {
             && response.contains("create events"),
         "{response}"
     );
+    // NodeTasks: a harmless command needs `create nodetasks`; a disruptive one `disrupt` too,
+    // asked of SubjectAccessReview before anything is created.
+    let task = |name: &str, handler: &str, command: &str| {
+        let mut spec =
+            json!({"nodeNames": ["auth-e2e-nowhere"], "handler": handler, "command": command});
+        if handler == "ServiceHandler" {
+            spec["data"] = json!({"service": ["auth-e2e.service"]});
+        }
+        json!({"metadata": {"name": name}, "spec": spec}).to_string()
+    };
+    let (status, response) = request(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &writer,
+        &task("auth-e2e-start", "ServiceHandler", "start"),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{response}");
+    let (status, response) = request(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &writer,
+        &task("auth-e2e-reboot-1", "OsHandler", "reboot"),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{response}");
+    assert!(
+        response.contains("system:serviceaccount:auth-e2e:writer")
+            && response.contains("disruptive"),
+        "{response}"
+    );
+    let tasks = Api::<kube::api::DynamicObject>::all_with(
+        client.clone(),
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("opsplane.io", "v1alpha1", "NodeTask"),
+            "nodetasks",
+        ),
+    );
+    assert!(
+        tasks.get_opt("auth-e2e-reboot-1").await.unwrap().is_none(),
+        "a refused disruptive task is not created"
+    );
+    // The reader may not create tasks at all.
+    let (status, response) = request(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &reader,
+        &task("auth-e2e-start-2", "ServiceHandler", "start"),
+    )
+    .unwrap();
+    assert_eq!(status, 403, "{response}");
+    let (status, response) = request(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &disrupter,
+        &task("auth-e2e-reboot-2", "OsHandler", "reboot"),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{response}");
+    assert!(tasks.get_opt("auth-e2e-reboot-2").await.unwrap().is_some());
     // A ServiceAccount bound to nothing may read nothing.
     let (status, response) = request(port, "GET", "/api/v1/services", &nobody, "").unwrap();
     assert_eq!(status, 403, "{response}");

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use opsplane_e2e::{Cluster, Process, apply_crds, eventually, free_port, workspace_bin};
 use reqwest::{Method, StatusCode};
@@ -26,6 +26,11 @@ struct Env {
 }
 
 async fn env(name: &str) -> Env {
+    env_with(name, &Cluster::shared().kubeconfig).await
+}
+
+/// The operator of `env`, talking to the API server through `kubeconfig`.
+async fn env_with(name: &str, kubeconfig: &std::path::Path) -> Env {
     let cluster = Cluster::shared();
     let client = cluster.client().await.expect("kube client");
     apply_crds(&client).await.expect("CRDs");
@@ -55,7 +60,7 @@ async fn env(name: &str) -> Env {
             "--lease-namespace",
             &format!("{name}-lease"),
         ])
-        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("OPSPLANE_STORE_PATH", dir.join("store.redb"))
         .env("OPSPLANE_TOKEN", TOKEN)
         .env("OPSPLANE_RATE_LIMIT", "off")
@@ -425,6 +430,209 @@ async fn a_bulk_post_with_one_invalid_item_creates_nothing() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A bulk insert whose items all pass the dry run but whose second create is refused by the API
+/// server (a ResourceQuota of one MonitoredService: a dry run does not use up quota, the first
+/// real create does): the first item is deleted again, the answer is the API server's refusal,
+/// and neither the oplog nor the versions keep a trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_post_whose_later_create_is_refused_rolls_back_what_it_created() {
+    let env = env("e2e-eve-rollback").await;
+    let ns = "e2e-eve-rollback";
+    let quotas: Api<ResourceQuota> = Api::namespaced(env.client.clone(), ns);
+    let hard = json!({"count/monitoredservices.opsplane.io": "1"});
+    let quota: ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "one-service"}, "spec": {"hard": hard}}),
+    )
+    .unwrap();
+    let _ = quotas.create(&PostParams::default(), &quota).await;
+    // No kube-controller-manager runs here: the test gives the quota the status its controller
+    // would, so that the API server's quota admission counts against it.
+    quotas
+        .patch_status(
+            "one-service",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"hard": hard,
+                                             "used": {"count/monitoredservices.opsplane.io": "0"}}})),
+        )
+        .await
+        .expect("quota status");
+    let items = json!([service(ns, "first", "10s"), service(ns, "second", "10s")]);
+    let bulk = env
+        .send(Method::POST, "/services", None, Some(&items))
+        .await;
+    assert_eq!(bulk.status, 403, "{}", bulk.body);
+    let message = bulk.body["_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused") && message.contains("exceeded quota"),
+        "{}",
+        bulk.body
+    );
+    // The first item was created, then deleted again.
+    let left = services_api(&env.client, ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        left.items.is_empty(),
+        "rolled back: {:?}",
+        left.items.iter().map(|o| o.metadata.name.clone()).collect::<Vec<_>>()
+    );
+    let item = env.settled(&format!("/services/{ns}/first"), 404).await;
+    assert_ne!(item.body["_deleted"], true, "a rolled-back item is no tombstone");
+    let oplog = env.get("/oplog?max_results=100").await.body;
+    assert_eq!(oplog["_meta"]["total"], 0, "{oplog}");
+    assert_eq!(
+        env.get(&format!("/services/{ns}/first?version=all"))
+            .await
+            .status,
+        404
+    );
+}
+
+/// A TCP relay to the API server that can be cut (connections dropped, new ones refused) and
+/// restored on the same port.
+struct Relay {
+    port: u16,
+    upstream: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(upstream: std::net::SocketAddr) -> Relay {
+        let mut relay = Relay {
+            port: free_port(),
+            upstream,
+            task: None,
+        };
+        relay.restore().await;
+        relay
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("relay port");
+        let upstream = self.upstream;
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Drops every relayed connection and the listener (a JoinSet aborts its tasks on drop).
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// While the API server cannot be reached, reads keep coming from the caches and every write
+/// answers 502 in Eve's envelope, with nothing half-done: no object, no oplog entry, no
+/// version. Once it is back, the same write succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_answer_502_while_the_api_server_is_unreachable_and_nothing_is_half_done() {
+    let cluster = Cluster::shared();
+    let upstream: std::net::SocketAddr = cluster
+        .server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the API server's address");
+    let mut relay = Relay::start(upstream).await;
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "opsplane-e2e-eve-relay-{}.kubeconfig",
+        std::process::id()
+    ));
+    let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    assert!(text.contains(&cluster.server), "kubeconfig names the server");
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&cluster.server, &format!("https://127.0.0.1:{}", relay.port)),
+    )
+    .unwrap();
+    let env = env_with("e2e-eve-upstream", &kubeconfig).await;
+    let ns = "e2e-eve-upstream";
+    let created = env
+        .send(Method::POST, "/services", None, Some(&service(ns, "kept", "10s")))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let kept = env.settled(&format!("/services/{ns}/kept"), 200).await;
+
+    relay.cut().await;
+    let post = env
+        .send(Method::POST, "/services", None, Some(&service(ns, "new", "10s")))
+        .await;
+    assert_eq!(post.status, 502, "{}", post.body);
+    assert_eq!(post.body["_status"], "ERR", "{}", post.body);
+    assert_eq!(post.body["_error"]["code"], 502, "{}", post.body);
+    let patch = env
+        .send(
+            Method::PATCH,
+            &format!("/services/{ns}/kept"),
+            Some(&kept.etag()),
+            Some(&json!({"spec": {"checkInterval": "20s"}})),
+        )
+        .await;
+    assert_eq!(patch.status, 502, "{}", patch.body);
+    let delete = env
+        .send(
+            Method::DELETE,
+            &format!("/services/{ns}/kept"),
+            Some(&kept.etag()),
+            None,
+        )
+        .await;
+    assert_eq!(delete.status, 502, "{}", delete.body);
+    // Reads are served from the cache meanwhile, unchanged.
+    let read = env.get(&format!("/services/{ns}/kept")).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.etag(), kept.etag());
+    assert_eq!(read.body["spec"]["checkInterval"], "10s");
+    // Only the create before the cut is in the oplog.
+    let oplog = env.get("/oplog?max_results=100").await.body;
+    assert_eq!(oplog["_meta"]["total"], 1, "{oplog}");
+
+    relay.restore().await;
+    let patch = eventually(
+        "the PATCH to succeed once the API server is back",
+        Duration::from_secs(30),
+        || async {
+            let a = env
+                .send(
+                    Method::PATCH,
+                    &format!("/services/{ns}/kept"),
+                    Some(&kept.etag()),
+                    Some(&json!({"spec": {"checkInterval": "20s"}})),
+                )
+                .await;
+            (a.status == 200).then_some(a)
+        },
+    )
+    .await
+    .expect("writes work again");
+    assert_eq!(patch.body["_status"], "OK");
+    let direct = services_api(&env.client, ns).get("kept").await.unwrap();
+    assert_eq!(direct.data["spec"]["checkInterval"], "20s");
+    assert!(
+        services_api(&env.client, ns)
+            .get_opt("new")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let _ = std::fs::remove_file(&kubeconfig);
 }
 
 #[tokio::test(flavor = "multi_thread")]

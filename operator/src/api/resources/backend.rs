@@ -51,6 +51,10 @@ pub enum BackendError {
     /// The Kubernetes API failed.
     #[error("the Kubernetes API failed: {0}")]
     Upstream(#[source] kube::Error),
+    /// The API server refused the write by its own policy (a ResourceQuota, an admission
+    /// webhook or policy answering 403): its message.
+    #[error("the Kubernetes API server refused the write: {0}")]
+    Refused(String),
     /// The caches have not synced yet.
     #[error("the resource caches are not synced yet; retry shortly")]
     NotReady,
@@ -96,6 +100,7 @@ fn from_kube(e: kube::Error, creating: Option<&str>) -> BackendError {
             None => BackendError::Stale,
         },
         kube::Error::Api(status) if status.code == 404 => BackendError::NotFound,
+        kube::Error::Api(status) if status.code == 403 => BackendError::Refused(status.message),
         other => BackendError::Upstream(other),
     }
 }

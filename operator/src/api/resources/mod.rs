@@ -135,6 +135,7 @@ impl From<BackendError> for ApiError {
             e @ BackendError::ManagedByFile { .. } => ApiError::Conflict(e.to_string()),
             BackendError::NotFound => ApiError::NoItem(String::new()),
             BackendError::Upstream(e) => ApiError::Upstream(e),
+            e @ BackendError::Refused(_) => ApiError::Forbidden(e.to_string()),
             e @ BackendError::NotReady => ApiError::Unavailable(e.to_string()),
             BackendError::Store(e) => ApiError::Store(e),
         }
