@@ -477,10 +477,16 @@ async fn a_bulk_post_whose_later_create_is_refused_rolls_back_what_it_created() 
     assert!(
         left.items.is_empty(),
         "rolled back: {:?}",
-        left.items.iter().map(|o| o.metadata.name.clone()).collect::<Vec<_>>()
+        left.items
+            .iter()
+            .map(|o| o.metadata.name.clone())
+            .collect::<Vec<_>>()
     );
     let item = env.settled(&format!("/services/{ns}/first"), 404).await;
-    assert_ne!(item.body["_deleted"], true, "a rolled-back item is no tombstone");
+    assert_ne!(
+        item.body["_deleted"], true,
+        "a rolled-back item is no tombstone"
+    );
     let oplog = env.get("/oplog?max_results=100").await.body;
     assert_eq!(oplog["_meta"]["total"], 0, "{oplog}");
     assert_eq!(
@@ -556,23 +562,39 @@ async fn writes_answer_502_while_the_api_server_is_unreachable_and_nothing_is_ha
         std::process::id()
     ));
     let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
-    assert!(text.contains(&cluster.server), "kubeconfig names the server");
+    assert!(
+        text.contains(&cluster.server),
+        "kubeconfig names the server"
+    );
     std::fs::write(
         &kubeconfig,
-        text.replace(&cluster.server, &format!("https://127.0.0.1:{}", relay.port)),
+        text.replace(
+            &cluster.server,
+            &format!("https://127.0.0.1:{}", relay.port),
+        ),
     )
     .unwrap();
     let env = env_with("e2e-eve-upstream", &kubeconfig).await;
     let ns = "e2e-eve-upstream";
     let created = env
-        .send(Method::POST, "/services", None, Some(&service(ns, "kept", "10s")))
+        .send(
+            Method::POST,
+            "/services",
+            None,
+            Some(&service(ns, "kept", "10s")),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let kept = env.settled(&format!("/services/{ns}/kept"), 200).await;
 
     relay.cut().await;
     let post = env
-        .send(Method::POST, "/services", None, Some(&service(ns, "new", "10s")))
+        .send(
+            Method::POST,
+            "/services",
+            None,
+            Some(&service(ns, "new", "10s")),
+        )
         .await;
     assert_eq!(post.status, 502, "{}", post.body);
     assert_eq!(post.body["_status"], "ERR", "{}", post.body);

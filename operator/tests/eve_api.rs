@@ -66,6 +66,11 @@ spec:
 }
 
 fn start(dir: &std::path::Path) -> Operator {
+    start_with(dir, &[])
+}
+
+/// The operator with more environment (`OPSPLANE_REDIS_URL` for a Redis store).
+fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Operator {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = config(dir);
     let child = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
@@ -83,6 +88,7 @@ fn start(dir: &std::path::Path) -> Operator {
         .env("OPSPLANE_RATE_LIMIT", "off")
         // This host's node agent is operator/tests/standalone.rs's.
         .env("OPSPLANE_NODE_AGENT", "false")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -955,4 +961,57 @@ async fn of_concurrent_patches_with_one_etag_exactly_one_wins() {
         .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
         .count();
     assert_eq!((won, lost), (1, 15), "{statuses:?}");
+}
+
+/// Standalone over a Redis store that goes away: writes and reads answer 503 in Eve's envelope
+/// at once (the store's breaker), nothing is written meanwhile, and once Redis is back the same
+/// write succeeds and the oplog holds only what was done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_answers_503_in_the_envelope_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = opsplane_store::testing::RedisServer::start(dir.path()).expect("redis-server");
+    let port = redis.port();
+    let url = redis.url();
+    let op = start_with(dir.path(), &[("OPSPLANE_REDIS_URL", url.as_str())]);
+    let c = Client::new(&op);
+    let created = c.post("/services", ADMIN, service("before", "10s")).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+
+    redis.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let post = c.post("/services", ADMIN, service("during", "10s")).await;
+        assert_eq!(post.status, 503, "{}", post.text);
+        let body = post.json();
+        assert_eq!(body["_status"], "ERR", "{body}");
+        assert_eq!(body["_error"]["code"], 503, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let item = c.get("/services/team/before").await;
+    assert_eq!(item.status, 503, "{}", item.text);
+    assert_eq!(item.json()["_error"]["code"], 503);
+
+    // Back (empty: this Redis keeps nothing on disk), the write is taken again.
+    let _redis = opsplane_store::testing::RedisServer::start_on(dir.path(), port).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let post = loop {
+        let post = c.post("/services", ADMIN, service("during", "10s")).await;
+        if post.status != 503 || Instant::now() > deadline {
+            break post;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(post.status, 201, "{}", post.text);
+    let oplog = c.get("/oplog?max_results=100").await.json();
+    let ids: Vec<&str> = oplog["_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["i"].as_str())
+        .collect();
+    assert_eq!(ids, ["team/during"], "{oplog}");
 }
