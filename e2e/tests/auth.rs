@@ -156,29 +156,6 @@ async fn service_account_tokens_are_authorised_by_rbac_per_route() {
         }
         json!({"metadata": {"name": name}, "spec": spec}).to_string()
     };
-    let (status, response) = request(
-        port,
-        "POST",
-        "/api/v1/tasks",
-        &writer,
-        &task("auth-e2e-start", "ServiceHandler", "start"),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{response}");
-    let (status, response) = request(
-        port,
-        "POST",
-        "/api/v1/tasks",
-        &writer,
-        &task("auth-e2e-reboot-1", "OsHandler", "reboot"),
-    )
-    .unwrap();
-    assert_eq!(status, 403, "{response}");
-    assert!(
-        response.contains("system:serviceaccount:auth-e2e:writer")
-            && response.contains("disruptive"),
-        "{response}"
-    );
     let tasks = Api::<kube::api::DynamicObject>::all_with(
         client.clone(),
         &kube::core::ApiResource::from_gvk_with_plural(
@@ -186,30 +163,65 @@ async fn service_account_tokens_are_authorised_by_rbac_per_route() {
             "nodetasks",
         ),
     );
-    assert!(
-        tasks.get_opt("auth-e2e-reboot-1").await.unwrap().is_none(),
-        "a refused disruptive task is not created"
-    );
-    // The reader may not create tasks at all.
-    let (status, response) = request(
-        port,
-        "POST",
-        "/api/v1/tasks",
-        &reader,
-        &task("auth-e2e-start-2", "ServiceHandler", "start"),
-    )
-    .unwrap();
-    assert_eq!(status, 403, "{response}");
-    let (status, response) = request(
-        port,
-        "POST",
-        "/api/v1/tasks",
-        &disrupter,
-        &task("auth-e2e-reboot-2", "OsHandler", "reboot"),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{response}");
-    assert!(tasks.get_opt("auth-e2e-reboot-2").await.unwrap().is_some());
+    // (who, task, handler, command, status, the account the refusal names)
+    let cases = [
+        (
+            &writer,
+            "auth-e2e-start",
+            "ServiceHandler",
+            "start",
+            201,
+            None,
+        ),
+        (
+            &writer,
+            "auth-e2e-reboot-1",
+            "OsHandler",
+            "reboot",
+            403,
+            Some("writer"),
+        ),
+        // The reader may not create tasks at all.
+        (
+            &reader,
+            "auth-e2e-start-2",
+            "ServiceHandler",
+            "start",
+            403,
+            Some("reader"),
+        ),
+        (
+            &disrupter,
+            "auth-e2e-reboot-2",
+            "OsHandler",
+            "reboot",
+            201,
+            None,
+        ),
+    ];
+    for (token, name, handler, command, want, refused) in cases {
+        let (status, response) = request(
+            port,
+            "POST",
+            "/api/v1/tasks",
+            token,
+            &task(name, handler, command),
+        )
+        .unwrap();
+        assert_eq!(status, want, "{name}: {response}");
+        if let Some(account) = refused {
+            assert!(
+                response.contains(&format!("system:serviceaccount:auth-e2e:{account}")),
+                "{name}: {response}"
+            );
+        }
+        if handler == "OsHandler" && want == 403 {
+            assert!(response.contains("disruptive"), "{name}: {response}");
+        }
+        // Created exactly when allowed.
+        let exists = tasks.get_opt(name).await.unwrap().is_some();
+        assert_eq!(exists, want == 201, "{name}");
+    }
     // A ServiceAccount bound to nothing may read nothing.
     let (status, response) = request(port, "GET", "/api/v1/services", &nobody, "").unwrap();
     assert_eq!(status, 403, "{response}");

@@ -698,10 +698,16 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let tracked = tracked.clone();
-        let stop = stop.clone();
-        let kill = kill.clone();
+        let task = ConnTask {
+            peer,
+            router,
+            timeouts,
+            close,
+            stop: stop.clone(),
+            kill: kill.clone(),
+        };
         tasks.spawn(async move {
-            serve_connection(stream, peer, router, timeouts, &tracked, close, stop, kill).await;
+            serve_connection(stream, task, &tracked).await;
             tracked.release(id);
         });
     }
@@ -791,23 +797,28 @@ async fn read_first_head(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    stream: TcpStream,
+/// What a connection's task is given besides its socket.
+struct ConnTask {
     peer: SocketAddr,
     router: Router,
     timeouts: ConnTimeouts,
-    tracked: &Tracked,
+    /// Closes this connection (the maintain API).
     close: CancellationToken,
+    /// Asks it to finish and close (shutdown).
     stop: CancellationToken,
+    /// Closes it at once (the grace period is over).
     kill: CancellationToken,
-) {
+}
+
+async fn serve_connection(stream: TcpStream, task: ConnTask, tracked: &Tracked) {
     let start = Instant::now();
-    let head = match read_first_head(&stream, timeouts, &close, &stop, &kill).await {
+    let head = match read_first_head(&stream, task.timeouts, &task.close, &task.stop, &task.kill)
+        .await
+    {
         Head::Read(head) => head,
         Head::Gone => return,
         Head::TimedOut => {
-            tracing::debug!(%peer, "closing a connection that sent no request head in time");
+            tracing::debug!(peer = %task.peer, "closing a connection that sent no request head in time");
             tracked
                 .metrics
                 .closed
@@ -817,25 +828,24 @@ async fn serve_connection(
         }
     };
     // Boxed, so that a connection still waiting for its head holds only the small future above.
-    Box::pin(serve_http(
-        stream, head, start, peer, router, timeouts, tracked, close, stop, kill,
-    ))
-    .await;
+    Box::pin(serve_http(stream, head, start, task, tracked)).await;
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve_http(
     stream: TcpStream,
     head: Vec<u8>,
     start: Instant,
-    peer: SocketAddr,
-    router: Router,
-    timeouts: ConnTimeouts,
+    task: ConnTask,
     tracked: &Tracked,
-    close: CancellationToken,
-    stop: CancellationToken,
-    kill: CancellationToken,
 ) {
+    let ConnTask {
+        peer,
+        router,
+        timeouts,
+        close,
+        stop,
+        kill,
+    } = task;
     let activity = Arc::new(Activity::default());
     activity.touch(start);
     let io = TokioIo::new(Watched {
