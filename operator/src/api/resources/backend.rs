@@ -109,7 +109,7 @@ fn from_kube(e: kube::Error, creating: Option<&str>) -> BackendError {
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
-    /// Each cached object rendered as an Eve item once per resourceVersion, so a collection
+    /// Each cached object rendered as an Eve item once per version, so a collection
     /// GET copies only its page.
     rendered: Arc<std::sync::Mutex<Rendered>>,
     services: Cache<DynamicObject>,
@@ -185,7 +185,14 @@ impl Backend {
 }
 
 /// `(kind, id)` → `(resourceVersion, item)`.
-type Rendered = std::collections::HashMap<(Kind, String), (String, Arc<Value>)>;
+/// Rendered items by the cached object they were made from (its `Arc`, which the reflector
+/// replaces when the object changes): finding one costs no allocation, so a collection GET of
+/// 1,000 objects does not make 1,000 key strings. The object is kept with its item, so its
+/// address cannot be reused while the entry lives.
+type Rendered = std::collections::HashMap<
+    Kind,
+    std::collections::HashMap<usize, (Arc<DynamicObject>, Arc<Value>)>,
+>;
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
@@ -270,32 +277,25 @@ impl Backend {
         let cache = c.cache(kind);
         Cluster::ready(cache).await?;
         let state = cache.state();
-        let mut rendered = c.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = c.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        let rendered = all.entry(kind).or_default();
         let mut out = Vec::with_capacity(state.len());
         for obj in &state {
-            let name = obj.metadata.name.clone().unwrap_or_default();
-            let id = match &obj.metadata.namespace {
-                Some(ns) if kind.namespaced() => format!("{ns}/{name}"),
-                _ => name,
-            };
-            let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-            let key = (kind, id);
+            let key = Arc::as_ptr(obj) as usize;
             match rendered.get(&key) {
-                Some((seen, item)) if *seen == rv => out.push(item.clone()),
+                Some((seen, item)) if Arc::ptr_eq(seen, obj) => out.push(item.clone()),
                 _ => {
                     let item = Arc::new(super::objects::item(kind, &to_value(obj.as_ref())));
-                    rendered.insert(key, (rv, item.clone()));
+                    rendered.insert(key, (obj.clone(), item.clone()));
                     out.push(item);
                 }
             }
         }
-        // Forget deleted objects now and then.
-        if rendered.len() > 2 * (c.services.state().len() + c.tasks.state().len()) + 64 {
-            let live: std::collections::HashSet<String> = out
-                .iter()
-                .filter_map(|i| i["_id"].as_str().map(str::to_owned))
-                .collect();
-            rendered.retain(|(k, id), _| *k != kind || live.contains(id));
+        // Forget replaced and deleted objects now and then.
+        if rendered.len() > 2 * state.len() + 64 {
+            let live: std::collections::HashSet<usize> =
+                state.iter().map(|o| Arc::as_ptr(o) as usize).collect();
+            rendered.retain(|ptr, _| live.contains(ptr));
         }
         Ok(out)
     }

@@ -99,8 +99,10 @@ pub fn date_of(text: &str) -> Option<i64> {
     if !looks_like_date(text) {
         return None;
     }
-    if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        return Some(t.as_second());
+    // The format is known from the first byte (a weekday or a year): one parser, not a failed
+    // one first (collections read every item's `_updated` per request).
+    if text.as_bytes()[0].is_ascii_digit() {
+        return text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second());
     }
     httpdate::parse_http_date(text).ok().and_then(|t| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -588,22 +590,49 @@ pub fn parse_sort(text: &str) -> Result<Vec<(String, i8)>, QueryError> {
 /// Sorts `docs` by `keys`; documents missing a field sort first (as in Mongo), ties keep
 /// their order.
 pub fn sort<T: std::borrow::Borrow<Value>>(docs: &mut [T], keys: &[(String, i8)]) {
-    docs.sort_by(|a, b| {
-        let (a, b) = (a.borrow(), b.borrow());
-        for (field, dir) in keys {
-            let order = match (lookup(a, field), lookup(b, field)) {
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Less,
-                (Some(_), None) => Ordering::Greater,
-                (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
-            };
-            let order = if *dir < 0 { order.reverse() } else { order };
-            if order != Ordering::Equal {
-                return order;
+    if docs.len() < 2 || keys.is_empty() {
+        return;
+    }
+    // Each document's sort values are looked up once (a dotted path each), not once per
+    // comparison; then the documents are put in that order.
+    let order: Vec<usize> = {
+        let values: Vec<Vec<Option<&Value>>> = docs
+            .iter()
+            .map(|d| keys.iter().map(|(f, _)| lookup(d.borrow(), f)).collect())
+            .collect();
+        let mut order: Vec<usize> = (0..docs.len()).collect();
+        order.sort_by(|&a, &b| {
+            for (i, (_, dir)) in keys.iter().enumerate() {
+                let order = match (values[a][i], values[b][i]) {
+                    (None, None) => Ordering::Equal,
+                    (None, Some(_)) => Ordering::Less,
+                    (Some(_), None) => Ordering::Greater,
+                    (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
+                };
+                let order = if *dir < 0 { order.reverse() } else { order };
+                if order != Ordering::Equal {
+                    return order;
+                }
             }
+            Ordering::Equal
+        });
+        order
+    };
+    permute(docs, order);
+}
+
+/// Reorders `items` so that position i holds what was at `order[i]` (swaps along each cycle).
+fn permute<T>(items: &mut [T], mut order: Vec<usize>) {
+    for start in 0..items.len() {
+        let mut here = start;
+        while order[here] != start {
+            let next = order[here];
+            items.swap(here, next);
+            order[here] = here;
+            here = next;
         }
-        Ordering::Equal
-    });
+        order[here] = here;
+    }
 }
 
 /// A parsed `projection`.
@@ -832,6 +861,53 @@ mod tests {
         sort(&mut docs, &parse_sort("n,-m").unwrap());
         let order: Vec<&str> = docs.iter().map(|d| d["m"].as_str().unwrap()).collect();
         assert_eq!(order, ["z", "a", "b", "a"]);
+    }
+
+    #[test]
+    fn sorting_by_looked_up_keys_orders_like_comparing_the_documents() {
+        // A scrambled set with ties, missing fields and dates: the same order as a plain
+        // comparison sort, and stable.
+        let keys = parse_sort("-g,d,_id").unwrap();
+        let docs: Vec<Value> = (0..300u64)
+            .map(|i| {
+                let k = (i * 7919) % 300;
+                let mut d = json!({"_id": format!("id-{k:03}"), "d": format!("2026-0{}-01T00:00:00Z", 1 + k % 9)});
+                if k % 5 != 0 {
+                    d["g"] = json!(k % 4);
+                }
+                d
+            })
+            .collect();
+        let mut want = docs.clone();
+        want.sort_by(|a, b| {
+            for (field, dir) in &keys {
+                let o = match (lookup(a, field), lookup(b, field)) {
+                    (None, None) => Ordering::Equal,
+                    (None, Some(_)) => Ordering::Less,
+                    (Some(_), None) => Ordering::Greater,
+                    (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
+                };
+                let o = if *dir < 0 { o.reverse() } else { o };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        });
+        let mut got = docs.clone();
+        sort(&mut got, &keys);
+        assert_eq!(got, want);
+        let mut arcs: Vec<std::sync::Arc<Value>> =
+            docs.into_iter().map(std::sync::Arc::new).collect();
+        sort(&mut arcs, &keys);
+        assert!(arcs.iter().map(|a| a.as_ref()).eq(want.iter()));
+    }
+
+    #[test]
+    fn dates_of_both_formats_are_read() {
+        assert_eq!(date_of("Wed, 25 Feb 1987 17:00:00 GMT"), Some(541_270_800));
+        assert_eq!(date_of("1987-02-25T17:00:00Z"), Some(541_270_800));
+        assert_eq!(date_of("id-001"), None);
     }
 
     #[test]
