@@ -189,10 +189,20 @@ impl Backend {
 /// replaces when the object changes): finding one costs no allocation, so a collection GET of
 /// 1,000 objects does not make 1,000 key strings. The object is kept with its item, so its
 /// address cannot be reused while the entry lives.
-type Rendered = std::collections::HashMap<
-    Kind,
-    std::collections::HashMap<usize, (Arc<DynamicObject>, Arc<Value>)>,
->;
+#[derive(Default)]
+struct Rendered {
+    /// Per kind: the item of each cached object, by the object's address.
+    items: std::collections::HashMap<Kind, ItemsByObject>,
+    /// Per kind: the last list handed out, in `_id` order (the default sort, which a sorted
+    /// input makes linear), with the objects it was made from, in the cache's order.
+    lists: std::collections::HashMap<Kind, List>,
+}
+
+/// A list handed out, and the cached objects (in the cache's order) it was made from.
+type List = (Vec<Arc<DynamicObject>>, Vec<Arc<Value>>);
+
+/// Rendered items by the address of the cached object they were made from (kept with them).
+type ItemsByObject = std::collections::HashMap<usize, (Arc<DynamicObject>, Arc<Value>)>;
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
@@ -278,7 +288,18 @@ impl Backend {
         Cluster::ready(cache).await?;
         let state = cache.state();
         let mut all = c.rendered.lock().unwrap_or_else(|p| p.into_inner());
-        let rendered = all.entry(kind).or_default();
+        // Nothing changed since the last list (the same objects, as the same `Arc`s, in the
+        // same order): hand it out again.
+        if let Some((seen, list)) = all.lists.get(&kind)
+            && seen.len() == state.len()
+            && seen
+                .iter()
+                .zip(&state)
+                .all(|(seen, now)| Arc::ptr_eq(seen, now))
+        {
+            return Ok(list.clone());
+        }
+        let rendered = all.items.entry(kind).or_default();
         let mut out = Vec::with_capacity(state.len());
         for obj in &state {
             let key = Arc::as_ptr(obj) as usize;
@@ -297,6 +318,8 @@ impl Backend {
                 state.iter().map(|o| Arc::as_ptr(o) as usize).collect();
             rendered.retain(|ptr, _| live.contains(ptr));
         }
+        super::query::sort(&mut out, &[("_id".to_owned(), 1)]);
+        all.lists.insert(kind, (state, out.clone()));
         Ok(out)
     }
 

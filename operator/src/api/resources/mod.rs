@@ -473,12 +473,22 @@ pub fn collection_response(
         .max();
     let total = docs.len();
     let (start, end) = eve::page_bounds(total, params.page);
-    let page: Vec<Value> = docs[start..end]
-        .iter()
-        .map(|d| params.projection.apply(Value::clone(d)))
-        .collect();
-    let body = eve::collection_page(resource, page, total, params.page);
-    let mut response = Json(body).into_response();
+    let mut response = if params.projection == query::Projection::All {
+        // The page is written straight from the shared items, not copied first.
+        let mut frame = eve::collection_page(resource, Vec::new(), total, params.page);
+        Json(PageBody {
+            items: docs[start..end].iter().map(|d| d.as_ref()).collect(),
+            links: frame["_links"].take(),
+            meta: frame["_meta"].take(),
+        })
+        .into_response()
+    } else {
+        let page: Vec<Value> = docs[start..end]
+            .iter()
+            .map(|d| params.projection.apply(Value::clone(d)))
+            .collect();
+        Json(eve::collection_page(resource, page, total, params.page)).into_response()
+    };
     let headers = response.headers_mut();
     headers.insert("x-total-count", HeaderValue::from(total));
     if let Some(newest) = newest
@@ -487,6 +497,18 @@ pub fn collection_response(
         headers.insert(header::LAST_MODIFIED, v);
     }
     response
+}
+
+/// A collection page as [`eve::collection_page`] writes it (the keys in the same order), over
+/// borrowed items.
+#[derive(serde::Serialize)]
+struct PageBody<'a> {
+    #[serde(rename = "_items")]
+    items: Vec<&'a Value>,
+    #[serde(rename = "_links")]
+    links: Value,
+    #[serde(rename = "_meta")]
+    meta: Value,
 }
 
 /// An item answer: 304 when the conditional headers say so, else the document with `ETag` and
