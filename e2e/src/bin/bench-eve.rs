@@ -190,6 +190,14 @@ async fn main() -> anyhow::Result<()> {
         .env("OPSPLANE_RATE_LIMIT", "off")
         .env("OPSPLANE_LOG", "warn");
     let _operator = Process::spawn("bench-eve-operator", operator)?;
+    println!(
+        "operator store: {}",
+        if std::env::var_os("OPSPLANE_REDIS_URL").is_some() {
+            "Redis on loopback (the chart's default)"
+        } else {
+            "embedded (redb, each write fsynced)"
+        }
+    );
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
