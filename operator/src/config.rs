@@ -251,7 +251,7 @@ pub struct StoreArgs {
     /// Longest a Redis connect or command may take (then the call fails and the store's
     /// circuit breaker answers at once until Redis answers again: at the first timeout, or
     /// after three refused connections).
-    #[arg(long, env = "OPSPLANE_STORE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OPSPLANE_STORE_TIMEOUT", default_value = "800ms", value_parser = humantime::parse_duration)]
     pub store_timeout: std::time::Duration,
     /// How long exception records are kept, e.g. `30d`.
     #[arg(long, env = "OPSPLANE_RETENTION_EXCEPTIONS", default_value = "30d", value_parser = humantime::parse_duration)]

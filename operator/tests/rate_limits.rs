@@ -231,10 +231,10 @@ fn a_hung_redis_gets_fast_503s_fails_readiness_and_heals() {
         assert_eq!(status, 503, "{response}");
     }
     eprintln!("time to a 503 while Redis hangs, request by request: {took:?}");
-    // The first request meets the hang: one store timeout (1 s by default) and the breaker
-    // opens, however many store calls the request makes...
+    // The first request meets the hang: one store timeout (800 ms by default) and the breaker
+    // opens, however many store calls the request makes: within the 1 s target...
     assert!(
-        took[0] < Duration::from_millis(1500),
+        took[0] < Duration::from_secs(1),
         "the first 503 waits one store timeout: {took:?}"
     );
     // ...and every later one is answered at once.

@@ -287,7 +287,7 @@ impl RateBatcher {
 }
 
 /// Longest a Redis connect or command may take, unless configured otherwise.
-pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 /// A conditional document write or delete: KEYS[1] the collection's bodies, KEYS[2] its
 /// revisions, KEYS[3] the revision counter; ARGV id, body ('' for a delete), mode (any, absent,
 /// rev) and the expected revision. Answers `{1, revision}` or `{0, current or -1}`.
