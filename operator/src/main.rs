@@ -311,6 +311,14 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         Duration::from_millis(args.reload_poll_ms),
         task_sender,
     ));
+    // The services created through the API are checked too (standalone::api_checks).
+    let api_checks = tokio::spawn(standalone::api_checks::run(
+        store.store().clone(),
+        check::Clients::new()?,
+        metrics.clone(),
+        store.clone(),
+        Duration::from_secs(2),
+    ));
     let kubernetes_auth = args.serve.auth.kubernetes_auth == crate::config::KubernetesAuth::On;
     if kubernetes_auth {
         anyhow::bail!("--kubernetes-auth on needs a cluster; standalone has no Kubernetes API");
@@ -393,6 +401,7 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
     };
     let result = serve(&args.serve, state, shutdown_signal()).await;
     checks.abort();
+    api_checks.abort();
     creating.abort();
     notifying.abort();
     if let Some((agent, tasks)) = &mut agent {

@@ -8,6 +8,7 @@
 //! its removal from the file changes nothing: tasks run once).
 
 pub mod agent;
+pub mod api_checks;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};

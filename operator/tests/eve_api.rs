@@ -1015,3 +1015,99 @@ async fn a_store_outage_answers_503_in_the_envelope_and_writes_nothing() {
         .collect();
     assert_eq!(ids, ["team/during"], "{oplog}");
 }
+
+/// A loopback HTTP server answering every request 200 (until the test ends).
+fn up_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// Waits until the item's status satisfies `done`; the item.
+async fn status_until(c: &Client, path: &str, done: impl Fn(&Value) -> bool) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = c.get(path).await;
+        if a.status == 200 && done(&a.json()["status"]) {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never settled: {}",
+            a.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Services created through the API standalone are checked like the file's: one interval
+/// after the create their status shows the check (a status write is a new ETag, as on the API
+/// server), a new URL is checked from the next round, and a deleted service is no longer
+/// checked or written.
+#[tokio::test(flavor = "multi_thread")]
+async fn services_created_through_the_api_are_checked_and_their_status_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = start(dir.path());
+    let c = Client::new(&op);
+    let up = up_server();
+    let body = json!({"metadata": {"name": "checked", "namespace": "team"},
+                      "spec": {"url": format!("http://{up}/health"), "checkInterval": "1s"}});
+    let created = c.post("/services", ADMIN, body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let path = "/services/team/checked";
+    let healthy = |s: &Value| s["instances"][0]["healthy"] == true && s["lastCheck"].is_string();
+    let item = status_until(&c, path, healthy).await;
+    assert_eq!(
+        item.json()["status"]["instances"][0]["address"],
+        up.to_string()
+    );
+    assert_ne!(
+        item.etag(),
+        created.etag(),
+        "the status write is a new version"
+    );
+    assert_eq!(item.json()["status"]["observedGeneration"], 1);
+
+    // A new URL (a closed port): checked from the next round, with the new generation.
+    let patched = c
+        .write(
+            Method::PATCH,
+            path,
+            &item.etag(),
+            Some(json!({"spec": {"url": format!("http://127.0.0.1:{}/", closed_port())}})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let down = status_until(&c, path, |s| {
+        s["observedGeneration"] == 2 && s["instances"][0]["healthy"] == false
+    })
+    .await;
+    assert!(
+        down.json()["status"]["lastError"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{}",
+        down.text
+    );
+
+    // Deleted: gone, and nothing writes it back.
+    let deleted = c.write(Method::DELETE, path, &down.etag(), None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = c.get(path).await;
+    assert_eq!(after.status, 404, "{}", after.text);
+    assert_eq!(after.json()["_deleted"], true, "{}", after.text);
+}
