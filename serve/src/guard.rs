@@ -8,6 +8,12 @@
 //! is counted (429) → the principal's permission is checked (403) → a place among the route's
 //! requests in flight is taken (503 at once when they are all taken: load is shed instead of
 //! queued without end) → the handler runs with the [`Principal`] in its request extensions.
+//!
+//! An API may bring a credential scheme of its own ([`ApiCredential`]; the ops API's platform
+//! tokens, seed 000): its router puts an [`ApiScheme`] into each request's extensions (a layer
+//! outside [`crate::observe::Api::wrap`]), and the scheme is asked first. It either leaves the
+//! request to the binary's own schemes, or authenticates *and* authorises it for the route (the
+//! role check is then skipped), or refuses it with an answer in its API's envelope.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +50,25 @@ impl Rule {
         }
     }
 }
+
+/// A credential scheme of one API, asked before the binary's own [`Auth`] (see the module
+/// docs). Implementations must never panic on what a request presents.
+pub trait ApiCredential: Send + Sync {
+    /// What the request whose head is `parts`, matched to `route`, presents:
+    /// - `Ok(None)`: nothing of this scheme; the binary's schemes decide;
+    /// - `Ok(Some(principal))`: authenticated and allowed `parts.method` on `route` (the scheme
+    ///   may leave what handlers need in `parts.extensions`);
+    /// - `Err(answer)`: refused with `answer` (status and body of the API's own envelope).
+    fn check<'a>(
+        &'a self,
+        parts: &'a mut axum::http::request::Parts,
+        route: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Principal>, Response>>;
+}
+
+/// The request extension through which an API's router hands the layer its own scheme.
+#[derive(Clone)]
+pub struct ApiScheme(pub Arc<dyn ApiCredential>);
 
 /// The counters of the layer.
 #[derive(Clone)]
@@ -109,6 +134,8 @@ pub(crate) enum Verdict {
     ),
     /// Answer this instead (status, message, extra headers).
     Refuse(StatusCode, String, Vec<(header::HeaderName, HeaderValue)>),
+    /// Answer this, already rendered by the API's own scheme.
+    Answer(Response),
 }
 
 /// `X-RateLimit-*` values of one request.
@@ -324,11 +351,44 @@ impl Guard {
             };
             request = Request::from_parts(parts, Body::from(body_bytes.clone()));
         }
-        let principal = match inner
-            .auth
-            .authenticate(request.headers(), &body_bytes)
-            .await
-        {
+        // The API's own scheme first: it may claim the request (and then has checked its
+        // permission too).
+        let mut by_api_scheme = false;
+        let mut principal = None;
+        if let Some(ApiScheme(scheme)) = request.extensions().get::<ApiScheme>().cloned() {
+            let (mut parts, body) = request.into_parts();
+            let outcome = scheme.check(&mut parts, route).await;
+            request = Request::from_parts(parts, body);
+            match outcome {
+                Ok(Some(p)) => {
+                    by_api_scheme = true;
+                    principal = Some(p);
+                }
+                Ok(None) => {}
+                Err(answer) => {
+                    let reason = if answer.status() == StatusCode::FORBIDDEN {
+                        "forbidden"
+                    } else {
+                        "unauthenticated"
+                    };
+                    self.inner
+                        .metrics
+                        .refused
+                        .with_label_values(&[api, reason])
+                        .inc();
+                    return Verdict::Answer(answer);
+                }
+            }
+        }
+        let authenticated = if by_api_scheme {
+            Ok(principal)
+        } else {
+            inner
+                .auth
+                .authenticate(request.headers(), &body_bytes)
+                .await
+        };
+        let principal = match authenticated {
             Ok(p) => p,
             Err(AuthError::Unauthenticated(why)) => {
                 return self.failed_login(api, ip, now, why).await;
@@ -388,6 +448,7 @@ impl Guard {
             );
         }
         if let Some(principal) = &principal
+            && !by_api_scheme
             && let Err(e) = inner.auth.authorize(principal, &access).await
         {
             let status = match e {
@@ -485,7 +546,7 @@ impl Guard {
         };
         let role = principal.and_then(|p| match &p.grant {
             Grant::Role(r) => Some(*r),
-            Grant::Kubernetes { .. } => None,
+            Grant::Kubernetes { .. } | Grant::Scopes(_) => None,
         });
         let Some(limit) = inner.limits.limit(role, method) else {
             return Ok(None);
