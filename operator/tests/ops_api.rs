@@ -233,11 +233,13 @@ struct Platformed {
     _dir: tempfile::TempDir,
 }
 
-fn start_with_supervisor(extra: &[&str]) -> Platformed {
-    let dir = tempfile::tempdir().unwrap();
-    let (private, public) = key_pair(dir.path(), "supervisor");
-    let (wrong, _) = key_pair(dir.path(), "other");
-    let config = dir.path().join("services.yaml");
+/// A standalone operator in `dir` trusting the supervisor key `public`, with `extra` flags.
+fn spawn_operator(
+    dir: &std::path::Path,
+    public: &std::path::Path,
+    extra: &[&str],
+) -> (std::net::SocketAddr, common::Running) {
+    let config = dir.join("services.yaml");
     // A service with a secret in an annotation: masked by /data/query.
     std::fs::write(
         &config,
@@ -245,10 +247,10 @@ fn start_with_supervisor(extra: &[&str]) -> Platformed {
     )
     .unwrap();
     let listen = common::free_addr();
-    let mut command = common::standalone(listen, &config, dir.path());
+    let mut command = common::standalone(listen, &config, dir);
     command
         .arg("--ops-supervisor-key")
-        .arg(&public)
+        .arg(public)
         .args([
             "--ops-node-id",
             NODE,
@@ -260,8 +262,16 @@ fn start_with_supervisor(extra: &[&str]) -> Platformed {
         .args(extra)
         .env("OPSPLANE_TOKEN", TOKEN)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("operator.log")).unwrap());
+        .stderr(std::fs::File::create(dir.join("operator.log")).unwrap());
     let running = common::spawn_listening(&mut command, listen);
+    (listen, running)
+}
+
+fn start_with_supervisor(extra: &[&str]) -> Platformed {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = key_pair(dir.path(), "supervisor");
+    let (wrong, _) = key_pair(dir.path(), "other");
+    let (listen, running) = spawn_operator(dir.path(), &public, extra);
     Platformed {
         listen,
         private,
@@ -269,6 +279,64 @@ fn start_with_supervisor(extra: &[&str]) -> Platformed {
         _running: running,
         _dir: dir,
     }
+}
+
+/// Two replicas sharing one Redis (the chart's setup): a token is one record for both, and a
+/// revocation on one is refused by the other at once.
+#[test]
+fn replicas_sharing_redis_share_the_token_book_and_its_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = opsplane_store::testing::RedisServer::start(dir.path()).unwrap();
+    let (private, public) = key_pair(dir.path(), "supervisor");
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let url = redis.url();
+    let (a, _a) = spawn_operator(&a_dir, &public, &["--redis-url", &url]);
+    let (b, _b) = spawn_operator(&b_dir, &public, &["--redis-url", &url]);
+    let token = sign(&private, &claims("jti-shared", ALL));
+    for addr in [a, b, a] {
+        assert_eq!(platform(addr, "GET", "/ops/token/scope", &token, "").0, 200);
+    }
+    // Uses at once on both replicas are each counted (the record's writes are conditional).
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let (addr, token) = (if i % 2 == 0 { a } else { b }, &token);
+            s.spawn(move || {
+                assert_eq!(platform(addr, "GET", "/ops/token/scope", token, "").0, 200)
+            });
+        }
+    });
+    let tokens = result(platform(
+        b,
+        "GET",
+        "/ops/token?token_id=jti-shared",
+        &token,
+        "",
+    ));
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "{tokens}");
+    assert_eq!(
+        tokens[0]["used_times"], 12,
+        "3 + 8 uses and this one, on both replicas: {tokens}"
+    );
+    let victim = sign(&private, &claims("jti-victim", "log.view"));
+    assert_eq!(platform(b, "GET", "/ops/logs/service", &victim, "").0, 200);
+    assert_eq!(
+        result(platform(
+            a,
+            "POST",
+            "/ops/token/revoke",
+            &token,
+            r#"["jti-victim"]"#
+        )),
+        1
+    );
+    refused(
+        platform(b, "GET", "/ops/logs/service", &victim, ""),
+        400,
+        "BadRequest: Invalid token: revoked",
+        json!("token_expired"),
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use opsplane_serve::auth::Principal;
-use opsplane_store::{Expect, Store};
+use opsplane_store::{Expect, Store, Written};
 use serde_json::{Value, json};
 
 use super::credential::{Caller, scopes_of_principal};
@@ -23,6 +23,9 @@ use crate::api::AppState;
 
 /// The store collection of token records, keyed by `jti`.
 pub const COLLECTION: &str = "ops.tokens";
+
+/// How often a conditional write of a record is tried before giving up.
+const WRITE_ATTEMPTS: usize = 16;
 
 /// A revoked `jti` never seen before is kept this long (UtilMeta: a day).
 const UNKNOWN_REVOKED_FOR: i64 = 86_400;
@@ -55,60 +58,74 @@ impl TokenBook {
     }
 
     /// Admits a verified token: refused when its `jti` is revoked; else recorded (first use)
-    /// or counted (later uses).
+    /// or counted (later uses). Writes are conditional on what was read, so a revocation that
+    /// lands between the read and the write is never overwritten: the write is retried on the
+    /// new record (and then refuses the token).
     pub async fn admit(
         &self,
         token: &Verified,
         issuer: &str,
         ip: Option<IpAddr>,
     ) -> Result<(), Refusal> {
-        let unavailable = |e: opsplane_store::StoreError| Refusal {
+        let unavailable = |message: String| Refusal {
             status: StatusCode::SERVICE_UNAVAILABLE,
             state: json!(0),
-            message: format!("the store failed: {e}"),
+            message,
         };
-        let now = now();
-        let known = self
-            .store
-            .document(COLLECTION, &token.token_id)
-            .await
-            .map_err(unavailable)?;
-        let body = match known {
-            Some(doc) if doc.body["revoked"] == true => {
-                return Err(Refusal {
-                    status: StatusCode::BAD_REQUEST,
-                    state: json!("token_expired"),
-                    message: "Invalid token: revoked".into(),
-                });
-            }
-            Some(mut doc) => {
-                let used = doc.body["used_times"].as_u64().unwrap_or(0) + 1;
-                doc.body["used_times"] = json!(used);
-                doc.body["last_activity"] = json!(iso(now));
-                if let Some(ip) = ip {
-                    doc.body["ip"] = json!(ip.to_string());
+        for _ in 0..WRITE_ATTEMPTS {
+            let now = now();
+            let known = self
+                .store
+                .document(COLLECTION, &token.token_id)
+                .await
+                .map_err(|e| unavailable(format!("the store failed: {e}")))?;
+            let (body, expect) = match known {
+                Some(doc) if doc.body["revoked"] == true => {
+                    return Err(Refusal {
+                        status: StatusCode::BAD_REQUEST,
+                        state: json!("token_expired"),
+                        message: "Invalid token: revoked".into(),
+                    });
                 }
-                doc.body
+                Some(mut doc) => {
+                    let used = doc.body["used_times"].as_u64().unwrap_or(0) + 1;
+                    doc.body["used_times"] = json!(used);
+                    doc.body["last_activity"] = json!(iso(now));
+                    if let Some(ip) = ip {
+                        doc.body["ip"] = json!(ip.to_string());
+                    }
+                    (doc.body, Expect::Revision(doc.revision))
+                }
+                None => (
+                    json!({
+                        "id": token.token_id,
+                        "issuer_id": issuer,
+                        "token_id": token.token_id,
+                        "issued_at": token.issued_at.map(iso),
+                        "subject": token.subject,
+                        "expiry_time": iso(token.expires),
+                        "last_activity": iso(now),
+                        "used_times": 1,
+                        "ip": ip.map(|ip| ip.to_string()),
+                        "scope": token.scopes,
+                        "revoked": false,
+                    }),
+                    Expect::Absent,
+                ),
+            };
+            match self
+                .store
+                .put_document(COLLECTION, &token.token_id, &body, expect)
+                .await
+                .map_err(|e| unavailable(format!("the store failed: {e}")))?
+            {
+                Written::Done(_) => return Ok(()),
+                Written::Conflict(_) => continue,
             }
-            None => json!({
-                "id": token.token_id,
-                "issuer_id": issuer,
-                "token_id": token.token_id,
-                "issued_at": token.issued_at.map(iso),
-                "subject": token.subject,
-                "expiry_time": iso(token.expires),
-                "last_activity": iso(now),
-                "used_times": 1,
-                "ip": ip.map(|ip| ip.to_string()),
-                "scope": token.scopes,
-                "revoked": false,
-            }),
-        };
-        self.store
-            .put_document(COLLECTION, &token.token_id, &body, Expect::Any)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        }
+        Err(unavailable(
+            "the token's record changed under every attempt; try again".into(),
+        ))
     }
 
     /// Every record.
@@ -123,27 +140,43 @@ impl TokenBook {
     }
 
     /// Revokes each of `ids`: the number of known tokens this revoked; unknown ones are
-    /// recorded as revoked (so a token presented later is refused).
-    pub async fn revoke(&self, ids: &[String]) -> Result<u64, opsplane_store::StoreError> {
+    /// recorded as revoked (so a token presented later is refused). Conditional writes, retried
+    /// when a use of the token lands in between.
+    pub async fn revoke(&self, ids: &[String]) -> Result<u64, OpsError> {
         let mut revoked = 0;
-        for id in ids {
-            let body = match self.store.document(COLLECTION, id).await? {
-                Some(doc) if doc.body["revoked"] == true => continue,
-                Some(mut doc) => {
-                    revoked += 1;
-                    doc.body["revoked"] = json!(true);
-                    doc.body
+        'ids: for id in ids {
+            for _ in 0..WRITE_ATTEMPTS {
+                let (body, expect, known) = match self.store.document(COLLECTION, id).await? {
+                    Some(doc) if doc.body["revoked"] == true => continue 'ids,
+                    Some(mut doc) => {
+                        doc.body["revoked"] = json!(true);
+                        (doc.body, Expect::Revision(doc.revision), true)
+                    }
+                    None => (
+                        json!({
+                            "id": id, "issuer_id": null, "token_id": id, "issued_at": null,
+                            "subject": null, "expiry_time": iso(now() + UNKNOWN_REVOKED_FOR),
+                            "last_activity": null, "used_times": 0, "ip": null, "scope": [],
+                            "revoked": true,
+                        }),
+                        Expect::Absent,
+                        false,
+                    ),
+                };
+                if let Written::Done(_) = self
+                    .store
+                    .put_document(COLLECTION, id, &body, expect)
+                    .await?
+                {
+                    revoked += u64::from(known);
+                    continue 'ids;
                 }
-                None => json!({
-                    "id": id, "issuer_id": null, "token_id": id, "issued_at": null,
-                    "subject": null, "expiry_time": iso(now() + UNKNOWN_REVOKED_FOR),
-                    "last_activity": null, "used_times": 0, "ip": null, "scope": [],
-                    "revoked": true,
-                }),
-            };
-            self.store
-                .put_document(COLLECTION, id, &body, Expect::Any)
-                .await?;
+            }
+            return Err(OpsError::Coded {
+                status: StatusCode::CONFLICT,
+                state: "revoke_failed",
+                message: format!("token {id} changed under every attempt; try again"),
+            });
         }
         Ok(revoked)
     }
