@@ -243,7 +243,7 @@ fn spawn_operator(
     // A service with a secret in an annotation: masked by /data/query.
     std::fs::write(
         &config,
-        "apiVersion: opsplane.io/v1alpha1\nkind: MonitoredService\nmetadata:\n  name: shop\n  namespace: prod\n  annotations:\n    example.org/api_key: s3cret-value\nspec:\n  type: web\n  environment: production\n  checkInterval: 1h\n  url: http://127.0.0.1:9/health\n",
+        "apiVersion: opsplane.io/v1alpha1\nkind: MonitoredService\nmetadata:\n  name: shop\n  namespace: prod\n  annotations:\n    example.org/api_key: s3cret-value\nspec:\n  type: web\n  environment: production\n  checkInterval: 1h\n  url: http://127.0.0.1:9/health\n  baseUrl: https://shop.example.org/api\n  route: ops\n---\napiVersion: opsplane.io/v1alpha1\nkind: MonitoredService\nmetadata:\n  name: shop\n  namespace: staging\nspec:\n  type: web\n  environment: staging\n  checkInterval: 1h\n  url: http://127.0.0.1:9/health\n  route: https://ops.example.org/shop-staging/ops\n",
     )
     .unwrap();
     let listen = common::free_addr();
@@ -801,7 +801,7 @@ fn the_platform_reads_servers_logs_and_data_in_utilmetas_shapes() {
         r#"{"query": {"spec.environment": "production"}, "rows": 10}"#,
     );
     let rows = result((status, body.clone()));
-    assert_eq!(body["count"], 1);
+    assert_eq!(body["count"], 1, "only prod/shop is in production: {body}");
     assert_eq!(rows[0]["pk"], "prod/shop");
     assert_eq!(
         rows[0]["metadata"]["annotations"]["example.org/api_key"],
@@ -813,7 +813,7 @@ fn the_platform_reads_servers_logs_and_data_in_utilmetas_shapes() {
         "POST",
         "/ops/data/query?model=opsplane.exceptions",
         &token,
-        r#"{"query": {"service": "shop"}, "orders": ["-created_ms"], "fields": ["error_type"]}"#,
+        r#"{"query": {"service": "shop", "error_type": "UpstreamError"}, "orders": ["-created_ms"], "fields": ["error_type"]}"#,
     );
     let rows = result((status, body.clone()));
     assert_eq!(body["count"], 1, "the 502: {body}");
@@ -916,4 +916,141 @@ impl IntoPair for (u16, Value, opsplane_serve::testing::Exchange) {
     fn into_pair(self) -> (u16, Value) {
         (self.0, self.1)
     }
+}
+
+/// Polls `GET /api/v1/services/<id>` until its status has `opsApi` (after the first check).
+fn ops_api_in_status(addr: std::net::SocketAddr, id: &str) -> Value {
+    let admin = format!("Bearer {TOKEN}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body, _) = call(
+            addr,
+            "GET",
+            &format!("/api/v1/services/{id}"),
+            &[("authorization", &admin)],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        if !body["status"]["opsApi"].is_null() {
+            return body["status"]["opsApi"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no opsApi in the status: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_four_concepts_are_views_linking_to_each_other_and_each_service_shows_its_ops_address() {
+    let p = start_with_supervisor(&[]);
+    // Seed 000's rule for each MonitoredService, in its status.
+    assert_eq!(
+        ops_api_in_status(p.listen, "prod/shop"),
+        "https://shop.example.org/api/ops"
+    );
+    assert_eq!(
+        ops_api_in_status(p.listen, "staging/shop"),
+        "https://ops.example.org/shop-staging/ops"
+    );
+    let token = sign(&p.private, &claims("jti-views", "metrics.view"));
+
+    // Service: the two MonitoredServices named shop of type web are one Service.
+    let services = result(platform(p.listen, "GET", "/ops/services", &token, ""));
+    assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
+    let shop = &services[0];
+    assert_eq!(shop["id"], "web/shop");
+    assert_eq!(shop["environments"], json!(["production", "staging"]));
+    assert_eq!(
+        shop["ops_api"],
+        json!([
+            "https://ops.example.org/shop-staging/ops",
+            "https://shop.example.org/api/ops"
+        ])
+    );
+    assert_eq!(shop["instances"], 2);
+    let host = shop["nodes"][0]
+        .as_str()
+        .expect("the standalone host runs the loopback instances")
+        .to_owned();
+
+    // Instance: each checked address with its last check, linking back.
+    let instances = result(platform(
+        p.listen,
+        "GET",
+        shop["links"]["instances"].as_str().unwrap(),
+        &token,
+        "",
+    ));
+    assert_eq!(instances.as_array().unwrap().len(), 2, "{instances}");
+    for i in instances.as_array().unwrap() {
+        assert_eq!(i["healthy"], false, "port 9 refuses: {i}");
+        assert!(i["last_check"].is_string(), "{i}");
+        assert_eq!(i["node"], host.as_str());
+        assert_eq!(i["service"], "web/shop");
+        // Every link answers, and names this instance's side.
+        for link in ["service", "environment", "node"] {
+            let linked = result(platform(
+                p.listen,
+                "GET",
+                i["links"][link].as_str().unwrap(),
+                &token,
+                "",
+            ));
+            assert_eq!(linked.as_array().unwrap().len(), 1, "{link}: {linked}");
+        }
+    }
+
+    // Environment: spec.environment.
+    let envs = result(platform(p.listen, "GET", "/ops/environments", &token, ""));
+    let names: Vec<&str> = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(names, ["production", "staging"]);
+    let staging = result(platform(
+        p.listen,
+        "GET",
+        envs[1]["links"]["instances"].as_str().unwrap(),
+        &token,
+        "",
+    ));
+    assert_eq!(staging.as_array().unwrap().len(), 1);
+    assert_eq!(staging[0]["monitored_service"], "staging/shop");
+    let in_production = result(platform(
+        p.listen,
+        "GET",
+        envs[0]["links"]["services"].as_str().unwrap(),
+        &token,
+        "",
+    ));
+    assert_eq!(in_production[0]["id"], "web/shop");
+
+    // Node: the host, with what runs on it.
+    let nodes = result(platform(p.listen, "GET", "/ops/nodes", &token, ""));
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0]["id"], host.as_str());
+    assert_eq!(nodes[0]["instances"], 2);
+    assert_eq!(nodes[0]["services"], json!(["web/shop"]));
+    let on_host = result(platform(
+        p.listen,
+        "GET",
+        nodes[0]["links"]["services"].as_str().unwrap(),
+        &token,
+        "",
+    ));
+    assert_eq!(on_host[0]["id"], "web/shop");
+    let (_, body) = platform(p.listen, "GET", "/ops/instances?node=elsewhere", &token, "");
+    assert_eq!(body["count"], 0, "{body}");
+    // The views need metrics.view.
+    let logs_only = sign(&p.private, &claims("jti-views-logs", "log.view"));
+    refused(
+        platform(p.listen, "GET", "/ops/nodes", &logs_only, ""),
+        403,
+        "PermissionDenied: insufficient scope",
+        json!(0),
+    );
 }

@@ -12,7 +12,8 @@
 //! - Authentication: opsplane's own credentials (each route's role in [`rules`], checked by
 //!   the guard) or the platform's ([`platform`]: signed tokens, the local node), whose scopes
 //!   each route names in the same table ([`ROUTES`]).
-//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`].
+//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`]; the four
+//!   platform concepts as views: [`views`].
 
 pub mod credential;
 pub mod data;
@@ -23,6 +24,7 @@ pub mod platform;
 pub mod schemas;
 pub mod servers;
 pub mod tokens;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -153,7 +155,7 @@ pub struct OpsRoute {
 
 /// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
 /// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
-pub const ROUTES: [(Method, &str, Need, Option<&str>); 11] = [
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 15] = [
     (Method::GET, "", Need::Public, None),
     (Method::GET, "/openapi", Need::Read, Some("api.view")),
     (Method::GET, "/servers", Need::Read, Some("metrics.view")),
@@ -170,6 +172,15 @@ pub const ROUTES: [(Method, &str, Need, Option<&str>); 11] = [
     ),
     (Method::GET, "/data/tables", Need::Read, Some("data.view")),
     (Method::POST, "/data/query", Need::Read, Some("data.query")),
+    (Method::GET, "/services", Need::Read, Some("metrics.view")),
+    (
+        Method::GET,
+        "/environments",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (Method::GET, "/nodes", Need::Read, Some("metrics.view")),
+    (Method::GET, "/instances", Need::Read, Some("metrics.view")),
 ];
 
 /// The ops API's place and the document it serves, settled at start.
@@ -446,7 +457,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(ops.route("/token/scope"), get(tokens::scope))
         .route(ops.route("/token/revoke"), post(tokens::revoke))
         .route(ops.route("/data/tables"), get(data::tables))
-        .route(ops.route("/data/query"), post(data::query));
+        .route(ops.route("/data/query"), post(data::query))
+        .route(ops.route("/services"), get(views::services))
+        .route(ops.route("/environments"), get(views::environments))
+        .route(ops.route("/nodes"), get(views::nodes))
+        .route(ops.route("/instances"), get(views::instances));
     let scheme = credential::OpsCredential::new(ops.clone(), state.recorder.store().clone());
     state
         .api("ops", envelope, rules(ops))

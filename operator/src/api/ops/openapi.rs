@@ -58,6 +58,8 @@ use crate::api;
         super::servers::list, super::logs::service, super::logs::one, super::logs::realtime,
         super::tokens::list, super::tokens::scope, super::tokens::revoke,
         super::data::tables, super::data::query,
+        super::views::services, super::views::environments, super::views::nodes,
+        super::views::instances,
         api::console::root, api::console::bare, api::console::index, api::console::file,
     )
 )]

@@ -684,3 +684,56 @@ pub struct ModelQuery {
     /// The table's `ref` from `/data/tables`.
     model: String,
 }
+
+/// A list of one of the concept views, enveloped (`count`: how many).
+#[derive(ToSchema)]
+#[schema(as = ops::ViewAnswer)]
+pub struct ViewAnswer {
+    /// The items: `id`, the concept's own keys, and `links` to the other views.
+    #[schema(value_type = Vec<Object>)]
+    result: Vec<Value>,
+    /// Empty.
+    msg: String,
+    /// 1.
+    state: i64,
+    /// How many items.
+    count: u64,
+}
+
+/// `GET /services` filters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServicesQuery {
+    /// `<type>/<name>`.
+    id: Option<String>,
+    /// `spec.type`.
+    r#type: Option<String>,
+    /// `metadata.name`.
+    name: Option<String>,
+    /// Only Services deployed in this environment.
+    environment: Option<String>,
+    /// Only Services with an instance on this node.
+    node: Option<String>,
+}
+
+/// The `id` filter of a view.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IdQuery {
+    /// The item's id.
+    id: Option<String>,
+}
+
+/// `GET /instances` filters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstancesQuery {
+    /// The Service, `<type>/<name>`.
+    service: Option<String>,
+    /// The environment.
+    environment: Option<String>,
+    /// The node.
+    node: Option<String>,
+    /// The MonitoredService, `<namespace>/<name>`.
+    monitored_service: Option<String>,
+}
