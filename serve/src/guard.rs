@@ -591,3 +591,125 @@ struct Counted {
     over: bool,
     window: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Credentials, Need, Role, Scheme};
+    use crate::observe::{Api, RequestMetrics};
+    use axum::Router;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// Claims requests with `x-test`: `ok` authenticates (and leaves a note for the handler),
+    /// anything else is refused with a 418 of its own.
+    struct TestScheme;
+
+    impl ApiCredential for TestScheme {
+        fn check<'a>(
+            &'a self,
+            parts: &'a mut axum::http::request::Parts,
+            route: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<Principal>, Response>> {
+            Box::pin(async move {
+                match parts.headers.get("x-test").and_then(|v| v.to_str().ok()) {
+                    None => Ok(None),
+                    Some("ok") => {
+                        parts.extensions.insert(format!("checked {route}"));
+                        Ok(Some(Principal {
+                            name: "platform".into(),
+                            scheme: Scheme::Api("test"),
+                            grant: Grant::Scopes(vec!["a".into()]),
+                        }))
+                    }
+                    Some(_) => {
+                        Err((StatusCode::IM_A_TEAPOT, "refused by the scheme").into_response())
+                    }
+                }
+            })
+        }
+    }
+
+    fn app() -> Router {
+        let registry = Registry::new();
+        let mut credentials = Credentials::default();
+        credentials.add_token("admin", Role::Admin, "admin-token");
+        credentials.add_token("viewer", Role::Viewer, "viewer-token");
+        let guard = Guard::new(
+            Auth::new(credentials, None, false),
+            Limits::parse("off").unwrap(),
+            None,
+            &registry,
+        )
+        .unwrap();
+        let rules = vec![Rule::new(
+            Method::GET,
+            "/admin",
+            Access::new(Need::Admin, "x", "get"),
+        )];
+        let api = Api {
+            name: "test",
+            metrics: RequestMetrics::register(&registry).unwrap(),
+            timeout: std::time::Duration::from_secs(5),
+            envelope: |status, message| (status, format!("envelope: {message}")).into_response(),
+            guard: Some((guard, rules.into())),
+        };
+        let routes =
+            Router::new().route(
+                "/admin",
+                get(
+                    |principal: axum::Extension<Principal>,
+                     note: Option<axum::Extension<String>>| async move {
+                        format!(
+                            "{} {}",
+                            principal.name,
+                            note.map(|n| n.0).unwrap_or_default()
+                        )
+                    },
+                ),
+            );
+        api.wrap(routes)
+            .layer(axum::Extension(ApiScheme(Arc::new(TestScheme))))
+    }
+
+    async fn call(headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut request = Request::get("/admin");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = app()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_apis_own_scheme_is_asked_first_and_its_verdict_stands() {
+        // Claimed and allowed: the role check is the scheme's, the handler sees its principal.
+        assert_eq!(
+            call(&[("x-test", "ok")]).await,
+            (StatusCode::OK, "platform checked /admin".into())
+        );
+        // Claimed and refused: the scheme's own answer, as it made it.
+        assert_eq!(
+            call(&[("x-test", "no"), ("authorization", "Bearer admin-token")]).await,
+            (StatusCode::IM_A_TEAPOT, "refused by the scheme".into())
+        );
+        // Not claimed: the binary's schemes and roles, as before.
+        assert_eq!(
+            call(&[("authorization", "Bearer admin-token")]).await,
+            (StatusCode::OK, "admin ".into())
+        );
+        assert_eq!(
+            call(&[("authorization", "Bearer viewer-token")]).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(call(&[]).await.0, StatusCode::UNAUTHORIZED);
+    }
+}
