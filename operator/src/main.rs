@@ -670,5 +670,11 @@ fn ops_of(serve: &config::ServeArgs) -> anyhow::Result<crate::api::ops::Ops> {
         )?),
         None => None,
     };
-    Ok(ops::Ops::new(location).with_platform(&serve.ops_service, supervisor, serve.ops_local))
+    let store = match &serve.store.redis_url {
+        Some(url) => ops::servers::StoreInfo::redis(url),
+        None => ops::servers::StoreInfo::Embedded,
+    };
+    Ok(ops::Ops::new(location)
+        .with_platform(&serve.ops_service, supervisor, serve.ops_local)
+        .with_store(store))
 }

@@ -337,6 +337,15 @@ fn replicas_sharing_redis_share_the_token_book_and_its_revocations() {
         "BadRequest: Invalid token: revoked",
         json!("token_expired"),
     );
+    // The shared store is listed as UtilMeta's cache, by host and port.
+    let caches = result(platform(a, "GET", "/ops/servers/caches", &token, ""));
+    assert_eq!(caches[0]["type"], "redis", "{caches}");
+    assert_eq!(caches[0]["port"], redis.port());
+    assert_eq!(caches[0]["connected"], true);
+    assert_eq!(
+        result(platform(a, "GET", "/ops/servers/databases", &token, "")),
+        json!([])
+    );
 }
 
 #[test]
@@ -1045,6 +1054,39 @@ fn the_four_concepts_are_views_linking_to_each_other_and_each_service_shows_its_
     assert_eq!(on_host[0]["id"], "web/shop");
     let (_, body) = platform(p.listen, "GET", "/ops/instances?node=elsewhere", &token, "");
     assert_eq!(body["count"], 0, "{body}");
+    // UtilMeta's lists beside /servers: the instances, and the metric store (embedded: a database).
+    let listed = result(platform(
+        p.listen,
+        "GET",
+        "/ops/servers/instances",
+        &token,
+        "",
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(
+        listed[0]["ident"], instances[0]["address"],
+        "the checked address"
+    );
+    assert_eq!(listed[0]["server_id"], host.as_str());
+    let databases = result(platform(
+        p.listen,
+        "GET",
+        "/ops/servers/databases",
+        &token,
+        "",
+    ));
+    assert_eq!(
+        (
+            databases[0]["type"].as_str(),
+            databases[0]["connected"].as_bool()
+        ),
+        (Some("redb"), Some(true)),
+        "{databases}"
+    );
+    assert_eq!(
+        result(platform(p.listen, "GET", "/ops/servers/caches", &token, "")),
+        json!([])
+    );
     // The views need metrics.view.
     let logs_only = sign(&p.private, &claims("jti-views-logs", "log.view"));
     refused(

@@ -137,6 +137,8 @@ pub struct Platform {
     pub supervisor: Option<platform::Supervisor>,
     /// `--ops-local` and ops_api on localhost: no token from 127.0.0.1 gets every scope.
     pub local: bool,
+    /// The metric store, as `/servers/databases` and `/servers/caches` list it.
+    pub store: servers::StoreInfo,
 }
 
 /// One ops route: method, path below the mount, what opsplane's own credentials need, the
@@ -155,10 +157,28 @@ pub struct OpsRoute {
 
 /// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
 /// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
-pub const ROUTES: [(Method, &str, Need, Option<&str>); 15] = [
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 18] = [
     (Method::GET, "", Need::Public, None),
     (Method::GET, "/openapi", Need::Read, Some("api.view")),
     (Method::GET, "/servers", Need::Read, Some("metrics.view")),
+    (
+        Method::GET,
+        "/servers/instances",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/databases",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/caches",
+        Need::Read,
+        Some("metrics.view"),
+    ),
     (Method::GET, "/logs/service", Need::Read, Some("log.view")),
     (Method::GET, "/logs", Need::Read, Some("log.view")),
     (Method::GET, "/logs/realtime", Need::Read, Some("log.view")),
@@ -248,6 +268,7 @@ impl Ops {
                 service: "opsplane".into(),
                 supervisor: None,
                 local: false,
+                store: servers::StoreInfo::Embedded,
             }),
             document: document.to_string().into(),
             platform_document: platform_document.to_string().into(),
@@ -271,7 +292,16 @@ impl Ops {
             service: service.to_owned(),
             supervisor,
             local: local && on_localhost,
+            store: self.platform.store.clone(),
         });
+        self
+    }
+
+    /// The same with the metric store named (`--redis-url`, or the embedded store).
+    pub fn with_store(mut self, store: servers::StoreInfo) -> Ops {
+        let mut platform = Platform::clone(&self.platform);
+        platform.store = store;
+        self.platform = Arc::new(platform);
         self
     }
 
@@ -450,6 +480,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(ops.route(""), get(info))
         .route(ops.route("/openapi"), get(ops_openapi))
         .route(ops.route("/servers"), get(servers::list))
+        .route(ops.route("/servers/instances"), get(servers::instances))
+        .route(ops.route("/servers/databases"), get(servers::databases))
+        .route(ops.route("/servers/caches"), get(servers::caches))
         .route(ops.route("/logs/service"), get(logs::service))
         .route(ops.route("/logs"), get(logs::one))
         .route(ops.route("/logs/realtime"), get(logs::realtime))

@@ -3,6 +3,10 @@
 //! standalone host) with what their node-daemon last reported — the `nodes` resource of the
 //! Eve API, in UtilMeta's keys. UtilMeta identifies a server by its MAC address; opsplane by
 //! the node's name (`ident`), with the daemon's node uuid kept too.
+//!
+//! `/servers/instances` are the instances MonitoredServices check (the Instance view,
+//! [`super::views`]); `/servers/databases` and `/servers/caches` are opsplane's own metric store
+//! (UtilMeta's operations database): the embedded store is a database, Redis a cache.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -126,9 +130,136 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, OpsError> {
     Ok(answer(servers, 0))
 }
 
+/// The metric store as the ops API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreInfo {
+    /// The embedded store (redb, on disk): a database.
+    Embedded,
+    /// Redis: a cache; the URL's host and port only (never its credentials).
+    Redis {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl StoreInfo {
+    /// Redis at `url` (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS).
+    pub fn redis(url: &str) -> StoreInfo {
+        let parsed = url::Url::parse(url).ok();
+        StoreInfo::Redis {
+            host: parsed
+                .as_ref()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            port: parsed.and_then(|u| u.port()).unwrap_or(6379),
+        }
+    }
+}
+
+fn store_entry(state: &AppState, kind: &str, connected: bool) -> Value {
+    let platform = &state.ops.platform;
+    let (ident, hostname, port) = match &platform.store {
+        StoreInfo::Embedded => ("embedded".to_owned(), Value::Null, Value::Null),
+        StoreInfo::Redis { host, port } => (format!("{host}:{port}"), json!(host), json!(port)),
+    };
+    json!({
+        "id": "store",
+        "ident": ident,
+        "route": format!("{kind}/store"),
+        "service": platform.service,
+        "node_id": platform.supervisor.as_ref().map(|s| s.node_id.as_str()),
+        "ref": null, "remote_id": null, "server_id": null,
+        "deprecated": false,
+        "connected": connected,
+        "hostname": hostname,
+        "port": port,
+        "type": if platform.store == StoreInfo::Embedded { "redb" } else { "redis" },
+        "name": "opsplane metric store",
+    })
+}
+
+/// `GET <ops_api>/servers/instances`: the instances MonitoredServices check, as UtilMeta
+/// instances (`ident` the address), with their last check.
+#[utoipa::path(get, path = "/ops/servers/instances", tag = "ops",
+    responses((status = 200, description = "the instances", body = schemas::ViewAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsError> {
+    let platform = &state.ops.platform;
+    let node_id = platform.supervisor.as_ref().map(|s| s.node_id.as_str());
+    let found: Vec<Value> = super::views::gather(&state)
+        .await?
+        .instances
+        .into_iter()
+        .map(|i| {
+            json!({
+                "id": i["id"], "ident": i["address"],
+                "route": format!("instance/{}", i["address"].as_str().unwrap_or("")),
+                "service": i["service"], "node_id": node_id, "ref": i["monitored_service"],
+                "remote_id": null, "server_id": i["node"], "deprecated": false,
+                "updated_time": i["last_check"],
+                "backend": null, "backend_version": null, "version": null, "spec_version": null,
+                "asynchronous": null, "production": i["environment"] == "production",
+                "language": null, "language_version": null, "utilmeta_version": null,
+                "environment": i["environment"], "healthy": i["healthy"],
+                "latency_ms": i["latency_ms"], "ops_api": i["ops_api"],
+            })
+        })
+        .collect();
+    let count = found.len() as u64;
+    Ok(answer(found, count))
+}
+
+/// `GET <ops_api>/servers/databases`: the embedded metric store, when it is the store.
+#[utoipa::path(get, path = "/ops/servers/databases", tag = "ops",
+    responses((status = 200, description = "the databases", body = schemas::ViewAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn databases(State(state): State<AppState>) -> Response {
+    if state.ops.platform.store != StoreInfo::Embedded {
+        return answer(Vec::<Value>::new(), 0);
+    }
+    let connected = state.recorder.store().ping().await.is_ok();
+    let mut db = store_entry(&state, "database", connected);
+    db["connections"] = json!([]);
+    answer(vec![db], 1)
+}
+
+/// `GET <ops_api>/servers/caches`: Redis, when it is the store.
+#[utoipa::path(get, path = "/ops/servers/caches", tag = "ops",
+    responses((status = 200, description = "the caches", body = schemas::ViewAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn caches(State(state): State<AppState>) -> Response {
+    if state.ops.platform.store == StoreInfo::Embedded {
+        return answer(Vec::<Value>::new(), 0);
+    }
+    let connected = state.recorder.store().ping().await.is_ok();
+    let mut cache = store_entry(&state, "cache", connected);
+    cache["pid"] = Value::Null;
+    answer(vec![cache], 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_store_is_named_by_host_and_port_never_its_password() {
+        assert_eq!(
+            StoreInfo::redis("redis://user:s3cret@cache.example:6380/2"),
+            StoreInfo::Redis {
+                host: "cache.example".into(),
+                port: 6380
+            }
+        );
+        assert_eq!(
+            StoreInfo::redis("redis://127.0.0.1"),
+            StoreInfo::Redis {
+                host: "127.0.0.1".into(),
+                port: 6379
+            }
+        );
+    }
 
     #[test]
     fn a_node_with_a_report_becomes_a_server_with_its_measurements() {

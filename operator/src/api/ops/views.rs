@@ -286,7 +286,8 @@ fn filtered(
         .collect()
 }
 
-async fn gather(state: &AppState) -> Result<Concepts, OpsError> {
+/// The views of what `state` holds now.
+pub(crate) async fn gather(state: &AppState) -> Result<Concepts, OpsError> {
     let services: Vec<Value> = state
         .resources
         .items(Kind::Services)
