@@ -98,7 +98,7 @@ impl Reviewer for KubeReviewer {
         Box::pin(async move {
             let (groups, uid) = match &principal.grant {
                 Grant::Kubernetes { groups, uid } => (groups.clone(), uid.clone()),
-                Grant::Role(_) => return Ok(false),
+                Grant::Role(_) | Grant::Scopes(_) => return Ok(false),
             };
             let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
             let review = SubjectAccessReview {

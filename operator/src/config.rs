@@ -75,6 +75,28 @@ pub struct ServeArgs {
     /// Where the ops API lives (seed 000 `route`): below --base-url, or an absolute URL.
     #[arg(long, env = "OPSPLANE_OPS_ROUTE", default_value = "ops")]
     pub ops_route: String,
+    /// The UtilMeta platform's supervisor public key (an RSA public key in PEM): ops requests
+    /// with a token it signed (RS256 JWS, seed 000) are accepted with the token's scopes.
+    /// Needs --ops-node-id.
+    #[arg(long, env = "OPSPLANE_OPS_SUPERVISOR_KEY")]
+    pub ops_supervisor_key: Option<PathBuf>,
+    /// The node id the platform gave this service: its tokens' `nid`, sent as `X-Node-ID`.
+    #[arg(long, env = "OPSPLANE_OPS_NODE_ID")]
+    pub ops_node_id: Option<String>,
+    /// The supervisor's base URL; a token's `iss` must be a prefix of it.
+    #[arg(
+        long,
+        env = "OPSPLANE_OPS_SUPERVISOR_URL",
+        default_value = "https://api.utilmeta.com/spv"
+    )]
+    pub ops_supervisor_url: String,
+    /// UtilMeta's local node: with ops_api on 127.0.0.1/localhost, a request from 127.0.0.1
+    /// without any credential gets every ops scope (ops routes only).
+    #[arg(long, env = "OPSPLANE_OPS_LOCAL", default_value_t = false)]
+    pub ops_local: bool,
+    /// The service name the ops API reports (`GET <ops_api>/`).
+    #[arg(long, env = "OPSPLANE_OPS_SERVICE", default_value = "opsplane")]
+    pub ops_service: String,
     /// Notification checks (`/monitoring/api/notifications/`).
     #[command(flatten)]
     pub notifications: NotificationArgs,

@@ -676,5 +676,19 @@ fn ops_of(serve: &config::ServeArgs) -> anyhow::Result<crate::api::ops::Ops> {
     use crate::api::ops;
     let location =
         ops::location::locate(serve.base_url.as_deref(), &serve.ops_route, serve.listen)?;
-    Ok(ops::Ops::new(location))
+    let supervisor = match &serve.ops_supervisor_key {
+        Some(key) => Some(ops::platform::Supervisor::load(
+            key,
+            serve.ops_node_id.as_deref(),
+            &serve.ops_supervisor_url,
+        )?),
+        None => None,
+    };
+    let store = match &serve.store.redis_url {
+        Some(url) => ops::servers::StoreInfo::redis(url),
+        None => ops::servers::StoreInfo::Embedded,
+    };
+    Ok(ops::Ops::new(location)
+        .with_platform(&serve.ops_service, supervisor, serve.ops_local)
+        .with_store(store))
 }

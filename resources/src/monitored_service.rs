@@ -291,6 +291,10 @@ pub struct MonitoredServiceStatus {
     /// Per-instance results for services checked through serviceRef (or the one url).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
+    // Seed 000's ops_api = base_url + route.
+    /// Address of the service's ops API: spec.route when it is an absolute URL, else spec.baseUrl and spec.route joined with one slash (spec.baseUrl alone without a route). Absent when neither gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_api: Option<String>,
 }
 
 /// The last check result of one instance.

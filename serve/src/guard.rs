@@ -8,6 +8,12 @@
 //! is counted (429) → the principal's permission is checked (403) → a place among the route's
 //! requests in flight is taken (503 at once when they are all taken: load is shed instead of
 //! queued without end) → the handler runs with the [`Principal`] in its request extensions.
+//!
+//! An API may bring a credential scheme of its own ([`ApiCredential`]; the ops API's platform
+//! tokens, seed 000): its router puts an [`ApiScheme`] into each request's extensions (a layer
+//! outside [`crate::observe::Api::wrap`]), and the scheme is asked first. It either leaves the
+//! request to the binary's own schemes, or authenticates *and* authorises it for the route (the
+//! role check is then skipped), or refuses it with an answer in its API's envelope.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +50,25 @@ impl Rule {
         }
     }
 }
+
+/// A credential scheme of one API, asked before the binary's own [`Auth`] (see the module
+/// docs). Implementations must never panic on what a request presents.
+pub trait ApiCredential: Send + Sync {
+    /// What the request whose head is `parts`, matched to `route`, presents:
+    /// - `Ok(None)`: nothing of this scheme; the binary's schemes decide;
+    /// - `Ok(Some(principal))`: authenticated and allowed `parts.method` on `route` (the scheme
+    ///   may leave what handlers need in `parts.extensions`);
+    /// - `Err(answer)`: refused with `answer` (status and body of the API's own envelope).
+    fn check<'a>(
+        &'a self,
+        parts: &'a mut axum::http::request::Parts,
+        route: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Principal>, Response>>;
+}
+
+/// The request extension through which an API's router hands the layer its own scheme.
+#[derive(Clone)]
+pub struct ApiScheme(pub Arc<dyn ApiCredential>);
 
 /// The counters of the layer.
 #[derive(Clone)]
@@ -109,6 +134,8 @@ pub(crate) enum Verdict {
     ),
     /// Answer this instead (status, message, extra headers).
     Refuse(StatusCode, String, Vec<(header::HeaderName, HeaderValue)>),
+    /// Answer this, already rendered by the API's own scheme.
+    Answer(Response),
 }
 
 /// `X-RateLimit-*` values of one request.
@@ -324,11 +351,44 @@ impl Guard {
             };
             request = Request::from_parts(parts, Body::from(body_bytes.clone()));
         }
-        let principal = match inner
-            .auth
-            .authenticate(request.headers(), &body_bytes)
-            .await
-        {
+        // The API's own scheme first: it may claim the request (and then has checked its
+        // permission too).
+        let mut by_api_scheme = false;
+        let mut principal = None;
+        if let Some(ApiScheme(scheme)) = request.extensions().get::<ApiScheme>().cloned() {
+            let (mut parts, body) = request.into_parts();
+            let outcome = scheme.check(&mut parts, route).await;
+            request = Request::from_parts(parts, body);
+            match outcome {
+                Ok(Some(p)) => {
+                    by_api_scheme = true;
+                    principal = Some(p);
+                }
+                Ok(None) => {}
+                Err(answer) => {
+                    let reason = if answer.status() == StatusCode::FORBIDDEN {
+                        "forbidden"
+                    } else {
+                        "unauthenticated"
+                    };
+                    self.inner
+                        .metrics
+                        .refused
+                        .with_label_values(&[api, reason])
+                        .inc();
+                    return Verdict::Answer(answer);
+                }
+            }
+        }
+        let authenticated = if by_api_scheme {
+            Ok(principal)
+        } else {
+            inner
+                .auth
+                .authenticate(request.headers(), &body_bytes)
+                .await
+        };
+        let principal = match authenticated {
             Ok(p) => p,
             Err(AuthError::Unauthenticated(why)) => {
                 return self.failed_login(api, ip, now, why).await;
@@ -388,6 +448,7 @@ impl Guard {
             );
         }
         if let Some(principal) = &principal
+            && !by_api_scheme
             && let Err(e) = inner.auth.authorize(principal, &access).await
         {
             let status = match e {
@@ -485,7 +546,7 @@ impl Guard {
         };
         let role = principal.and_then(|p| match &p.grant {
             Grant::Role(r) => Some(*r),
-            Grant::Kubernetes { .. } => None,
+            Grant::Kubernetes { .. } | Grant::Scopes(_) => None,
         });
         let Some(limit) = inner.limits.limit(role, method) else {
             return Ok(None);
@@ -529,4 +590,126 @@ struct Counted {
     headers: RateHeaders,
     over: bool,
     window: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Credentials, Need, Role, Scheme};
+    use crate::observe::{Api, RequestMetrics};
+    use axum::Router;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// Claims requests with `x-test`: `ok` authenticates (and leaves a note for the handler),
+    /// anything else is refused with a 418 of its own.
+    struct TestScheme;
+
+    impl ApiCredential for TestScheme {
+        fn check<'a>(
+            &'a self,
+            parts: &'a mut axum::http::request::Parts,
+            route: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<Principal>, Response>> {
+            Box::pin(async move {
+                match parts.headers.get("x-test").and_then(|v| v.to_str().ok()) {
+                    None => Ok(None),
+                    Some("ok") => {
+                        parts.extensions.insert(format!("checked {route}"));
+                        Ok(Some(Principal {
+                            name: "platform".into(),
+                            scheme: Scheme::Api("test"),
+                            grant: Grant::Scopes(vec!["a".into()]),
+                        }))
+                    }
+                    Some(_) => {
+                        Err((StatusCode::IM_A_TEAPOT, "refused by the scheme").into_response())
+                    }
+                }
+            })
+        }
+    }
+
+    fn app() -> Router {
+        let registry = Registry::new();
+        let mut credentials = Credentials::default();
+        credentials.add_token("admin", Role::Admin, "admin-token");
+        credentials.add_token("viewer", Role::Viewer, "viewer-token");
+        let guard = Guard::new(
+            Auth::new(credentials, None, false),
+            Limits::parse("off").unwrap(),
+            None,
+            &registry,
+        )
+        .unwrap();
+        let rules = vec![Rule::new(
+            Method::GET,
+            "/admin",
+            Access::new(Need::Admin, "x", "get"),
+        )];
+        let api = Api {
+            name: "test",
+            metrics: RequestMetrics::register(&registry).unwrap(),
+            timeout: std::time::Duration::from_secs(5),
+            envelope: |status, message| (status, format!("envelope: {message}")).into_response(),
+            guard: Some((guard, rules.into())),
+        };
+        let routes =
+            Router::new().route(
+                "/admin",
+                get(
+                    |principal: axum::Extension<Principal>,
+                     note: Option<axum::Extension<String>>| async move {
+                        format!(
+                            "{} {}",
+                            principal.name,
+                            note.map(|n| n.0).unwrap_or_default()
+                        )
+                    },
+                ),
+            );
+        api.wrap(routes)
+            .layer(axum::Extension(ApiScheme(Arc::new(TestScheme))))
+    }
+
+    async fn call(headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut request = Request::get("/admin");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = app()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_apis_own_scheme_is_asked_first_and_its_verdict_stands() {
+        // Claimed and allowed: the role check is the scheme's, the handler sees its principal.
+        assert_eq!(
+            call(&[("x-test", "ok")]).await,
+            (StatusCode::OK, "platform checked /admin".into())
+        );
+        // Claimed and refused: the scheme's own answer, as it made it.
+        assert_eq!(
+            call(&[("x-test", "no"), ("authorization", "Bearer admin-token")]).await,
+            (StatusCode::IM_A_TEAPOT, "refused by the scheme".into())
+        );
+        // Not claimed: the binary's schemes and roles, as before.
+        assert_eq!(
+            call(&[("authorization", "Bearer admin-token")]).await,
+            (StatusCode::OK, "admin ".into())
+        );
+        assert_eq!(
+            call(&[("authorization", "Bearer viewer-token")]).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(call(&[]).await.0, StatusCode::UNAUTHORIZED);
+    }
 }

@@ -155,6 +155,11 @@ async fn track(State(api): State<Api>, request: Request, next: Next) -> Response
     let (request, rate, _place) = match (&api.guard, route != UNMATCHED) {
         (Some((guard, rules)), true) => match guard.check(api.name, rules, &route, request).await {
             Verdict::Pass(request, rate, place) => (*request, rate, place),
+            Verdict::Answer(response) => {
+                api.metrics
+                    .observe(api.name, &route, method, response.status(), start.elapsed());
+                return response;
+            }
             Verdict::Refuse(status, message, headers) => {
                 let mut response = (api.envelope)(status, &message);
                 response.headers_mut().extend(headers);

@@ -179,6 +179,8 @@ pub fn decide_status(
                 error: r.error.clone(),
             })
             .collect(),
+        // The caller sets it from the spec (this decision does not read the spec).
+        ops_api: previous.and_then(|p| p.ops_api.clone()),
     }
 }
 
@@ -224,6 +226,7 @@ pub fn service_not_found_status(
             ),
         ],
         instances: Vec::new(),
+        ops_api: previous.and_then(|p| p.ops_api.clone()),
     }
 }
 
@@ -346,6 +349,7 @@ pub async fn check_round(
     }
     let now = Timestamp::now();
     let mut status = decide_status(previous, generation, &results, now);
+    status.ops_api = spec.ops_api();
     if sink == StatusSink::ApiServer && !status_needs_write(previous, &status, now) {
         tracing::debug!(
             available = results.iter().any(|r| r.healthy),
@@ -524,7 +528,8 @@ fn visible(status: &MonitoredServiceStatus) -> serde_json::Value {
         status.observed_generation,
         status.last_error,
         conditions,
-        instances
+        instances,
+        status.ops_api
     ])
 }
 
@@ -589,13 +594,14 @@ pub async fn reconcile(obj: Arc<MonitoredService>, ctx: Arc<Context>) -> Result<
                 .unwrap_or_default();
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
             if services.get_opt(&service_name).await?.is_none() {
-                let status = service_not_found_status(
+                let mut status = service_not_found_status(
                     obj.status.as_ref(),
                     obj.metadata.generation,
                     &namespace,
                     &service_name,
                     Timestamp::now(),
                 );
+                status.ops_api = obj.spec.ops_api();
                 write_status(&ctx, &obj, &namespace, &name, &status, Timestamp::now()).await?;
                 return Ok(next_slot());
             }

@@ -155,6 +155,9 @@ pub enum Scheme {
     Hmac,
     /// A token the Kubernetes API server accepted (TokenReview).
     Kubernetes,
+    /// A credential of one API's own scheme ([`crate::guard::ApiCredential`]), named by it
+    /// (`utilmeta`: the ops API's platform tokens).
+    Api(&'static str),
 }
 
 /// What the principal may do.
@@ -169,6 +172,9 @@ pub enum Grant {
         /// The uid TokenReview returned.
         uid: String,
     },
+    /// Scopes granted by one API's own scheme ([`crate::guard::ApiCredential`]), which checked
+    /// the request's permission itself; never grants anything elsewhere.
+    Scopes(Vec<String>),
 }
 
 /// An authenticated caller: what the oplog and the audit log record as `u`. Never holds the
@@ -378,7 +384,7 @@ impl Auth {
         };
         match &principal.grant {
             Grant::Role(role) if role.grants(access.need) => Ok(()),
-            Grant::Role(_) => Err(forbidden()),
+            Grant::Role(_) | Grant::Scopes(_) => Err(forbidden()),
             Grant::Kubernetes { .. } => {
                 if access.need == Need::Public {
                     return Ok(());

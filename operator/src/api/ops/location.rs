@@ -110,12 +110,18 @@ impl Location {
     /// base_url's path, the ops API's own paths left out. Returns the paths dropped for lying
     /// outside base_url.
     pub fn rebase(&self, document: &mut Value) -> Vec<String> {
+        self.rebase_with(document, false)
+    }
+
+    /// [`Location::rebase`], keeping the ops API's own paths when `keep_ops` (opsplane's own
+    /// `/openapi.json` describes every API, the ops API included).
+    pub fn rebase_with(&self, document: &mut Value, keep_ops: bool) -> Vec<String> {
         let base = self.base_path();
         let mut dropped = Vec::new();
         if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
             let old = std::mem::take(paths);
             for (path, item) in old {
-                if self.is_ops(&path) {
+                if !keep_ops && self.is_ops(&path) {
                     continue;
                 }
                 let rebased = if base.is_empty() {

@@ -6,60 +6,240 @@
 //!   `GET /ops/openapi` (UtilMeta serves it unwrapped too).
 //! - The ops envelope is UtilMeta's `{result, msg, state, count}` ([`envelope`]).
 
+//! - The ops envelope is UtilMeta's `{result, msg, state, count}` ([`envelope`], [`answer`]).
+//! - `GET <ops_api>/` ([`info`]) is open, as UtilMeta's is; CORS preflights of every ops route
+//!   are answered without auth ([`cors`], UtilMeta's `@api.CORS`).
+//! - Authentication: opsplane's own credentials (each route's role in [`rules`], checked by
+//!   the guard) or the platform's ([`platform`]: signed tokens, the local node), whose scopes
+//!   each route names in the same table ([`ROUTES`]).
+//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`]; the four
+//!   platform concepts as views: [`views`].
+
+pub mod credential;
+pub mod data;
 pub mod location;
+pub mod logs;
 pub mod openapi;
+pub mod platform;
 pub mod schemas;
+pub mod servers;
+pub mod tokens;
+pub mod views;
 
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use opsplane_serve::auth::{Access, Need};
 use opsplane_serve::guard::Rule;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::AppState;
 
-/// UtilMeta's `WrappedResponse` for an error: `result: null`, `msg` the message (UtilMeta
-/// prefixes its exception class: `Unauthorized: ...`), `state: 0`.
-pub fn envelope(status: StatusCode, message: &str) -> Response {
-    let class = match status {
+/// The ops spec version UtilMeta 2.8.1 announces (`utilmeta.ops.__spec_version__`).
+pub const SPEC_VERSION: &str = "0.4.0";
+
+/// UtilMeta's class name of an error status, the prefix of its `msg`.
+fn class_of(status: StatusCode) -> &'static str {
+    match status {
         StatusCode::BAD_REQUEST => "BadRequest",
         StatusCode::UNAUTHORIZED => "Unauthorized",
         StatusCode::FORBIDDEN => "PermissionDenied",
         StatusCode::NOT_FOUND => "NotFound",
         StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
         StatusCode::CONFLICT => "Conflict",
+        StatusCode::UNPROCESSABLE_ENTITY => "UnprocessableEntity",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
         StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
         _ => "ServerError",
-    };
+    }
+}
+
+/// UtilMeta's `WrappedResponse` for an error: `result: null`, `msg` the message (UtilMeta
+/// prefixes its exception class: `Unauthorized: ...`), `state: 0`.
+pub fn envelope(status: StatusCode, message: &str) -> Response {
+    envelope_with_state(status, message, json!(0))
+}
+
+/// An error envelope with a `state` code (`token_expired`, `node_required`, ...).
+pub fn envelope_with_state(status: StatusCode, message: &str, state: Value) -> Response {
+    let class = class_of(status);
     (
         status,
-        Json(json!({"result": null, "msg": format!("{class}: {message}"), "state": 0, "count": 0})),
+        Json(json!({"result": null, "msg": format!("{class}: {message}"), "state": state, "count": 0})),
     )
         .into_response()
 }
+
+/// A success: 200 `{result, msg: "", state: 1, count}` (`count` the total of a paged list).
+pub fn answer<T: Serialize>(result: T, count: u64) -> Response {
+    Json(json!({"result": result, "msg": "", "state": 1, "count": count})).into_response()
+}
+
+/// Why an ops handler fails, rendered in the ops envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// A parameter or body is invalid: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing with this id: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller is not one the route serves (a local node asking for tokens): 404 with a
+    /// state code.
+    #[error("{message}")]
+    Coded {
+        /// The status.
+        status: StatusCode,
+        /// The state code.
+        state: &'static str,
+        /// The message.
+        message: String,
+    },
+    /// The store failed: 503, the request may be resent.
+    #[error("the store failed: {0}")]
+    Store(#[from] opsplane_store::StoreError),
+    /// Reading the resources failed (the Kubernetes API).
+    #[error("{0}")]
+    Resources(#[from] super::ApiError),
+}
+
+impl IntoResponse for OpsError {
+    fn into_response(self) -> Response {
+        let (status, state) = match &self {
+            OpsError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!(0)),
+            OpsError::NotFound(_) => (StatusCode::NOT_FOUND, json!(0)),
+            OpsError::Coded { status, state, .. } => (*status, json!(state)),
+            OpsError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, json!(0)),
+            OpsError::Resources(e) => (e.status(), json!(0)),
+        };
+        let mut response = envelope_with_state(status, &self.to_string(), state);
+        if status.is_server_error() {
+            opsplane_serve::observe::Failure::attach(&mut response, &self);
+        }
+        response
+    }
+}
+
+/// What the ops API presents to the platform besides its place: the service name of `GET /`,
+/// the supervisor whose tokens it accepts, whether the local-node rule is on.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// The service name (`GET /`'s `service`).
+    pub service: String,
+    /// The supervisor (`--ops-supervisor-key`, `--ops-node-id`, `--ops-supervisor-url`).
+    pub supervisor: Option<platform::Supervisor>,
+    /// `--ops-local` and ops_api on localhost: no token from 127.0.0.1 gets every scope.
+    pub local: bool,
+    /// The metric store, as `/servers/databases` and `/servers/caches` list it.
+    pub store: servers::StoreInfo,
+}
+
+/// One ops route: method, path below the mount, what opsplane's own credentials need, the
+/// UtilMeta scope a platform token needs (`None`: any platform caller).
+#[derive(Debug, Clone)]
+pub struct OpsRoute {
+    /// The method.
+    pub method: Method,
+    /// The route template with the mount (`/ops/servers`).
+    pub route: &'static str,
+    /// opsplane's role check.
+    pub need: Need,
+    /// UtilMeta's scope.
+    pub scope: Option<&'static str>,
+}
+
+/// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
+/// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 18] = [
+    (Method::GET, "", Need::Public, None),
+    (Method::GET, "/openapi", Need::Read, Some("api.view")),
+    (Method::GET, "/servers", Need::Read, Some("metrics.view")),
+    (
+        Method::GET,
+        "/servers/instances",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/databases",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/caches",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (Method::GET, "/logs/service", Need::Read, Some("log.view")),
+    (Method::GET, "/logs", Need::Read, Some("log.view")),
+    (Method::GET, "/logs/realtime", Need::Read, Some("log.view")),
+    (Method::GET, "/token", Need::Read, Some("token.view")),
+    (Method::GET, "/token/scope", Need::Read, None),
+    (
+        Method::POST,
+        "/token/revoke",
+        Need::Admin,
+        Some("token.revoke"),
+    ),
+    (Method::GET, "/data/tables", Need::Read, Some("data.view")),
+    (Method::POST, "/data/query", Need::Read, Some("data.query")),
+    (Method::GET, "/services", Need::Read, Some("metrics.view")),
+    (
+        Method::GET,
+        "/environments",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (Method::GET, "/nodes", Need::Read, Some("metrics.view")),
+    (Method::GET, "/instances", Need::Read, Some("metrics.view")),
+];
 
 /// The ops API's place and the document it serves, settled at start.
 #[derive(Clone)]
 pub struct Ops {
     /// base_url, ops_api and the mount path.
     pub location: Arc<location::Location>,
-    /// The served document: re-based to base_url, the ops API left out.
+    /// Service name, supervisor, local-node rule.
+    pub platform: Arc<Platform>,
+    /// opsplane's document (`/openapi.json`): every API, re-based to base_url.
     document: Arc<str>,
-    /// The mount path, for the route tables (made once per process).
-    mount: &'static str,
+    /// The platform's (`<ops_api>/openapi`): the same without the ops API, as UtilMeta's.
+    platform_document: Arc<str>,
+    /// The routes with their mount (made once per process).
+    routes: Arc<[OpsRoute]>,
 }
 
 impl Ops {
     /// Builds the served document for `location`, and says once which APIs the platform
-    /// cannot reach because they lie outside base_url.
+    /// cannot reach because they lie outside base_url. No supervisor, no local-node rule,
+    /// service `opsplane` until [`Ops::with_platform`].
     pub fn new(location: location::Location) -> Ops {
         let mut document = openapi::document();
-        let dropped = location.rebase(&mut document);
+        // The ops paths are documented at the default mount; move them to the real one.
+        if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+            let old = std::mem::take(paths);
+            for (path, item) in old {
+                let moved = match path.strip_prefix("/ops") {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                        format!("{}{rest}", location.mount)
+                    }
+                    _ => path,
+                };
+                paths.insert(moved, item);
+            }
+        }
+        let mut platform_document = document.clone();
+        location.rebase(&mut platform_document);
+        let dropped = location.rebase_with(&mut document, true);
         if !dropped.is_empty() {
             tracing::warn!(
                 base_url = %location.base_url,
@@ -68,27 +248,177 @@ impl Ops {
             );
         }
         tracing::info!(ops_api = %location.ops_api, "ops API (seed 000) loaded");
-        let mount: &'static str = Box::leak(location.mount.clone().into_boxed_str());
+        let mut routes = vec![OpsRoute {
+            method: Method::GET,
+            route: "/openapi.json",
+            need: Need::Read,
+            scope: Some("api.view"),
+        }];
+        for (method, below, need, scope) in ROUTES {
+            routes.push(OpsRoute {
+                method,
+                route: Box::leak(format!("{}{below}", location.mount).into_boxed_str()),
+                need,
+                scope,
+            });
+        }
         Ops {
             location: Arc::new(location),
+            platform: Arc::new(Platform {
+                service: "opsplane".into(),
+                supervisor: None,
+                local: false,
+                store: servers::StoreInfo::Embedded,
+            }),
             document: document.to_string().into(),
-            mount,
+            platform_document: platform_document.to_string().into(),
+            routes: routes.into(),
         }
     }
 
-    /// Route templates under the mount (`/ops/openapi`), made once.
+    /// The same with the platform's side configured; the local-node rule applies only when
+    /// ops_api is on localhost (UtilMeta's `is_local`), which is warned about otherwise.
+    pub fn with_platform(
+        mut self,
+        service: &str,
+        supervisor: Option<platform::Supervisor>,
+        local: bool,
+    ) -> Ops {
+        let on_localhost = platform::is_localhost(&self.location.ops_api);
+        if local && !on_localhost {
+            tracing::warn!(ops_api = %self.location.ops_api, "--ops-local has no effect: ops_api is not on 127.0.0.1 or localhost");
+        }
+        self.platform = Arc::new(Platform {
+            service: service.to_owned(),
+            supervisor,
+            local: local && on_localhost,
+            store: self.platform.store.clone(),
+        });
+        self
+    }
+
+    /// The same with the metric store named (`--redis-url`, or the embedded store).
+    pub fn with_store(mut self, store: servers::StoreInfo) -> Ops {
+        let mut platform = Platform::clone(&self.platform);
+        platform.store = store;
+        self.platform = Arc::new(platform);
+        self
+    }
+
+    /// The route template of `below` the mount (`/servers` → `/ops/servers`).
     fn route(&self, below: &str) -> &'static str {
-        Box::leak(format!("{}{below}", self.mount).into_boxed_str())
+        let full = format!("{}{below}", self.location.mount);
+        self.routes
+            .iter()
+            .find(|r| r.route == full)
+            .map(|r| r.route)
+            .unwrap_or("/unrouted")
+    }
+
+    /// The UtilMeta scope `method` on `route` needs (HEAD: GET's); `Err` when no such route.
+    pub fn scope_of(&self, method: &Method, route: &str) -> Result<Option<&'static str>, ()> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.routes
+            .iter()
+            .find(|r| r.route == route && r.method == method)
+            .map(|r| r.scope)
+            .ok_or(())
+    }
+
+    /// The methods of `route`, as CORS and `Allow` list them.
+    fn methods_of(&self, route: &str) -> String {
+        let methods: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.route == route)
+            .map(|r| r.method.as_str())
+            .collect();
+        methods.join(",")
     }
 }
 
-/// The permission of every ops route under `mount` (`/ops` by default): the document is a
-/// read.
+/// The permission of every ops route (opsplane's own credentials; platform callers are
+/// checked against [`OpsRoute::scope`] by [`credential`]).
 pub fn rules(ops: &Ops) -> Vec<Rule> {
-    ["/openapi.json", ops.route("/openapi")]
-        .into_iter()
-        .map(|route| Rule::new(Method::GET, route, Access::new(Need::Read, "ops", "get")))
+    ops.routes
+        .iter()
+        .map(|r| {
+            let verb = if r.method == Method::GET {
+                "get"
+            } else {
+                "create"
+            };
+            Rule::new(r.method.clone(), r.route, Access::new(r.need, "ops", verb))
+        })
         .collect()
+}
+
+/// The headers UtilMeta's CORS plugin allows.
+pub const CORS_ALLOW_HEADERS: &str = "authorization,cache-control,x-utilmeta-node-id,x-node-id,x-utilmeta-connection-key,content-type,content-length,accept,origin,user-agent";
+
+/// CORS as UtilMeta's `@api.CORS` answers it: `OPTIONS` on an ops route is 200 with no body
+/// and no auth (a preflight gets the route's methods and the allowed headers); every answer to
+/// a request with `Origin` echoes it with credentials allowed.
+pub async fn cors(State(ops): State<Ops>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let methods =
+        HeaderValue::from_str(&ops.methods_of(&route)).unwrap_or(HeaderValue::from_static(""));
+    let mut response = if request.method() == Method::OPTIONS {
+        let mut r = StatusCode::OK.into_response();
+        r.headers_mut().insert(header::ALLOW, methods.clone());
+        if origin.is_some() {
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(CORS_ALLOW_HEADERS),
+            );
+        }
+        r
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = origin {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("21600"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}
+
+/// `GET <ops_api>/`: what the platform probes first (UtilMeta's `OperationsAPI.get`), open.
+#[utoipa::path(get, path = "/ops", tag = "ops",
+    responses((status = 200, description = "the ops spec version, the service name, the time (epoch ms) and what a caller needs (`[\"authorization\"]`, or `[]` for a local node)", body = schemas::InfoAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)),
+    security(()))]
+pub async fn info(State(state): State<AppState>) -> Response {
+    let platform = &state.ops.platform;
+    let requires: Vec<&str> = if platform.local {
+        Vec::new()
+    } else {
+        vec!["authorization"]
+    };
+    let timestamp = jiff::Timestamp::now().as_millisecond();
+    answer(
+        json!({"utilmeta": SPEC_VERSION, "service": platform.service, "timestamp": timestamp, "requires": requires}),
+        0,
+    )
 }
 
 /// The ops API answers with and without a trailing slash (UtilMeta's routes do): one slash at
@@ -99,7 +429,7 @@ pub async fn trailing_slash(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
-    if path.len() > mount.len() + 1
+    if path.len() > mount.len()
         && path.starts_with(mount)
         && path.as_bytes().get(mount.len()) == Some(&b'/')
         && path.ends_with('/')
@@ -121,29 +451,56 @@ pub async fn trailing_slash(
     responses((status = 200, description = "the OpenAPI 3.1 document of every API", body = Object),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
 pub async fn openapi_json(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    document_response(&state.ops)
+    document_response(&state.ops.document)
 }
 
-/// The same document where UtilMeta's platform reads it (`<ops_api>/openapi`, scope `api.view`).
+/// The document where UtilMeta's platform reads it (`<ops_api>/openapi`, scope `api.view`):
+/// the ops API itself left out, as UtilMeta leaves its `OperationsAPI` out.
 #[utoipa::path(get, path = "/ops/openapi", tag = "ops",
-    responses((status = 200, description = "the OpenAPI 3.1 document of every API", body = Object),
+    responses((status = 200, description = "the OpenAPI 3.1 document of every API but the ops API", body = Object),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
 pub async fn ops_openapi(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    document_response(&state.ops)
+    document_response(&state.ops.platform_document)
 }
 
-fn document_response(ops: &Ops) -> Response {
+fn document_response(document: &str) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        ops.document.to_string(),
+        document.to_owned(),
     )
         .into_response()
 }
 
-/// The ops router: `/openapi.json` and `<mount>/...`, in UtilMeta's envelope.
+/// The ops router: `/openapi.json` and `<mount>/...`, in UtilMeta's envelope, with CORS and
+/// the platform's credentials ([`credential::OpsCredential`]) in front of the guard.
 pub fn router(state: &AppState) -> Router<AppState> {
+    let ops = &state.ops;
     let routes = Router::new()
         .route("/openapi.json", get(openapi_json))
-        .route(state.ops.route("/openapi"), get(ops_openapi));
-    state.api("ops", envelope, rules(&state.ops)).wrap(routes)
+        .route(ops.route(""), get(info))
+        .route(ops.route("/openapi"), get(ops_openapi))
+        .route(ops.route("/servers"), get(servers::list))
+        .route(ops.route("/servers/instances"), get(servers::instances))
+        .route(ops.route("/servers/databases"), get(servers::databases))
+        .route(ops.route("/servers/caches"), get(servers::caches))
+        .route(ops.route("/logs/service"), get(logs::service))
+        .route(ops.route("/logs"), get(logs::one))
+        .route(ops.route("/logs/realtime"), get(logs::realtime))
+        .route(ops.route("/token"), get(tokens::list))
+        .route(ops.route("/token/scope"), get(tokens::scope))
+        .route(ops.route("/token/revoke"), post(tokens::revoke))
+        .route(ops.route("/data/tables"), get(data::tables))
+        .route(ops.route("/data/query"), post(data::query))
+        .route(ops.route("/services"), get(views::services))
+        .route(ops.route("/environments"), get(views::environments))
+        .route(ops.route("/nodes"), get(views::nodes))
+        .route(ops.route("/instances"), get(views::instances));
+    let scheme = credential::OpsCredential::new(ops.clone(), state.recorder.store().clone());
+    state
+        .api("ops", envelope, rules(ops))
+        .wrap(routes)
+        .layer(axum::Extension(opsplane_serve::guard::ApiScheme(Arc::new(
+            scheme,
+        ))))
+        .layer(axum::middleware::from_fn_with_state(ops.clone(), cors))
 }

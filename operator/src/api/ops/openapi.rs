@@ -54,7 +54,13 @@ use crate::api;
         api::monitoring::notifications::remove,
         api::monitoring::ingest,
         api::maintain::clean, api::maintain::batch_clean, api::maintain::heartbeat,
-        super::openapi_json, super::ops_openapi,
+        super::openapi_json, super::info, super::ops_openapi,
+        super::servers::list, super::servers::instances, super::servers::databases,
+        super::servers::caches, super::logs::service, super::logs::one, super::logs::realtime,
+        super::tokens::list, super::tokens::scope, super::tokens::revoke,
+        super::data::tables, super::data::query,
+        super::views::services, super::views::environments, super::views::nodes,
+        super::views::instances,
         api::console::root, api::console::bare, api::console::index, api::console::file,
     )
 )]

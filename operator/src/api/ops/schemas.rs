@@ -362,13 +362,378 @@ pub struct HeartbeatQuery {
 #[schema(as = ops::Envelope)]
 pub struct OpsEnvelope {
     /// The payload; `null` on errors.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     result: Option<Value>,
     /// Empty on success; `<Class>: <message>` on errors.
     msg: String,
-    /// 1 on success, 0 (or a code string) on errors.
-    #[schema(value_type = Object)]
+    /// 1 on success, 0 or a code string (`token_expired`, `node_required`,
+    /// `supervisor_not_found`) on errors.
+    #[schema(value_type = Value)]
     state: Value,
     /// The total of a paged list, else 0.
     count: u64,
+}
+
+/// A success envelope whose `result` is `$result` (one per ops endpoint, [`super::answer`]).
+macro_rules! answer_schema {
+    ($name:ident, $result:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(ToSchema)]
+        #[schema(as = ops::$name)]
+        pub struct $name {
+            /// The payload.
+            result: $result,
+            /// Empty.
+            msg: String,
+            /// 1.
+            state: i64,
+            /// The total of a paged list, else 0.
+            count: u64,
+        }
+    };
+}
+
+/// `GET <ops_api>/`: what the platform probes first.
+#[derive(ToSchema)]
+#[schema(as = ops::Info)]
+pub struct OpsInfo {
+    /// The ops spec version (`0.4.0`, UtilMeta 2.8.1's).
+    utilmeta: String,
+    /// The service name.
+    service: String,
+    /// Now, epoch milliseconds.
+    timestamp: i64,
+    /// What a caller needs: `["authorization"]`, or `[]` for a local node.
+    requires: Vec<String>,
+}
+
+/// A platform token as recorded (UtilMeta's `AccessToken`).
+#[derive(ToSchema)]
+#[schema(as = ops::Token)]
+pub struct OpsToken {
+    /// The record's id (the `jti`).
+    id: String,
+    /// The supervisor's base URL (null for a revocation of an unseen token).
+    issuer_id: Option<String>,
+    /// `jti`.
+    token_id: String,
+    /// `iat`, ISO-8601.
+    issued_at: Option<String>,
+    /// `sub`.
+    subject: Option<String>,
+    /// `exp`, ISO-8601.
+    expiry_time: Option<String>,
+    /// Last use, ISO-8601.
+    last_activity: Option<String>,
+    /// Uses so far.
+    used_times: u64,
+    /// The client address of the last use.
+    ip: Option<String>,
+    /// Its scopes.
+    scope: Vec<String>,
+    /// Whether it is revoked.
+    revoked: bool,
+}
+
+/// A server (an opsplane node) in UtilMeta's keys, with the node-daemon's last measurements.
+#[derive(ToSchema)]
+#[schema(as = ops::Server)]
+pub struct OpsServer {
+    /// The node's name.
+    id: String,
+    /// The node's name (UtilMeta: the MAC address).
+    ident: String,
+    /// `server/<name>`.
+    route: String,
+    /// The service name.
+    service: String,
+    /// The platform's node id, when a supervisor is configured.
+    node_id: Option<String>,
+    /// ISO-8601.
+    created_time: String,
+    /// ISO-8601: the last report, else the creation.
+    updated_time: String,
+    /// Always false.
+    deprecated: bool,
+    /// The node's address.
+    ip: Option<String>,
+    /// CPUs.
+    cpu_num: Option<u64>,
+    /// Memory, bytes.
+    memory_total: Option<u64>,
+    /// Disks, bytes.
+    disk_total: Option<u64>,
+    /// The operating system.
+    system: String,
+    /// The node's name.
+    hostname: String,
+    /// `{platform, version, release, machine, processor, bits}`.
+    #[schema(value_type = Object)]
+    platform: Value,
+    /// The last measurements (`time`, `cpu_percent`, `memory_percent`, `disk_percent`,
+    /// `used_memory`, `uptime`), null before the first report.
+    #[schema(value_type = Value)]
+    metrics: Value,
+}
+
+/// A log row of `GET /logs/service`.
+#[derive(ToSchema)]
+#[schema(as = ops::Log)]
+pub struct OpsLog {
+    /// The exception record's id.
+    id: u64,
+    /// The service.
+    service: String,
+    /// The platform's node id.
+    node_id: Option<String>,
+    /// `INFO`, `WARN` or `ERROR`.
+    level: String,
+    /// Epoch seconds.
+    time: f64,
+    /// Milliseconds.
+    #[schema(value_type = Value)]
+    duration: Value,
+    /// The client.
+    #[schema(value_type = Value)]
+    ip: Value,
+    /// Lower case.
+    method: Option<String>,
+    /// The response status.
+    status: Option<u64>,
+    /// The path.
+    path: String,
+}
+
+/// The realtime figures.
+#[derive(ToSchema)]
+#[schema(as = ops::Realtime)]
+pub struct OpsRealtime {
+    /// Per minute: `min` (requests), `uv`, `ip` (distinct addresses).
+    #[schema(value_type = Object)]
+    time_dist: Value,
+    /// Mean response time, ms.
+    avg_time: f64,
+    /// Requests.
+    requests: u64,
+    /// Errors.
+    errors: u64,
+    /// Distinct users (not tracked: 0).
+    uv: u64,
+    /// Distinct client addresses.
+    ip: u64,
+}
+
+/// A table of `GET /data/tables`.
+#[derive(ToSchema)]
+#[schema(as = ops::Table)]
+pub struct OpsTable {
+    /// `services`, `tasks`, `nodes`, `exceptions`.
+    model_name: String,
+    /// `opsplane`.
+    model_backend: String,
+    /// The resource's name.
+    name: String,
+    /// What `?model=` takes (`opsplane.services`).
+    r#ref: String,
+    /// The same.
+    ident: String,
+    /// `{<field>: {schema, category, readonly, primary_key?}}`.
+    #[schema(value_type = Object)]
+    fields: Value,
+    /// What it holds.
+    description: String,
+}
+
+/// UtilMeta's query body of `POST /data/query`.
+#[derive(ToSchema)]
+#[schema(as = ops::DataQuery)]
+pub struct DataQueryBody {
+    /// `{<field path>[__<lookup>]: value}`: lookups `exact`, `iexact`, `contains`, `icontains`,
+    /// `startswith`, `in`, `gt`, `gte`, `lt`, `lte`, `isnull`; `pk` is the primary key.
+    #[schema(value_type = Option<Object>)]
+    query: Option<Value>,
+    /// Field paths, `-` first for descending.
+    orders: Option<Vec<String>>,
+    /// Rows per page, 1..100 (default 10).
+    #[schema(minimum = 1, maximum = 100)]
+    rows: Option<u64>,
+    /// The page, from 1.
+    #[schema(minimum = 1)]
+    page: Option<u64>,
+    /// The field paths to return (default: all).
+    fields: Option<Vec<String>>,
+    /// Longest string returned.
+    max_length: Option<u64>,
+}
+
+answer_schema!(InfoAnswer, OpsInfo, "`GET <ops_api>/`, enveloped.");
+answer_schema!(ScopesAnswer, Vec<String>, "The caller's scopes, enveloped.");
+answer_schema!(
+    TokensAnswer,
+    Vec<OpsToken>,
+    "The recorded tokens, enveloped."
+);
+answer_schema!(CountAnswer, u64, "A count, enveloped.");
+answer_schema!(ServersAnswer, Vec<OpsServer>, "The servers, enveloped.");
+answer_schema!(
+    LogsAnswer,
+    Vec<OpsLog>,
+    "A page of logs, enveloped (`count`: the total)."
+);
+answer_schema!(
+    LogAnswer,
+    OpsLog,
+    "One whole log (the row and `trace`, `messages`, `user_agent`, `full_url`, ...), enveloped."
+);
+answer_schema!(
+    RealtimeAnswer,
+    OpsRealtime,
+    "The realtime figures, enveloped."
+);
+answer_schema!(TablesAnswer, Vec<OpsTable>, "The tables, enveloped.");
+/// A page of rows, enveloped (`count`: the total).
+#[derive(ToSchema)]
+#[schema(as = ops::RowsAnswer)]
+pub struct RowsAnswer {
+    /// The rows: `pk` and the fields, secrets masked.
+    #[schema(value_type = Vec<Object>)]
+    result: Vec<Value>,
+    /// Empty.
+    msg: String,
+    /// 1.
+    state: i64,
+    /// How many rows match.
+    count: u64,
+}
+
+/// `GET /token` filters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    /// The record id.
+    id: Option<String>,
+    /// The `jti`.
+    token_id: Option<String>,
+    /// `sub`.
+    subject: Option<String>,
+    /// The last client address.
+    ip: Option<String>,
+    /// Only revoked (`true`) or only valid (`false`) tokens.
+    revoked: Option<bool>,
+}
+
+/// `GET /logs/service` filters (UtilMeta's `LogQuery`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Rows per page, 1..100 (default 20); alias `limit`.
+    #[param(minimum = 1, maximum = 100)]
+    rows: Option<u64>,
+    /// The page, from 1.
+    #[param(minimum = 1)]
+    page: Option<u64>,
+    /// Rows to skip (instead of `page`).
+    offset: Option<u64>,
+    /// The method, any case.
+    method: Option<String>,
+    /// `INFO`, `WARN`, `ERROR`, any case.
+    level: Option<String>,
+    /// The client address.
+    ip: Option<String>,
+    /// The status.
+    status: Option<u64>,
+    /// Status at least.
+    status_gte: Option<u64>,
+    /// Status at most.
+    status_lte: Option<u64>,
+    /// Part of the endpoint or path, any case.
+    endpoint_like: Option<String>,
+    /// Time at least, epoch seconds.
+    time_gte: Option<f64>,
+    /// Time at most, epoch seconds.
+    time_lte: Option<f64>,
+    /// `time`, `duration`, `length`, `in_traffic`, `out_traffic`; `-` first for descending
+    /// (default `-time`).
+    #[param(pattern = "^-?(time|duration|length|in_traffic|out_traffic)$")]
+    order: Option<String>,
+    /// UtilMeta's platform-requests switch; opsplane records no platform requests.
+    admin: Option<bool>,
+}
+
+/// `GET /logs?id=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// The log's id.
+    id: u64,
+}
+
+/// `GET /logs/realtime`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RealtimeQuery {
+    /// Seconds back from now, 1..7200 (default 3600).
+    #[param(minimum = 1, maximum = 7200)]
+    within: Option<u64>,
+}
+
+/// `?model=` of the data routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModelQuery {
+    /// The table's `ref` from `/data/tables`.
+    model: String,
+}
+
+/// A list of one of the concept views, enveloped (`count`: how many).
+#[derive(ToSchema)]
+#[schema(as = ops::ViewAnswer)]
+pub struct ViewAnswer {
+    /// The items: `id`, the concept's own keys, and `links` to the other views.
+    #[schema(value_type = Vec<Object>)]
+    result: Vec<Value>,
+    /// Empty.
+    msg: String,
+    /// 1.
+    state: i64,
+    /// How many items.
+    count: u64,
+}
+
+/// `GET /services` filters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServicesQuery {
+    /// `<type>/<name>`.
+    id: Option<String>,
+    /// `spec.type`.
+    r#type: Option<String>,
+    /// `metadata.name`.
+    name: Option<String>,
+    /// Only Services deployed in this environment.
+    environment: Option<String>,
+    /// Only Services with an instance on this node.
+    node: Option<String>,
+}
+
+/// The `id` filter of a view.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IdQuery {
+    /// The item's id.
+    id: Option<String>,
+}
+
+/// `GET /instances` filters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstancesQuery {
+    /// The Service, `<type>/<name>`.
+    service: Option<String>,
+    /// The environment.
+    environment: Option<String>,
+    /// The node.
+    node: Option<String>,
+    /// The MonitoredService, `<namespace>/<name>`.
+    monitored_service: Option<String>,
 }

@@ -58,7 +58,7 @@ fn item_links(mut doc: Value, resource: &str, title: &str) -> Value {
     doc
 }
 
-async fn node_items(state: &AppState) -> Result<Vec<Value>, ApiError> {
+pub(crate) async fn node_items(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let nodes = state.resources.nodes().await?;
     let hosts: HashMap<String, Value> = state
         .recorder

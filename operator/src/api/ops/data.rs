@@ -1,0 +1,447 @@
+//! `GET <ops_api>/data/tables` and `POST <ops_api>/data/query?model=<ref>` (seed 000;
+//! UtilMeta's `DataAPI`, reference/utilmeta-ops.md §4). UtilMeta lists and queries a service's
+//! Django models; opsplane's tables are its own resources — `opsplane.services`
+//! (MonitoredServices), `opsplane.tasks` (NodeTasks), `opsplane.nodes`, `opsplane.exceptions` —
+//! read-only (UtilMeta's create/update/delete are not offered). A query is UtilMeta's body
+//! (`query` with Django-style lookups on dotted field paths, `orders`, `rows`, `page`,
+//! `fields`); values under a secret name (UtilMeta's list: `password`, `secret`, `token`
+//! parts, ...) are masked as `********`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{OpsError, answer, schemas};
+use crate::api::AppState;
+use crate::api::resources::objects::Kind;
+use crate::api::resources::views::node_items;
+
+/// What a masked value reads.
+pub const MASK: &str = "********";
+
+/// UtilMeta's default `secret_names`: a key whose lowercase name contains one is masked.
+pub const SECRET_NAMES: [&str; 10] = [
+    "password",
+    "secret",
+    "dsn",
+    "sessionid",
+    "pwd",
+    "passphrase",
+    "cookie",
+    "authorization",
+    "_token",
+    "_key",
+];
+
+/// Whether `key` names a secret.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_lowercase();
+    SECRET_NAMES.iter().any(|s| key.contains(s)) || key == "token"
+}
+
+/// `value` with every secret-named key's value masked, at any depth.
+pub fn mask(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret(k) && !v.is_null() {
+                    *v = json!(MASK);
+                } else {
+                    mask(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
+/// One of opsplane's tables.
+struct Table {
+    /// What `?model=` takes.
+    reference: &'static str,
+    /// The resource's name.
+    name: &'static str,
+    /// What it holds.
+    description: &'static str,
+    /// The primary key's field.
+    pk: &'static str,
+    /// The top-level fields and their JSON schema types.
+    fields: &'static [(&'static str, &'static str)],
+}
+
+/// The tables.
+const TABLES: [Table; 4] = [
+    Table {
+        reference: "opsplane.services",
+        name: "monitoredservices",
+        description: "MonitoredServices (seed 000's services; /api/v1/services)",
+        pk: "_id",
+        fields: &[
+            ("_id", "string"),
+            ("metadata", "object"),
+            ("spec", "object"),
+            ("status", "object"),
+        ],
+    },
+    Table {
+        reference: "opsplane.tasks",
+        name: "nodetasks",
+        description: "NodeTasks (/api/v1/tasks)",
+        pk: "_id",
+        fields: &[
+            ("_id", "string"),
+            ("metadata", "object"),
+            ("spec", "object"),
+            ("status", "object"),
+        ],
+    },
+    Table {
+        reference: "opsplane.nodes",
+        name: "nodes",
+        description: "nodes with their node-daemon's last report (/api/v1/nodes)",
+        pk: "_id",
+        fields: &[
+            ("_id", "string"),
+            ("metadata", "object"),
+            ("status", "object"),
+            ("report", "object"),
+        ],
+    },
+    Table {
+        reference: "opsplane.exceptions",
+        name: "exceptions",
+        description: "exceptions: failed checks and failed ingested requests (/api/v1/exceptions)",
+        pk: "id",
+        fields: &[
+            ("id", "integer"),
+            ("error_type", "string"),
+            ("error_message", "string"),
+            ("error_data", "string"),
+            ("service", "string"),
+            ("service_type", "string"),
+            ("created_ms", "integer"),
+            ("request", "object"),
+        ],
+    },
+];
+
+/// `GET <ops_api>/data/tables`: opsplane's resources as UtilMeta tables.
+#[utoipa::path(get, path = "/ops/data/tables", tag = "ops",
+    responses((status = 200, description = "the tables", body = schemas::TablesAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn tables(State(state): State<AppState>) -> Response {
+    let database = if state.resources.is_local() {
+        "standalone"
+    } else {
+        "kubernetes"
+    };
+    let tables: Vec<Value> = TABLES
+        .iter()
+        .map(|table| {
+            let (reference, pk) = (table.reference, table.pk);
+            let fields: Map<String, Value> = table
+                .fields
+                .iter()
+                .map(|(f, t)| {
+                    let mut field = json!({"schema": {"type": t}, "category": t, "readonly": true});
+                    if *f == pk {
+                        field["primary_key"] = json!(true);
+                        field["unique"] = json!(true);
+                    }
+                    (f.to_string(), field)
+                })
+                .collect();
+            let model = reference.trim_start_matches("opsplane.");
+            json!({
+                "model_name": model, "model_backend": "opsplane", "name": table.name, "ref": reference,
+                "ident": reference, "base": null, "database": database, "fields": fields,
+                "description": table.description, "deprecated": false, "tags": ["opsplane"],
+                "metadata": {"app_label": "opsplane"},
+            })
+        })
+        .collect();
+    answer(tables, 0)
+}
+
+/// UtilMeta's query body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// `{<field path>[__<lookup>]: value}`; lookups `exact`, `iexact`, `contains`,
+    /// `icontains`, `startswith`, `in`, `gt`, `gte`, `lt`, `lte`, `isnull`.
+    #[serde(default)]
+    pub query: Map<String, Value>,
+    /// Field paths, `-` first for descending; `pk` is the primary key.
+    #[serde(default)]
+    pub orders: Vec<String>,
+    /// Rows per page, 1..100 (default 10).
+    #[serde(default)]
+    pub rows: Option<u64>,
+    /// The page, from 1.
+    #[serde(default)]
+    pub page: Option<u64>,
+    /// The fields to return (default: all).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Longest string value returned (longer ones are cut).
+    #[serde(default)]
+    pub max_length: Option<u64>,
+}
+
+fn at<'v>(row: &'v Value, path: &str) -> &'v Value {
+    path.split('.').fold(row, |v, k| &v[k])
+}
+
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One lookup of `query`: whether `row` passes `key` = `expected`.
+fn passes(row: &Value, key: &str, expected: &Value, pk: &str) -> Result<bool, OpsError> {
+    let (path, lookup) = match key.rsplit_once("__") {
+        Some((p, l)) => (p, l),
+        None => (key, "exact"),
+    };
+    let path = if path == "pk" { pk } else { path };
+    if path.is_empty() {
+        return Err(OpsError::BadRequest(format!(
+            "Invalid query field: {key:?}"
+        )));
+    }
+    let v = at(row, path);
+    let text = || as_text(v);
+    Ok(match lookup {
+        "exact" => v == expected,
+        "iexact" => text().to_lowercase() == as_text(expected).to_lowercase(),
+        "contains" => text().contains(&as_text(expected)),
+        "icontains" => text()
+            .to_lowercase()
+            .contains(&as_text(expected).to_lowercase()),
+        "startswith" => text().starts_with(&as_text(expected)),
+        "in" => match expected {
+            Value::Array(items) => items.contains(v),
+            _ => return Err(OpsError::BadRequest(format!("{key}: 'in' needs a list"))),
+        },
+        "gt" => compare(v, expected).is_some_and(|o| o.is_gt()),
+        "gte" => compare(v, expected).is_some_and(|o| o.is_ge()),
+        "lt" => compare(v, expected).is_some_and(|o| o.is_lt()),
+        "lte" => compare(v, expected).is_some_and(|o| o.is_le()),
+        "isnull" => v.is_null() == (expected == &json!(true)),
+        other => {
+            return Err(OpsError::BadRequest(format!(
+                "Unsupported lookup {other:?} in {key:?}"
+            )));
+        }
+    })
+}
+
+/// Runs `body` over `rows` of a table whose primary key is `pk`: the page, and the total.
+pub fn run(
+    mut rows: Vec<Value>,
+    body: &QueryBody,
+    pk: &str,
+) -> Result<(Vec<Value>, u64), OpsError> {
+    let per_page = body.rows.unwrap_or(10);
+    if !(1..=100).contains(&per_page) {
+        return Err(OpsError::BadRequest("rows must be 1 to 100".into()));
+    }
+    let page = body.page.unwrap_or(1);
+    if page == 0 {
+        return Err(OpsError::BadRequest("page starts at 1".into()));
+    }
+    let mut kept = Vec::new();
+    for row in rows.drain(..) {
+        let mut ok = true;
+        for (key, expected) in &body.query {
+            if !passes(&row, key, expected, pk)? {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            kept.push(row);
+        }
+    }
+    let orders: Vec<(String, bool)> = body
+        .orders
+        .iter()
+        .map(|o| {
+            let (desc, f) = match o.strip_prefix('-') {
+                Some(f) => (true, f),
+                None => (false, o.as_str()),
+            };
+            (
+                if f == "pk" {
+                    pk.to_owned()
+                } else {
+                    f.to_owned()
+                },
+                desc,
+            )
+        })
+        .collect();
+    kept.sort_by(|a, b| {
+        for (f, desc) in &orders {
+            let o = compare(at(a, f), at(b, f)).unwrap_or(std::cmp::Ordering::Equal);
+            if o.is_ne() {
+                return if *desc { o.reverse() } else { o };
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    let total = kept.len() as u64;
+    let skip = (page - 1).saturating_mul(per_page);
+    let page: Vec<Value> = kept
+        .into_iter()
+        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        .take(per_page as usize)
+        .map(|row| {
+            let mut out = if body.fields.is_empty() {
+                row.clone()
+            } else {
+                let mut m = Map::new();
+                for f in &body.fields {
+                    m.insert(f.clone(), at(&row, f).clone());
+                }
+                Value::Object(m)
+            };
+            out["pk"] = at(&row, pk).clone();
+            mask(&mut out);
+            if let Some(max) = body.max_length {
+                cut(&mut out, max as usize);
+            }
+            out
+        })
+        .collect();
+    Ok((page, total))
+}
+
+fn cut(value: &mut Value, max: usize) {
+    match value {
+        Value::String(s) if s.chars().count() > max => *s = s.chars().take(max).collect(),
+        Value::Object(m) => m.values_mut().for_each(|v| cut(v, max)),
+        Value::Array(a) => a.iter_mut().for_each(|v| cut(v, max)),
+        _ => {}
+    }
+}
+
+async fn rows_of(state: &AppState, model: &str) -> Result<Vec<Value>, OpsError> {
+    Ok(match model {
+        "opsplane.services" => state
+            .resources
+            .items(Kind::Services)
+            .await
+            .map_err(crate::api::ApiError::from)?
+            .iter()
+            .map(|v| Value::clone(v))
+            .collect(),
+        "opsplane.tasks" => state
+            .resources
+            .items(Kind::Tasks)
+            .await
+            .map_err(crate::api::ApiError::from)?
+            .iter()
+            .map(|v| Value::clone(v))
+            .collect(),
+        "opsplane.nodes" => node_items(state).await?,
+        _ => state
+            .recorder
+            .store()
+            .exceptions(None, None, 10_000)
+            .await?
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect(),
+    })
+}
+
+/// `POST <ops_api>/data/query?model=<ref>`: rows of one table, `count` the total that match.
+#[utoipa::path(post, path = "/ops/data/query", tag = "ops", params(schemas::ModelQuery),
+    request_body(content = schemas::DataQueryBody, content_type = "application/json"),
+    responses((status = 200, description = "a page of rows, secrets masked", body = schemas::RowsAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn query(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Response, OpsError> {
+    let model = params.get("model").map(String::as_str).unwrap_or("");
+    let Some(Table { pk, .. }) = TABLES.iter().find(|t| t.reference == model) else {
+        return Err(OpsError::BadRequest(format!("Invalid model: {model}")));
+    };
+    let body: QueryBody = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::from_str("{}").map_err(|e| OpsError::BadRequest(e.to_string()))?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| OpsError::BadRequest(format!("invalid query body: {e}")))?
+    };
+    let rows = rows_of(&state, model).await?;
+    let (page, total) = run(rows, &body, pk)?;
+    Ok(answer(page, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> QueryBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn queries_filter_order_page_and_mask_secrets() {
+        let rows = vec![
+            json!({"_id": "a/x", "spec": {"type": "web", "http": {"headers": {"Authorization": "Bearer s3cret"}}}, "n": 3}),
+            json!({"_id": "a/y", "spec": {"type": "db", "password": "p"}, "n": 1}),
+            json!({"_id": "b/z", "spec": {"type": "web"}, "n": 2}),
+        ];
+        let (page, total) = run(
+            rows.clone(),
+            &body(json!({"query": {"spec.type": "web"}, "orders": ["-n"]})),
+            "_id",
+        )
+        .unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(page[0]["pk"], "a/x");
+        assert_eq!(page[0]["spec"]["http"]["headers"]["Authorization"], MASK);
+        let (page, _) = run(
+            rows.clone(),
+            &body(
+                json!({"query": {"pk__startswith": "a/"}, "orders": ["n"], "rows": 1, "page": 2}),
+            ),
+            "_id",
+        )
+        .unwrap();
+        assert_eq!(page[0]["_id"], "a/x");
+        let (page, _) = run(rows.clone(), &body(json!({"query": {"n__gte": 2, "spec.type__in": ["web"]}, "fields": ["spec.password", "n"]})), "_id").unwrap();
+        assert_eq!(page.len(), 2);
+        let (page, _) = run(rows.clone(), &body(json!({"query": {"_id": "a/y"}})), "_id").unwrap();
+        assert_eq!(page[0]["spec"]["password"], MASK);
+        assert!(
+            run(
+                rows.clone(),
+                &body(json!({"query": {"n__regex": "x"}})),
+                "_id"
+            )
+            .is_err()
+        );
+        assert!(run(rows.clone(), &body(json!({"rows": 0})), "_id").is_err());
+        assert!(run(rows, &body(json!({"query": {"__in": 1}})), "_id").is_err());
+        assert!(is_secret("api_key") && is_secret("X-Session_Token") && !is_secret("keyword"));
+    }
+}
