@@ -140,6 +140,12 @@ impl Env {
         self.send(Method::GET, path, None, None).await
     }
 
+    /// `POST /services` of one object.
+    async fn post_service(&self, object: Value) -> Answer {
+        self.send(Method::POST, "/services", None, Some(&object))
+            .await
+    }
+
     /// Waits until the cache shows `path` answering `status` (reads lag writes by a watch event).
     async fn settled(&self, path: &str, status: u16) -> Answer {
         eventually(
@@ -174,14 +180,7 @@ async fn writes_go_through_the_api_server_with_preconditions_versions_tombstones
     let ns = "e2e-eve-crud";
 
     // POST creates the object in the API server.
-    let created = env
-        .send(
-            Method::POST,
-            "/services",
-            None,
-            Some(&service(ns, "web", "30s")),
-        )
-        .await;
+    let created = env.post_service(service(ns, "web", "30s")).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let in_cluster = services_api(&env.client, ns)
         .get("web")
@@ -197,14 +196,7 @@ async fn writes_go_through_the_api_server_with_preconditions_versions_tombstones
     );
 
     // The API server's validation is the API's: 422 with _issues keyed by field path.
-    let bad = env
-        .send(
-            Method::POST,
-            "/services",
-            None,
-            Some(&service(ns, "bad", "soon")),
-        )
-        .await;
+    let bad = env.post_service(service(ns, "bad", "soon")).await;
     assert_eq!(bad.status, 422, "{}", bad.body);
     let issues = bad.body["_issues"].as_object().expect("_issues");
     assert!(
@@ -576,26 +568,12 @@ async fn writes_answer_502_while_the_api_server_is_unreachable_and_nothing_is_ha
     .unwrap();
     let env = env_with("e2e-eve-upstream", &kubeconfig).await;
     let ns = "e2e-eve-upstream";
-    let created = env
-        .send(
-            Method::POST,
-            "/services",
-            None,
-            Some(&service(ns, "kept", "10s")),
-        )
-        .await;
+    let created = env.post_service(service(ns, "kept", "10s")).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let kept = env.settled(&format!("/services/{ns}/kept"), 200).await;
 
     relay.cut().await;
-    let post = env
-        .send(
-            Method::POST,
-            "/services",
-            None,
-            Some(&service(ns, "new", "10s")),
-        )
-        .await;
+    let post = env.post_service(service(ns, "new", "10s")).await;
     assert_eq!(post.status, 502, "{}", post.body);
     assert_eq!(post.body["_status"], "ERR", "{}", post.body);
     assert_eq!(post.body["_error"]["code"], 502, "{}", post.body);
@@ -661,14 +639,7 @@ async fn writes_answer_502_while_the_api_server_is_unreachable_and_nothing_is_ha
 async fn of_concurrent_patches_with_one_etag_exactly_one_wins_on_the_api_server() {
     let env = env("e2e-eve-race").await;
     let ns = "e2e-eve-race";
-    let created = env
-        .send(
-            Method::POST,
-            "/services",
-            None,
-            Some(&service(ns, "race", "10s")),
-        )
-        .await;
+    let created = env.post_service(service(ns, "race", "10s")).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let etag = created.etag();
     env.settled(&format!("/services/{ns}/race"), 200).await;
