@@ -276,13 +276,12 @@ impl RateBatcher {
 
     /// Counts one hit on `key` (created with a lifetime of `ttl` seconds); its count after.
     async fn hit(&self, key: String, ttl: u64) -> Result<u64> {
+        let stopped = || StoreError::Invalid("the rate-limit batcher has stopped".into());
         let (done, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(PendingHit { key, ttl, done })
-            .map_err(|_| StoreError::Invalid("the rate-limit batcher has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Invalid("the rate-limit batcher has stopped".into()))?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 

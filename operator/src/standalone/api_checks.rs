@@ -20,13 +20,12 @@ use std::time::Duration;
 use opsplane_resources::{MonitoredService, MonitoredServiceStatus};
 use opsplane_store::{Expect, Store, Written};
 
+use crate::api::resources::backend::collection;
+use crate::api::resources::objects::Kind;
 use crate::check::{self, Clients};
 use crate::controller::monitored_service::{Checker, StatusSink, check_round};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
-
-/// Where the API keeps its MonitoredServices (the resources backend's collection).
-const SERVICES: &str = "objects/services";
 
 /// Follows the API-created services in `store` until dropped.
 pub async fn run(
@@ -36,13 +35,14 @@ pub async fn run(
     recorder: Recorder,
     poll: Duration,
 ) {
+    let services = collection(Kind::Services);
     // id → (generation checked, its task)
     let mut tasks: HashMap<String, (i64, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut ticker = tokio::time::interval(poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let documents = match store.documents(SERVICES).await {
+        let documents = match store.documents(&services).await {
             Ok(documents) => documents,
             Err(error) => {
                 tracing::debug!(%error, "cannot list the API's services; trying again");
@@ -51,18 +51,20 @@ pub async fn run(
         };
         let mut live = std::collections::HashSet::new();
         for doc in documents {
-            let Ok(service) = serde_json::from_value::<MonitoredService>(doc.body.clone()) else {
-                tracing::warn!(id = %doc.id, "an API-created MonitoredService cannot be read back; not checked");
-                continue;
-            };
-            live.insert(doc.id.clone());
-            let generation = service.metadata.generation.unwrap_or(1);
+            let generation = doc.body["metadata"]["generation"].as_i64().unwrap_or(1);
+            // Already checked at this generation: nothing to read again.
             if tasks
                 .get(&doc.id)
                 .is_some_and(|(seen, task)| *seen == generation && !task.is_finished())
             {
+                live.insert(doc.id);
                 continue;
             }
+            let Ok(service) = serde_json::from_value::<MonitoredService>(doc.body) else {
+                tracing::warn!(id = %doc.id, "an API-created MonitoredService cannot be read back; not checked");
+                continue;
+            };
+            live.insert(doc.id.clone());
             if let Some((_, old)) = tasks.remove(&doc.id) {
                 old.abort();
             }
@@ -98,6 +100,7 @@ async fn check_one(
     let Some(target) = check::url_target(&service.spec) else {
         return;
     };
+    let services = collection(Kind::Services);
     let interval = service.spec.timing().interval;
     let generation = service.metadata.generation;
     let checker = Checker {
@@ -107,7 +110,7 @@ async fn check_one(
     };
     loop {
         tokio::time::sleep(interval).await;
-        let Ok(Some(doc)) = store.document(SERVICES, &id).await else {
+        let Ok(Some(doc)) = store.document(&services, &id).await else {
             // Gone, or the store is down: the lister stops or restarts this task.
             continue;
         };
@@ -139,7 +142,7 @@ async fn check_one(
             meta.remove("resourceVersion");
         }
         match store
-            .put_document(SERVICES, &id, &body, Expect::Revision(doc.revision))
+            .put_document(&services, &id, &body, Expect::Revision(doc.revision))
             .await
         {
             Ok(Written::Done(_)) => {}

@@ -208,7 +208,8 @@ fn to_value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
 }
 
-fn collection(kind: Kind) -> String {
+/// The store collection holding the standalone objects of `kind` (`objects/services`).
+pub(crate) fn collection(kind: Kind) -> String {
     format!("objects/{}", kind.name())
 }
 
