@@ -2,7 +2,7 @@
 # Benchmark of the Eve resource API (issue 11): with 1,000 MonitoredServices on the e2e
 # kube-apiserver, `GET /api/v1/services?max_results=100` and an item GET at a fixed rate against
 # a LIST of the same objects straight from the kube-apiserver, and PATCH with If-Match against a
-# direct PATCH. Arguments: [SECONDS=5] [RATE=1000]. PROFILE=dev runs an unoptimised build.
+# direct PATCH. Arguments: [SECONDS=5] [RATE=1000] [PATCHES=3000]. PROFILE=dev runs an unoptimised build.
 # STORE=redis (the default, as the chart deploys it: a redis-server on loopback) or
 # STORE=embedded (the operator's own redb file, each write fsynced).
 set -euo pipefail

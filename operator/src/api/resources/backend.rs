@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::doc::Doc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams, Preconditions};
@@ -199,10 +200,10 @@ struct Rendered {
 }
 
 /// A list handed out, and the cached objects (in the cache's order) it was made from.
-type List = (Vec<Arc<DynamicObject>>, Vec<Arc<Value>>);
+type List = (Vec<Arc<DynamicObject>>, Vec<Doc>);
 
 /// Rendered items by the address of the cached object they were made from (kept with them).
-type ItemsByObject = std::collections::HashMap<usize, (Arc<DynamicObject>, Arc<Value>)>;
+type ItemsByObject = std::collections::HashMap<usize, (Arc<DynamicObject>, Doc)>;
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
@@ -275,14 +276,15 @@ impl Backend {
             .collect())
     }
 
-    /// Every object of `kind` as an Eve item (cluster: rendered once per resourceVersion).
-    pub async fn items(&self, kind: Kind) -> Result<Vec<Arc<Value>>, BackendError> {
+    /// Every object of `kind` as an Eve item (cluster: rendered once per resourceVersion, and
+    /// the same [`Doc`] handed out until the object changes, so its JSON text is made once).
+    pub async fn items(&self, kind: Kind) -> Result<Vec<Doc>, BackendError> {
         let Backend::Cluster(c) = self else {
             return Ok(self
                 .list(kind)
                 .await?
                 .iter()
-                .map(|o| Arc::new(super::objects::item(kind, o)))
+                .map(|o| Doc::new(super::objects::item(kind, o)))
                 .collect());
         };
         let cache = c.cache(kind);
@@ -307,7 +309,7 @@ impl Backend {
             match rendered.get(&key) {
                 Some((seen, item)) if Arc::ptr_eq(seen, obj) => out.push(item.clone()),
                 _ => {
-                    let item = Arc::new(super::objects::item(kind, &to_value(obj.as_ref())));
+                    let item = Doc::new(super::objects::item(kind, &to_value(obj.as_ref())));
                     rendered.insert(key, (obj.clone(), item.clone()));
                     out.push(item);
                 }

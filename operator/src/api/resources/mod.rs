@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod conditional;
+pub mod doc;
 pub mod objects;
 pub mod query;
 pub mod render;
@@ -37,6 +38,7 @@ use opsplane_serve::observe::Failure;
 use serde_json::Value;
 
 use self::backend::BackendError;
+use self::doc::Doc;
 use self::objects::{Issues, Kind};
 use super::{AppState, eve};
 
@@ -453,7 +455,7 @@ pub const ID_ORDER: &[(&str, i8)] = &[("_id", 1)];
 /// and `Last-Modified` (the newest `_updated`). Only the page's items are copied.
 pub fn collection_response(
     resource: &str,
-    mut docs: Vec<Arc<Value>>,
+    mut docs: Vec<Doc>,
     params: &Params,
     default_sort: &[(&str, i8)],
 ) -> Response {
@@ -477,7 +479,7 @@ pub fn collection_response(
         // The page is written straight from the shared items, not copied first.
         let mut frame = eve::collection_page(resource, Vec::new(), total, params.page);
         Json(PageBody {
-            items: docs[start..end].iter().map(|d| d.as_ref()).collect(),
+            items: docs[start..end].iter().collect(),
             links: frame["_links"].take(),
             meta: frame["_meta"].take(),
         })
@@ -503,8 +505,9 @@ pub fn collection_response(
 /// borrowed items.
 #[derive(serde::Serialize)]
 struct PageBody<'a> {
+    /// Written as each item's kept text ([`Doc`]).
     #[serde(rename = "_items")]
-    items: Vec<&'a Value>,
+    items: Vec<&'a Doc>,
     #[serde(rename = "_links")]
     links: Value,
     #[serde(rename = "_meta")]
@@ -529,18 +532,14 @@ pub fn item_response(headers: &HeaderMap, doc: Value) -> Response {
 }
 
 /// The items of `kind`, soft-deleted ones too when asked.
-async fn items_of(
-    state: &AppState,
-    kind: Kind,
-    params: &Params,
-) -> Result<Vec<Arc<Value>>, ApiError> {
+async fn items_of(state: &AppState, kind: Kind, params: &Params) -> Result<Vec<Doc>, ApiError> {
     let mut docs = state.resources.items(kind).await?;
     if params.show_deleted {
         docs.extend(
             writes::tombstones(state, kind)
                 .await?
                 .into_iter()
-                .map(Arc::new),
+                .map(Doc::new),
         );
     }
     Ok(docs)

@@ -10,7 +10,6 @@
 //! - `schema`, `schema/<resource>`: each resource's schema, from the CRD's OpenAPI schema.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -20,6 +19,7 @@ use opsplane_store::Kind as Registry;
 use serde_json::{Value, json};
 
 use super::conditional::{etag, http_date};
+use super::doc::Doc;
 use super::objects::Kind;
 use super::{ApiError, ID_ORDER, Params, RESOURCES, collection_response, item_response};
 use crate::api::{AppState, eve};
@@ -131,7 +131,7 @@ pub async fn list_nodes(
     let docs = node_items(&state)
         .await?
         .into_iter()
-        .map(Arc::new)
+        .map(Doc::new)
         .collect();
     Ok(collection_response("nodes", docs, &params, ID_ORDER))
 }
@@ -182,7 +182,7 @@ async fn embed(state: &AppState, docs: &mut [Value], params: &Params) -> Result<
     if !params.embedded.iter().any(|f| f == "service") {
         return Ok(());
     }
-    let services: HashMap<String, Arc<Value>> = state
+    let services: HashMap<String, Doc> = state
         .resources
         .items(Kind::Services)
         .await?
@@ -220,7 +220,7 @@ pub async fn list_exceptions(
     let mut docs: Vec<Value> = records.iter().map(exception_item).collect();
     embed(&state, &mut docs, &params).await?;
     // Newest first, as the store lists them.
-    let docs = docs.into_iter().map(Arc::new).collect();
+    let docs = docs.into_iter().map(Doc::new).collect();
     Ok(collection_response("exceptions", docs, &params, &[]))
 }
 
@@ -289,7 +289,7 @@ pub async fn list_oplog(
     let docs = oplog_items(&state)
         .await?
         .into_iter()
-        .map(Arc::new)
+        .map(Doc::new)
         .collect();
     Ok(collection_response("oplog", docs, &params, &[]))
 }
