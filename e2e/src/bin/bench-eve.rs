@@ -331,7 +331,7 @@ async fn main() -> anyhow::Result<()> {
         api.patch(
             "svc-0001",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"checkInterval": format!("{}m", 60 + i)}})),
+            &Patch::Merge(json!({"spec": {"checkInterval": format!("{}s", 3600 + i)}})),
         )
         .await
         .context("direct PATCH")?;
@@ -341,7 +341,7 @@ async fn main() -> anyhow::Result<()> {
             .patch(format!("{base}/services/{NS}/svc-0002"))
             .bearer_auth(TOKEN)
             .header("if-match", &etag)
-            .json(&json!({"spec": {"checkInterval": format!("{}m", 60 + i)}}))
+            .json(&json!({"spec": {"checkInterval": format!("{}s", 3600 + i)}}))
             .send()
             .await?;
         if r.status() != 200 {
