@@ -361,6 +361,11 @@ fn instance_frames_are_the_checks_of_the_instance_and_the_operator_is_its_own_wo
         "NotFound: worker not found",
     );
     refused(
+        get(op.addr, "/ops/servers/worker/metrics?worker_id=abc"),
+        400,
+        "BadRequest: parse item: ['query'] failed: worker_id",
+    );
+    refused(
         get(
             op.addr,
             &format!("/ops/servers/worker/metrics?worker_id={pid}&limit=x"),

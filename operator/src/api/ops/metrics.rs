@@ -493,7 +493,7 @@ pub async fn worker(
     let id = required(&query, &["worker_id"])?;
     let id: u32 = id
         .parse()
-        .map_err(|_| OpsError::NotFound("worker not found".into()))?;
+        .map_err(|_| frames::bad("worker_id", "not an integer"))?;
     let now = now();
     let q = FrameQuery::parse(&query, now, state.recorder.store().retention())?;
     if id != std::process::id() {
