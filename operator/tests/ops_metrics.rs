@@ -339,6 +339,15 @@ fn instance_frames_are_the_checks_of_the_instance_and_the_operator_is_its_own_wo
         )),
         json!([])
     );
+    // The operator's instance: its one worker measured now; no request series of its own.
+    let own = ok(get(
+        op.addr,
+        "/ops/servers/instance/metrics?instance_id=operator",
+    ));
+    assert_eq!(numbers(&own, "current_workers"), [1.0], "{own}");
+    assert!(numbers(&own, "threads")[0] >= 1.0);
+    assert!(numbers(&own, "used_memory")[0] > 0.0);
+    assert_eq!(own["requests"], json!([null]));
     refused(
         get(op.addr, "/ops/servers/workers"),
         400,

@@ -261,12 +261,11 @@ pub async fn instance(
 ) -> Result<Response, OpsError> {
     let id = required(&query, &["instance_id"])?.to_owned();
     let q = FrameQuery::parse(&query, now(), state.recorder.store().retention())?;
+    if id == OPERATOR_INSTANCE {
+        return Ok(answer(operator_instance_frame(&q), 0));
+    }
     let mut columns: Vec<Column> = SYSTEM_NULLS.to_vec();
     columns.extend(INSTANCE_COLUMNS);
-    if id == OPERATOR_INSTANCE {
-        // Opsplane keeps no request series of its own process.
-        return Ok(answer(frames::frame(&columns, Rows::new(), &q), 0));
-    }
     let (service, address) = checked_instance(&state, &id)
         .await?
         .ok_or_else(|| OpsError::NotFound("instance not found".into()))?;
@@ -289,6 +288,33 @@ pub async fn instance(
         _ => Rows::new(),
     };
     Ok(answer(frames::frame(&columns, rows, &q), 0))
+}
+
+/// The operator's own instance: its one worker, this process, measured now (UtilMeta sums an
+/// instance's workers); opsplane keeps no request series of its own process, so the service
+/// columns stay `null`.
+fn operator_instance_frame(q: &FrameQuery) -> Value {
+    let columns: Vec<Column> = SYSTEM_NULLS
+        .iter()
+        .chain(INSTANCE_COLUMNS.iter())
+        .map(|c| match c.name {
+            "cpu_percent" => col(c.name, Mean("cpu_percent")),
+            "memory_percent" => col(c.name, Mean("memory_percent")),
+            "used_memory" => col(c.name, Mean("rss")),
+            "file_descriptors" => col(c.name, Mean("fds")),
+            "threads" => col(c.name, Mean("threads")),
+            "current_workers" => col(c.name, Mean("workers")),
+            "requests" | "rps" | "errors" | "avg_time" | "availability" => col(c.name, Null),
+            _ => *c,
+        })
+        .collect();
+    let now = now();
+    if q.limit == 0 || q.from > now || q.to <= now {
+        return frames::frame(&columns, Rows::new(), q);
+    }
+    let mut measured = ProcessSample::of_self(now).measured();
+    measured.push(("workers", 1.0));
+    frames::frame_of_now(&columns, now, &measured)
 }
 
 /// What `/proc` says of this process now.
