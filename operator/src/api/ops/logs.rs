@@ -3,7 +3,8 @@
 //! request as aggregates and the failed ones (failed checks, ingested requests that errored)
 //! as exception records. The log list and detail are those records in UtilMeta's keys (a
 //! log's `id` is the exception's); the realtime figures come from the request aggregates of
-//! the ingestion endpoint (minute buckets).
+//! the ingestion endpoint (minute buckets). `/logs/service/values` counts the records that
+//! pass the filters and `DELETE /logs` deletes them (one atomic store call).
 
 use std::collections::HashMap;
 
@@ -377,9 +378,11 @@ pub fn top(counts: HashMap<String, u64>, n: usize) -> Value {
     Value::Object(list.into_iter().map(|(k, v)| (k, json!(v))).collect())
 }
 
-/// `GET <ops_api>/logs/realtime?within=<s>`: requests, errors, mean time and distinct client
-/// addresses over the last `within` seconds (1..7200, default 3600), per minute in
-/// `time_dist`, from the ingested requests' minute aggregates.
+/// `GET <ops_api>/logs/realtime?within=<s>`: requests, errors, mean time, distinct client
+/// addresses and users over the last `within` seconds (1..7200, default 3600), per minute in
+/// `time_dist`, from the ingested requests' minute aggregates; with `ips`, `users`,
+/// `endpoints` (top-N, 0..1000) also `ip_dist`, `users`, `endpoints` (requests per address,
+/// user, resource name).
 #[utoipa::path(get, path = "/ops/logs/realtime", tag = "ops", params(schemas::RealtimeQuery),
     responses((status = 200, description = "the figures", body = schemas::RealtimeAnswer),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
@@ -464,16 +467,16 @@ pub async fn realtime(
         time_sum / time_n as f64
     };
     let mut figures = json!({
-            "time_dist": {
-                "min": per_minute,
-                "uv": users_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
-                "ip": ips_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
-            },
-            "avg_time": avg_time,
-            "requests": requests,
-            "errors": errors,
-            "uv": per_user.len(),
-            "ip": ips.len(),
+        "time_dist": {
+            "min": per_minute,
+            "uv": users_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            "ip": ips_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        },
+        "avg_time": avg_time,
+        "requests": requests,
+        "errors": errors,
+        "uv": per_user.len(),
+        "ip": ips.len(),
     });
     if top_ips > 0 || top_users > 0 {
         let labels = names(store.entries(Kind::Label).await?);
