@@ -362,6 +362,11 @@ impl Store for Breaker {
         self.call("exception", self.inner.exception(id)).await
     }
 
+    async fn delete_exceptions(&self, ids: &[u64]) -> Result<usize> {
+        self.call("delete_exceptions", self.inner.delete_exceptions(ids))
+            .await
+    }
+
     async fn prune(&self, now: i64) -> Result<()> {
         self.call("prune", self.inner.prune(now)).await
     }

@@ -615,6 +615,25 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn delete_exceptions(&self, ids: &[u64]) -> Result<usize> {
+        let ids = ids.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let mut deleted = 0;
+            {
+                let mut table = txn.open_table(EXCEPTIONS)?;
+                for id in ids {
+                    if table.remove(id)?.is_some() {
+                        deleted += 1;
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
     async fn prune(&self, now: i64) -> Result<()> {
         let retention = self.retention;
         self.blocking(move |db| {

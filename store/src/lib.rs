@@ -187,6 +187,11 @@ pub trait Store: Documents + Send + Sync + 'static {
     /// One exception by id.
     async fn exception(&self, id: u64) -> Result<Option<ExceptionRecord>>;
 
+    /// Deletes the exceptions with these ids in one atomic step (all of them or, when the
+    /// store fails, none); ids that do not exist are skipped. Returns how many were deleted.
+    /// Ids are never reused.
+    async fn delete_exceptions(&self, ids: &[u64]) -> Result<usize>;
+
     /// Drops buckets and exceptions older than the retention, relative to `now` (seconds).
     async fn prune(&self, now: i64) -> Result<()>;
 

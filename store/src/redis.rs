@@ -733,6 +733,21 @@ impl Store for RedisStore {
         .transpose()
     }
 
+    async fn delete_exceptions(&self, ids: &[u64]) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        // One MULTI: the records and their place in the time index go together.
+        let (deleted, _): (usize, usize) = ::redis::pipe()
+            .atomic()
+            .hdel(self.key("exc"), ids)
+            .zrem(self.key("exc:created"), ids)
+            .query_async(&mut conn)
+            .await?;
+        Ok(deleted)
+    }
+
     async fn prune(&self, now: i64) -> Result<()> {
         // Buckets expire by themselves (EXPIREAT at write); exceptions are trimmed here.
         let mut conn = self.conn.clone();

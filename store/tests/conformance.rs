@@ -939,7 +939,38 @@ async fn exception_lists_filter_by_type_service_and_resource(store: Arc<dyn Stor
     );
 }
 
+async fn exceptions_are_deleted_by_id_all_at_once(store: Arc<dyn Store>) {
+    let h = base_hour();
+    for i in 0..4 {
+        store
+            .add_exception(&exception("a", (h + i) * 1000, "check.timeout"))
+            .await
+            .unwrap();
+    }
+    let ids = |list: Vec<ExceptionRecord>| list.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    // Unknown ids are skipped and not counted; the others go, from the list and by id.
+    assert_eq!(store.delete_exceptions(&[2, 4, 99]).await.unwrap(), 2);
+    assert_eq!(ids(store.exceptions(None, None, 10).await.unwrap()), [3, 1]);
+    assert!(store.exception(2).await.unwrap().is_none());
+    assert_eq!(
+        ids(store.exceptions(Some(h + 1), None, 10).await.unwrap()),
+        [3],
+        "the time index lost the deleted ones too"
+    );
+    assert_eq!(store.delete_exceptions(&[]).await.unwrap(), 0);
+    assert_eq!(store.delete_exceptions(&[2]).await.unwrap(), 0, "once only");
+    // A new record gets a new id, never a deleted one's.
+    let next = store
+        .add_exception(&exception("a", (h + 9) * 1000, "check.timeout"))
+        .await
+        .unwrap();
+    assert_eq!(next, 5);
+    assert_eq!(store.delete_exceptions(&[1, 3, 5]).await.unwrap(), 3);
+    assert!(store.exceptions(None, None, 10).await.unwrap().is_empty());
+}
+
 conformance!(
+    exceptions_are_deleted_by_id_all_at_once,
     exception_lists_filter_by_type_service_and_resource,
     rate_hits_count_per_key_within_a_window,
     rate_hits_are_atomic_under_concurrency,

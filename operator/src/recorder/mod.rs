@@ -27,6 +27,7 @@ use tokio::sync::RwLock;
 use crate::check::InstanceResult;
 
 pub use events::RequestEvent;
+pub use node_report::host_service;
 
 /// Records observations into the store. Cheap to clone.
 #[derive(Clone)]

@@ -3,12 +3,14 @@
 //! request as aggregates and the failed ones (failed checks, ingested requests that errored)
 //! as exception records. The log list and detail are those records in UtilMeta's keys (a
 //! log's `id` is the exception's); the realtime figures come from the request aggregates of
-//! the ingestion endpoint (minute buckets).
+//! the ingestion endpoint (minute buckets). `/logs/service/values` counts the records that
+//! pass the filters and `DELETE /logs` deletes them (one atomic store call).
 
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::response::Response;
+use opsplane_store::model::split_resource_key;
 use opsplane_store::{ExceptionRecord, Kind, Resolution, SeriesFilter};
 use serde_json::{Value, json};
 
@@ -215,9 +217,14 @@ impl LogQuery {
             })
     }
 
+    /// Every row of `rows` that passes the filters (no order, no page).
+    pub fn matching(&self, rows: Vec<Value>) -> Vec<Value> {
+        rows.into_iter().filter(|r| self.keeps(r)).collect()
+    }
+
     /// The page of `rows` that pass, and how many pass.
     pub fn apply(&self, rows: Vec<Value>) -> (Vec<Value>, u64) {
-        let mut kept: Vec<Value> = rows.into_iter().filter(|r| self.keeps(r)).collect();
+        let mut kept = self.matching(rows);
         let (field, desc) = (&self.order.0, self.order.1);
         kept.sort_by(|a, b| {
             let (x, y) = (
@@ -286,9 +293,96 @@ pub async fn one(
     Ok(answer(log_detail(&record, node_id(&state)), 0))
 }
 
-/// `GET <ops_api>/logs/realtime?within=<s>`: requests, errors, mean time and distinct client
-/// addresses over the last `within` seconds (1..7200, default 3600), per minute in
-/// `time_dist`, from the ingested requests' minute aggregates.
+/// The keys `GET /logs/service/values` counts the values of.
+pub const VALUE_KEYS: [&str; 6] = [
+    "method",
+    "level",
+    "status",
+    "endpoint_ident",
+    "ip",
+    "scheme",
+];
+
+/// How many of `rows` have each value of each of [`VALUE_KEYS`] (`{"level": {"ERROR": 2}}`);
+/// rows without the key are not counted under it.
+pub fn value_counts(rows: &[Value]) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in VALUE_KEYS {
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        for row in rows {
+            let value = match &row[key] {
+                Value::Null => continue,
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            *counts.entry(value).or_default() += 1;
+        }
+        out.insert(key.to_owned(), json!(counts));
+    }
+    Value::Object(out)
+}
+
+/// Most records `DELETE /logs` and `/logs/service/values` read: every record the retention
+/// keeps, in practice.
+const MAX_MATCHED: usize = 1_000_000;
+
+/// The log rows of every record that passes `filter`.
+async fn matching_rows(state: &AppState, filter: &LogQuery) -> Result<Vec<Value>, OpsError> {
+    let records = state
+        .recorder
+        .store()
+        .exceptions(None, None, MAX_MATCHED)
+        .await?;
+    let rows = records.iter().map(|r| log_row(r, node_id(state))).collect();
+    Ok(filter.matching(rows))
+}
+
+/// `GET <ops_api>/logs/service/values`: how many logs that pass the filters have each
+/// `method`, `level`, `status`, `endpoint_ident`, `ip`, `scheme` (`count`: how many pass).
+#[utoipa::path(get, path = "/ops/logs/service/values", tag = "ops", params(schemas::LogsQuery),
+    responses((status = 200, description = "the counts per key and value", body = schemas::LogValuesAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn values(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, OpsError> {
+    let filter = LogQuery::parse(&query)?;
+    let rows = matching_rows(&state, &filter).await?;
+    Ok(answer(value_counts(&rows), rows.len() as u64))
+}
+
+/// `DELETE <ops_api>/logs`: deletes every log that passes the filters (the page parameters
+/// are checked but select nothing), in one atomic store call; the number deleted.
+#[utoipa::path(delete, path = "/ops/logs", tag = "ops", params(schemas::LogsQuery),
+    responses((status = 200, description = "how many logs were deleted", body = schemas::CountAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, OpsError> {
+    let filter = LogQuery::parse(&query)?;
+    let ids: Vec<u64> = matching_rows(&state, &filter)
+        .await?
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    let deleted = state.recorder.store().delete_exceptions(&ids).await?;
+    Ok(answer(deleted, 0))
+}
+
+/// The `n` keys with the most counts, most first (ties by key), as `{key: count}`.
+pub fn top(counts: HashMap<String, u64>, n: usize) -> Value {
+    let mut list: Vec<(String, u64)> = counts.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(n);
+    Value::Object(list.into_iter().map(|(k, v)| (k, json!(v))).collect())
+}
+
+/// `GET <ops_api>/logs/realtime?within=<s>`: requests, errors, mean time, distinct client
+/// addresses and users over the last `within` seconds (1..7200, default 3600), per minute in
+/// `time_dist`, from the ingested requests' minute aggregates; with `ips`, `users`,
+/// `endpoints` (top-N, 0..1000) also `ip_dist`, `users`, `endpoints` (requests per address,
+/// user, resource name).
 #[utoipa::path(get, path = "/ops/logs/realtime", tag = "ops", params(schemas::RealtimeQuery),
     responses((status = 200, description = "the figures", body = schemas::RealtimeAnswer),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
@@ -300,20 +394,35 @@ pub async fn realtime(
     if !(1..=7200).contains(&within) {
         return Err(bad("within", "must be 1 to 7200"));
     }
+    let mut wanted = [0usize; 3];
+    for (slot, name) in wanted.iter_mut().zip(["ips", "users", "endpoints"]) {
+        *slot = match number::<i64>(&query, &[name])? {
+            None => 0,
+            Some(n) if (0..=1000).contains(&n) => n as usize,
+            Some(_) => return Err(bad(name, "must be 0 to 1000")),
+        };
+    }
+    let [top_ips, top_users, top_endpoints] = wanted;
     let store = state.recorder.store();
     let now = jiff::Timestamp::now().as_second();
     let from = (now - within).div_euclid(60) * 60;
     let minutes = ((now - from) / 60 + 1) as usize;
     let mut per_minute = vec![0u64; minutes];
     let mut ips_per_minute = vec![std::collections::HashSet::new(); minutes];
+    let mut users_per_minute = vec![std::collections::HashSet::new(); minutes];
     let mut ips = std::collections::HashSet::new();
     let (mut requests, mut errors, mut time_sum, mut time_n) = (0u64, 0u64, 0.0, 0u64);
+    // Requests per client address, user and resource (ids until named below).
+    let mut per_ip: HashMap<u32, u64> = HashMap::new();
+    let mut per_user: HashMap<u32, u64> = HashMap::new();
+    let mut per_resource: HashMap<u32, u64> = HashMap::new();
     let filter = SeriesFilter::default();
     for metric in [
         "request.count",
         "response.error.count",
         "response.time",
         "request.ip",
+        "request.users",
     ] {
         let Some(entry) = store.entry(Kind::Metric, metric).await? else {
             continue;
@@ -324,6 +433,9 @@ pub async fn realtime(
         {
             // Per request once without a resource (and once per resource it touched).
             if row.key.resource != 0 {
+                if metric == "request.count" {
+                    *per_resource.entry(row.key.resource).or_default() += row.agg.sum as u64;
+                }
                 continue;
             }
             let slot = ((row.start - from) / 60).clamp(0, minutes as i64 - 1) as usize;
@@ -337,9 +449,14 @@ pub async fn realtime(
                     time_sum += row.agg.sum;
                     time_n += row.agg.samples;
                 }
+                "request.users" => {
+                    users_per_minute[slot].insert(row.key.label);
+                    *per_user.entry(row.key.label).or_default() += row.agg.sum as u64;
+                }
                 _ => {
                     ips.insert(row.key.label);
                     ips_per_minute[slot].insert(row.key.label);
+                    *per_ip.entry(row.key.label).or_default() += row.agg.sum as u64;
                 }
             }
         }
@@ -349,21 +466,53 @@ pub async fn realtime(
     } else {
         time_sum / time_n as f64
     };
-    Ok(answer(
-        json!({
-            "time_dist": {
-                "min": per_minute,
-                "uv": vec![0; minutes],
-                "ip": ips_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
-            },
-            "avg_time": avg_time,
-            "requests": requests,
-            "errors": errors,
-            "uv": 0,
-            "ip": ips.len(),
-        }),
-        0,
-    ))
+    let mut figures = json!({
+        "time_dist": {
+            "min": per_minute,
+            "uv": users_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            "ip": ips_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        },
+        "avg_time": avg_time,
+        "requests": requests,
+        "errors": errors,
+        "uv": per_user.len(),
+        "ip": ips.len(),
+    });
+    if top_ips > 0 || top_users > 0 {
+        let labels = names(store.entries(Kind::Label).await?);
+        if top_ips > 0 {
+            figures["ip_dist"] = top(named(per_ip, &labels), top_ips);
+        }
+        if top_users > 0 {
+            figures["users"] = top(named(per_user, &labels), top_users);
+        }
+    }
+    if top_endpoints > 0 {
+        let resources: HashMap<u32, String> = store
+            .entries(Kind::Resource)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, split_resource_key(&e.name).1.to_owned()))
+            .collect();
+        figures["endpoints"] = top(named(per_resource, &resources), top_endpoints);
+    }
+    Ok(answer(figures, 0))
+}
+
+fn names(entries: Vec<opsplane_store::RegistryEntry>) -> HashMap<u32, String> {
+    entries.into_iter().map(|e| (e.id, e.name)).collect()
+}
+
+/// Counts by id as counts by name (ids no longer registered are left out; two ids of one
+/// name add up).
+fn named(counts: HashMap<u32, u64>, names: &HashMap<u32, String>) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for (id, n) in counts {
+        if let Some(name) = names.get(&id) {
+            *out.entry(name.clone()).or_default() += n;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -383,6 +532,60 @@ mod tests {
                             "response": {"status": status, "time": 12.5, "size": 10},
                             "resources": [{"type": "url", "name": path}]}),
         }
+    }
+
+    #[test]
+    fn values_count_each_key_over_the_rows_that_pass_the_filters_without_paging() {
+        let rows: Vec<Value> = [
+            record(1, 500, "/pay", 1_000),
+            record(2, 404, "http://shop:8080/health", 2_000),
+            record(3, 503, "/pay", 3_000),
+        ]
+        .iter()
+        .map(|r| log_row(r, None))
+        .collect();
+        let all = value_counts(&rows);
+        assert_eq!(all["level"], json!({"ERROR": 2, "WARN": 1}));
+        assert_eq!(all["status"], json!({"404": 1, "500": 1, "503": 1}));
+        assert_eq!(all["method"], json!({"post": 3}));
+        assert_eq!(
+            all["endpoint_ident"],
+            json!({"/pay": 2, "http://shop:8080/health": 1})
+        );
+        assert_eq!(
+            all["scheme"],
+            json!({"http": 1}),
+            "rows without one are not counted"
+        );
+        let q: HashMap<String, String> = [
+            ("level".to_string(), "error".to_string()),
+            ("rows".to_string(), "1".to_string()),
+        ]
+        .into();
+        let matching = LogQuery::parse(&q).unwrap().matching(rows);
+        assert_eq!(matching.len(), 2, "rows does not page the values");
+        assert_eq!(
+            value_counts(&matching)["status"],
+            json!({"500": 1, "503": 1})
+        );
+    }
+
+    #[test]
+    fn top_keeps_the_n_largest_counts_ties_by_name() {
+        let counts: HashMap<String, u64> = [("a", 1), ("b", 5), ("c", 5), ("d", 2)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(top(counts.clone(), 3), json!({"b": 5, "c": 5, "d": 2}));
+        assert_eq!(top(counts.clone(), 10).as_object().unwrap().len(), 4);
+        assert_eq!(top(counts, 0), json!({}));
+        let names: HashMap<u32, String> = [(1, "x".to_string()), (2, "x".to_string())].into();
+        let by_id: HashMap<u32, u64> = [(1, 2), (2, 3), (9, 7)].into();
+        assert_eq!(
+            named(by_id, &names),
+            HashMap::from([("x".to_string(), 5)]),
+            "one name adds up, an unregistered id is left out"
+        );
     }
 
     #[test]

@@ -17,8 +17,10 @@
 
 pub mod credential;
 pub mod data;
+pub mod frames;
 pub mod location;
 pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod platform;
 pub mod schemas;
@@ -157,7 +159,7 @@ pub struct OpsRoute {
 
 /// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
 /// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
-pub const ROUTES: [(Method, &str, Need, Option<&str>); 18] = [
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 26] = [
     (Method::GET, "", Need::Public, None),
     (Method::GET, "/openapi", Need::Read, Some("api.view")),
     (Method::GET, "/servers", Need::Read, Some("metrics.view")),
@@ -201,6 +203,50 @@ pub const ROUTES: [(Method, &str, Need, Option<&str>); 18] = [
     ),
     (Method::GET, "/nodes", Need::Read, Some("metrics.view")),
     (Method::GET, "/instances", Need::Read, Some("metrics.view")),
+    // The metric frames and the log values and deletion (ops_metrics).
+    (
+        Method::GET,
+        "/servers/metrics",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/instance/metrics",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/workers",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/worker/metrics",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/database/metrics",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/servers/cache/metrics",
+        Need::Read,
+        Some("metrics.view"),
+    ),
+    (
+        Method::GET,
+        "/logs/service/values",
+        Need::Read,
+        Some("log.view"),
+    ),
+    (Method::DELETE, "/logs", Need::Admin, Some("log.delete")),
 ];
 
 /// The ops API's place and the document it serves, settled at start.
@@ -494,7 +540,21 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(ops.route("/services"), get(views::services))
         .route(ops.route("/environments"), get(views::environments))
         .route(ops.route("/nodes"), get(views::nodes))
-        .route(ops.route("/instances"), get(views::instances));
+        .route(ops.route("/instances"), get(views::instances))
+        .route(ops.route("/servers/metrics"), get(metrics::server))
+        .route(
+            ops.route("/servers/instance/metrics"),
+            get(metrics::instance),
+        )
+        .route(ops.route("/servers/workers"), get(metrics::workers))
+        .route(ops.route("/servers/worker/metrics"), get(metrics::worker))
+        .route(
+            ops.route("/servers/database/metrics"),
+            get(metrics::database),
+        )
+        .route(ops.route("/servers/cache/metrics"), get(metrics::cache))
+        .route(ops.route("/logs/service/values"), get(logs::values))
+        .route(ops.route("/logs"), axum::routing::delete(logs::delete));
     let scheme = credential::OpsCredential::new(ops.clone(), state.recorder.store().clone());
     state
         .api("ops", envelope, rules(ops))

@@ -61,6 +61,9 @@ use crate::api;
         super::data::tables, super::data::query,
         super::views::services, super::views::environments, super::views::nodes,
         super::views::instances,
+        super::metrics::server, super::metrics::instance, super::metrics::workers,
+        super::metrics::worker, super::metrics::database, super::metrics::cache,
+        super::logs::values, super::logs::delete,
         api::console::root, api::console::bare, api::console::index, api::console::file,
     )
 )]

@@ -508,16 +508,25 @@ pub struct OpsLog {
 #[derive(ToSchema)]
 #[schema(as = ops::Realtime)]
 pub struct OpsRealtime {
-    /// Per minute: `min` (requests), `uv`, `ip` (distinct addresses).
+    /// Per minute: `min` (requests), `uv` (distinct users), `ip` (distinct addresses).
     #[schema(value_type = Object)]
     time_dist: Value,
+    /// With `ips`: the most frequent client addresses, `{ip: requests}`.
+    #[schema(value_type = Option<Object>)]
+    ip_dist: Option<Value>,
+    /// With `users`: the most frequent users, `{user: requests}`.
+    #[schema(value_type = Option<Object>)]
+    users: Option<Value>,
+    /// With `endpoints`: the most requested resources, `{name: requests}`.
+    #[schema(value_type = Option<Object>)]
+    endpoints: Option<Value>,
     /// Mean response time, ms.
     avg_time: f64,
     /// Requests.
     requests: u64,
     /// Errors.
     errors: u64,
-    /// Distinct users (not tracked: 0).
+    /// Distinct users (the events' `user`/`username`).
     uv: u64,
     /// Distinct client addresses.
     ip: u64,
@@ -574,6 +583,37 @@ answer_schema!(
     "The recorded tokens, enveloped."
 );
 answer_schema!(CountAnswer, u64, "A count, enveloped.");
+/// An enveloped object answer (`$doc`).
+macro_rules! object_answer {
+    ($name:ident, $doc:literal, $result:literal, $count:literal) => {
+        #[doc = $doc]
+        #[derive(ToSchema)]
+        #[schema(as = ops::$name)]
+        pub struct $name {
+            #[doc = $result]
+            #[schema(value_type = Object)]
+            result: Value,
+            /// Empty.
+            msg: String,
+            /// 1.
+            state: i64,
+            #[doc = $count]
+            count: u64,
+        }
+    };
+}
+object_answer!(
+    FrameAnswer,
+    "A metric frame, enveloped.",
+    "`{column: [one value per row, oldest first]}`; without rows only the metric columns, each `[]`.",
+    "0."
+);
+object_answer!(
+    LogValuesAnswer,
+    "Counts of the logs per key and value, enveloped.",
+    "`{method: {get: 3}, level: {ERROR: 2}, status: {\"500\": 2}, endpoint_ident: {..}, ip: {..}, scheme: {..}}`.",
+    "How many logs were counted."
+);
 answer_schema!(ServersAnswer, Vec<OpsServer>, "The servers, enveloped.");
 answer_schema!(
     LogsAnswer,
@@ -675,6 +715,97 @@ pub struct RealtimeQuery {
     /// Seconds back from now, 1..7200 (default 3600).
     #[param(minimum = 1, maximum = 7200)]
     within: Option<u64>,
+    /// The top this many client addresses as `ip_dist` (0: left out).
+    #[param(minimum = 0, maximum = 1000)]
+    ips: Option<u64>,
+    /// The top this many users as `users` (0: left out).
+    #[param(minimum = 0, maximum = 1000)]
+    users: Option<u64>,
+    /// The top this many resources as `endpoints` (0: left out).
+    #[param(minimum = 0, maximum = 1000)]
+    endpoints: Option<u64>,
+}
+
+/// The common parameters of the metric frames (UtilMeta's `ServersAPI.BaseQuery`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FrameParams {
+    /// Rows from this time: ISO-8601 (UTC when without an offset) or epoch seconds.
+    start: Option<String>,
+    /// Rows until this time, the same forms.
+    end: Option<String>,
+    /// Rows of the last this many hours.
+    #[param(minimum = 1, maximum = 100000)]
+    within_hours: Option<u64>,
+    /// Rows of the last this many days.
+    #[param(minimum = 1, maximum = 100000)]
+    within_days: Option<u64>,
+    /// The newest this many rows, 0..1000 (default 1000).
+    #[param(minimum = 0, maximum = 1000)]
+    limit: Option<u64>,
+    /// Rows folded into buckets of this many seconds (a multiple of the rows' width).
+    #[param(minimum = 0)]
+    sample_interval: Option<u64>,
+    /// The rows' width: 60 (minute rows) or 3600 (hour rows).
+    #[param(value_type = Option<u64>, minimum = 60, maximum = 3600)]
+    interval: Option<u64>,
+    /// 0: minute rows, 1: hour roll-ups.
+    #[param(minimum = 0, maximum = 1)]
+    layer: Option<u64>,
+}
+
+/// `GET /servers/metrics`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServerMetricsQuery {
+    /// The server (`id` of `/servers`: the node's name); alias `server`.
+    server_id: String,
+}
+
+/// `GET /servers/instance/metrics`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstanceIdQuery {
+    /// The instance (`id` of `/servers/instances`), or `operator`.
+    instance_id: String,
+}
+
+/// `GET /servers/workers`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkersQuery {
+    /// The instance (`id` of `/servers/instances`), or `operator`.
+    instance_id: String,
+    /// Only workers of this status (`running`).
+    status: Option<String>,
+    /// Only the worker with this pid.
+    pid: Option<u32>,
+    /// Only connected workers (default true).
+    connected: Option<bool>,
+}
+
+/// `GET /servers/worker/metrics`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkerIdQuery {
+    /// The worker (`id` of `/servers/workers`).
+    worker_id: String,
+}
+
+/// `GET /servers/database/metrics`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DatabaseIdQuery {
+    /// The database (`id` of `/servers/databases`: `store`).
+    database_id: String,
+}
+
+/// `GET /servers/cache/metrics`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CacheIdQuery {
+    /// The cache (`id` of `/servers/caches`: `store`).
+    cache_id: String,
 }
 
 /// `?model=` of the data routes.
