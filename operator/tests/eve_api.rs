@@ -69,39 +69,84 @@ fn start(dir: &std::path::Path) -> Operator {
     start_with(dir, &[])
 }
 
-/// The operator with more environment (`OPSPLANE_REDIS_URL` for a Redis store).
+/// The operator with more environment (`OPSPLANE_REDIS_URL` for a Redis store). Ready when it
+/// has logged its bind and answers `/healthz` over HTTP (a bare TCP connect could reach another
+/// test's server on a port picked twice); one that exits first (its port was taken meanwhile)
+/// is started again on another port. Its log is `operator.log` in `dir`, printed when it never
+/// gets ready.
 fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Operator {
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = config(dir);
-    let child = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
-        .args(["standalone", "--listen", &listen.to_string(), "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--tokens-file")
-        .arg(dir.join("tokens.yaml"))
-        .args(["--cors-origins", "https://console.example"])
-        .args(["--cors-origin-regex", r"https://[a-z]+\.corp\.example"])
-        .args(["--cache-control", "services=max-age=20;*=no-cache"])
-        .args(["--cache-expires", "20"])
-        .env("OPSPLANE_TOKEN", ADMIN)
-        .env("OPSPLANE_RATE_LIMIT", "off")
-        // This host's node agent is operator/tests/standalone.rs's.
-        .env("OPSPLANE_NODE_AGENT", "false")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(listen).is_err() {
-        assert!(Instant::now() < deadline, "operator did not listen");
-        std::thread::sleep(Duration::from_millis(50));
+    for _attempt in 0..3 {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = std::fs::File::create(dir.join("operator.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opsplane-operator"))
+            .args(["standalone", "--listen", &listen.to_string(), "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--tokens-file")
+            .arg(dir.join("tokens.yaml"))
+            .args(["--cors-origins", "https://console.example"])
+            .args(["--cors-origin-regex", r"https://[a-z]+\.corp\.example"])
+            .args(["--cache-control", "services=max-age=20;*=no-cache"])
+            .args(["--cache-expires", "20"])
+            .env("OPSPLANE_TOKEN", ADMIN)
+            .env("OPSPLANE_RATE_LIMIT", "off")
+            // This host's node agent is operator/tests/standalone.rs's.
+            .env("OPSPLANE_NODE_AGENT", "false")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            // Ours once it has logged its bind (after which the port cannot be another's).
+            let bound = std::fs::read_to_string(dir.join("operator.log"))
+                .unwrap_or_default()
+                .contains("serving the API");
+            if bound && healthy(listen) {
+                return Operator {
+                    child,
+                    base: format!("http://{listen}/api/v1"),
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the operator did not get ready on {listen}: {}",
+                    std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.wait();
     }
-    Operator {
-        child,
-        base: format!("http://{listen}/api/v1"),
+    panic!(
+        "the operator exited three times: {}",
+        std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default()
+    );
+}
+
+/// Whether `addr` answers `GET /healthz` with 200.
+fn healthy(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
     }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 struct Answer {

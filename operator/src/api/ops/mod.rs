@@ -393,10 +393,13 @@ pub fn rules(ops: &Ops) -> Vec<Rule> {
     ops.routes
         .iter()
         .map(|r| {
-            let verb = if r.method == Method::GET {
-                "get"
-            } else {
-                "create"
+            // The Kubernetes verb a SubjectAccessReview asks for.
+            let verb = match r.method {
+                Method::GET => "get",
+                Method::DELETE => "delete",
+                Method::PATCH => "patch",
+                Method::PUT => "update",
+                _ => "create",
             };
             Rule::new(r.method.clone(), r.route, Access::new(r.need, "ops", verb))
         })
