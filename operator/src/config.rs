@@ -97,6 +97,31 @@ pub struct ServeArgs {
     /// The service name the ops API reports (`GET <ops_api>/`).
     #[arg(long, env = "OPSPLANE_OPS_SERVICE", default_value = "opsplane")]
     pub ops_service: String,
+    /// The local node's connection key: with --ops-local, a request from 127.0.0.1 must carry
+    /// it in `X-UtilMeta-Connection-Key` (401 `connection_key_missing`/`_wrong` otherwise). A
+    /// secret: give it in the environment rather than on the command line, or use
+    /// --ops-connection-key-file.
+    #[arg(long, env = "OPSPLANE_OPS_CONNECTION_KEY", hide_env_values = true, value_parser = parse_connection_key)]
+    pub ops_connection_key: Option<crate::api::ops::platform::ConnectionKey>,
+    /// A file holding the connection key (its surrounding whitespace is not part of it).
+    #[arg(long, env = "OPSPLANE_OPS_CONNECTION_KEY_FILE", conflicts_with = "ops_connection_key")]
+    pub ops_connection_key_file: Option<PathBuf>,
+    /// Hosts (and their subdomains) the ops API may call when connecting to the UtilMeta
+    /// platform (`POST <ops_api>/connect`) and pushing resources and reports; `utilmeta.com` is
+    /// always trusted.
+    #[arg(long = "ops-trusted-host", env = "OPSPLANE_OPS_TRUSTED_HOSTS", value_delimiter = ',')]
+    pub ops_trusted_hosts: Vec<String>,
+    /// Allow plain http for those calls (tests, a supervisor on loopback); https otherwise.
+    #[arg(long, env = "OPSPLANE_OPS_INSECURE_HTTP", default_value_t = false)]
+    pub ops_insecure_http: bool,
+    /// Longest one call to the platform may take.
+    #[arg(long, env = "OPSPLANE_OPS_PLATFORM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ops_platform_timeout: std::time::Duration,
+    /// How often connected supervisors get what they have not acknowledged yet: the resources,
+    /// and each completed hour's request aggregate (`POST <supervisor>/report`); failed calls
+    /// are tried again at the next round.
+    #[arg(long, env = "OPSPLANE_OPS_REPORT_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ops_report_interval: std::time::Duration,
     /// Notification checks (`/monitoring/api/notifications/`).
     #[command(flatten)]
     pub notifications: NotificationArgs,
@@ -469,4 +494,9 @@ mod eve_args_tests {
         };
         assert!(bad.settings().unwrap_err().contains("--cors-origin-regex"));
     }
+}
+
+fn parse_connection_key(raw: &str) -> Result<crate::api::ops::platform::ConnectionKey, String> {
+    crate::api::ops::platform::ConnectionKey::new(raw)
+        .ok_or_else(|| "the connection key is empty".to_owned())
 }

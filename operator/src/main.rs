@@ -399,7 +399,9 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         request_timeout: args.serve.request_timeout,
         ops: ops_of(&args.serve)?,
     };
+    let platform_calls = tokio::spawn(crate::api::ops::connect::run_platform_calls(state.clone()));
     let result = serve(&args.serve, state, shutdown_signal()).await;
+    platform_calls.abort();
     checks.abort();
     api_checks.abort();
     creating.abort();
@@ -531,6 +533,7 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
         request_timeout: args.serve.request_timeout,
         ops: ops_of(&args.serve)?,
     };
+    tokio::spawn(crate::api::ops::connect::run_platform_calls(state.clone()));
     let probe_client = client.clone();
     let ready_flag = ready.clone();
     tokio::spawn(async move {
@@ -688,7 +691,27 @@ fn ops_of(serve: &config::ServeArgs) -> anyhow::Result<crate::api::ops::Ops> {
         Some(url) => ops::servers::StoreInfo::redis(url),
         None => ops::servers::StoreInfo::Embedded,
     };
+    let connection_key = match &serve.ops_connection_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("--ops-connection-key-file {}: {e}", path.display())
+            })?;
+            Some(ops::platform::ConnectionKey::new(&text).ok_or_else(|| {
+                anyhow::anyhow!("--ops-connection-key-file {}: empty", path.display())
+            })?)
+        }
+        None => serve.ops_connection_key.clone(),
+    };
+    let mut trusted_hosts = vec![ops::connect::PLATFORM_HOST.to_owned()];
+    trusted_hosts.extend(serve.ops_trusted_hosts.iter().cloned());
+    let outbound = ops::connect::Outbound {
+        trusted_hosts,
+        insecure: serve.ops_insecure_http,
+        timeout: serve.ops_platform_timeout,
+        interval: serve.ops_report_interval,
+    };
     Ok(ops::Ops::new(location)
         .with_platform(&serve.ops_service, supervisor, serve.ops_local)
-        .with_store(store))
+        .with_store(store)
+        .with_connect(connection_key, outbound))
 }

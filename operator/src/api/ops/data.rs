@@ -134,12 +134,17 @@ const TABLES: [Table; 4] = [
     responses((status = 200, description = "the tables", body = schemas::TablesAnswer),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
 pub async fn tables(State(state): State<AppState>) -> Response {
+    answer(table_list(&state), 0)
+}
+
+/// The tables as `GET /data/tables` lists them (and the resources push sends them).
+pub fn table_list(state: &AppState) -> Vec<Value> {
     let database = if state.resources.is_local() {
         "standalone"
     } else {
         "kubernetes"
     };
-    let tables: Vec<Value> = TABLES
+    TABLES
         .iter()
         .map(|table| {
             let (reference, pk) = (table.reference, table.pk);
@@ -163,8 +168,7 @@ pub async fn tables(State(state): State<AppState>) -> Response {
                 "metadata": {"app_label": "opsplane"},
             })
         })
-        .collect();
-    answer(tables, 0)
+        .collect()
 }
 
 /// UtilMeta's query body.

@@ -15,6 +15,7 @@
 //! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`]; the four
 //!   platform concepts as views: [`views`].
 
+pub mod connect;
 pub mod credential;
 pub mod data;
 pub mod location;
@@ -139,7 +140,13 @@ pub struct Platform {
     pub local: bool,
     /// The metric store, as `/servers/databases` and `/servers/caches` list it.
     pub store: servers::StoreInfo,
+    /// `--ops-connection-key-file` / `OPSPLANE_OPS_CONNECTION_KEY`: the local node needs it
+    /// in `X-UtilMeta-Connection-Key`.
+    pub connection_key: Option<platform::ConnectionKey>,
+    /// Where outbound platform calls may go ([`connect`]).
+    pub outbound: connect::Outbound,
 }
+
 
 /// One ops route: method, path below the mount, what opsplane's own credentials need, the
 /// UtilMeta scope a platform token needs (`None`: any platform caller).
@@ -157,8 +164,14 @@ pub struct OpsRoute {
 
 /// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
 /// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
-pub const ROUTES: [(Method, &str, Need, Option<&str>); 18] = [
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 22] = [
     (Method::GET, "", Need::Public, None),
+    // The platform's connect callback: open, as UtilMeta's (only a pending init_key writes).
+    (Method::POST, "", Need::Public, None),
+    (Method::PATCH, "", Need::Admin, Some("service.config")),
+    (Method::DELETE, "", Need::Admin, Some("service.delete")),
+    // opsplane's `meta connect`: an admin's (or the local node's) call, no platform scope.
+    (Method::POST, "/connect", Need::Admin, Some("service.connect")),
     (Method::GET, "/openapi", Need::Read, Some("api.view")),
     (Method::GET, "/servers", Need::Read, Some("metrics.view")),
     (
@@ -213,7 +226,7 @@ pub struct Ops {
     /// opsplane's document (`/openapi.json`): every API, re-based to base_url.
     document: Arc<str>,
     /// The platform's (`<ops_api>/openapi`): the same without the ops API, as UtilMeta's.
-    platform_document: Arc<str>,
+    pub(crate) platform_document: Arc<str>,
     /// The routes with their mount (made once per process).
     routes: Arc<[OpsRoute]>,
 }
@@ -269,6 +282,8 @@ impl Ops {
                 supervisor: None,
                 local: false,
                 store: servers::StoreInfo::Embedded,
+                connection_key: None,
+                outbound: connect::Outbound::default(),
             }),
             document: document.to_string().into(),
             platform_document: platform_document.to_string().into(),
@@ -293,7 +308,22 @@ impl Ops {
             supervisor,
             local: local && on_localhost,
             store: self.platform.store.clone(),
+            connection_key: self.platform.connection_key.clone(),
+            outbound: self.platform.outbound.clone(),
         });
+        self
+    }
+
+    /// The same with the connection key and the outbound settings of the connect flow.
+    pub fn with_connect(
+        mut self,
+        connection_key: Option<platform::ConnectionKey>,
+        outbound: connect::Outbound,
+    ) -> Ops {
+        let mut platform = Platform::clone(&self.platform);
+        platform.connection_key = connection_key;
+        platform.outbound = outbound;
+        self.platform = Arc::new(platform);
         self
     }
 
@@ -408,17 +438,19 @@ pub async fn cors(State(ops): State<Ops>, request: Request, next: Next) -> Respo
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)),
     security(()))]
 pub async fn info(State(state): State<AppState>) -> Response {
-    let platform = &state.ops.platform;
-    let requires: Vec<&str> = if platform.local {
-        Vec::new()
-    } else {
-        vec!["authorization"]
+    answer(info_of(&state.ops.platform), 0)
+}
+
+/// `GET /`'s result: `requires` is `[]` for a local node, `["connection_key"]` when that
+/// needs the connection key, else `["authorization"]` (reference/utilmeta-ops.md §3).
+pub fn info_of(platform: &Platform) -> Value {
+    let requires: Vec<&str> = match (platform.local, &platform.connection_key) {
+        (true, None) => Vec::new(),
+        (true, Some(_)) => vec!["connection_key"],
+        (false, _) => vec!["authorization"],
     };
     let timestamp = jiff::Timestamp::now().as_millisecond();
-    answer(
-        json!({"utilmeta": SPEC_VERSION, "service": platform.service, "timestamp": timestamp, "requires": requires}),
-        0,
-    )
+    json!({"utilmeta": SPEC_VERSION, "service": platform.service, "timestamp": timestamp, "requires": requires})
 }
 
 /// The ops API answers with and without a trailing slash (UtilMeta's routes do): one slash at
@@ -477,7 +509,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let ops = &state.ops;
     let routes = Router::new()
         .route("/openapi.json", get(openapi_json))
-        .route(ops.route(""), get(info))
+        .route(
+            ops.route(""),
+            get(info)
+                .post(connect::callback)
+                .patch(connect::patch)
+                .delete(connect::delete),
+        )
+        .route(ops.route("/connect"), post(connect::connect))
         .route(ops.route("/openapi"), get(ops_openapi))
         .route(ops.route("/servers"), get(servers::list))
         .route(ops.route("/servers/instances"), get(servers::instances))

@@ -59,6 +59,8 @@ use crate::api;
         super::servers::caches, super::logs::service, super::logs::one, super::logs::realtime,
         super::tokens::list, super::tokens::scope, super::tokens::revoke,
         super::data::tables, super::data::query,
+        super::connect::callback, super::connect::patch, super::connect::delete,
+        super::connect::connect,
         super::views::services, super::views::environments, super::views::nodes,
         super::views::instances,
         api::console::root, api::console::bare, api::console::index, api::console::file,
