@@ -619,6 +619,31 @@ fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_wo
         404
     );
 
+    // Data writes need their scope.
+    let delete_row = json!({"id": "team/none"}).to_string();
+    refused(
+        platform_call(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &sign(&supervisor_private, &spv, "jti-8", "data.view data.query"),
+            &delete_row,
+        ),
+        403,
+        "PermissionDenied: insufficient scope",
+        json!(0),
+    );
+    assert_eq!(
+        ok(platform_call(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &sign(&supervisor_private, &spv, "jti-9", "data.delete"),
+            &delete_row,
+        )),
+        0
+    );
+
     // DELETE: service.delete, answers 1; its tokens are refused afterwards.
     let delete_token = sign(&supervisor_private, &spv, "jti-6", "service.delete");
     assert_eq!(ok(platform_call(addr, "DELETE", "/ops", &delete_token, "")), 1);
@@ -668,4 +693,156 @@ fn a_supervisor_that_does_not_answer_leaves_no_pending_connect() {
     // So no callback can save anything.
     let data = json!({"node_id": NODE, "ops_api": "x", "ident": "spv", "init_key": access_key});
     assert_eq!(call(addr, "POST", "/ops", &[], &data.to_string()).0, 404);
+}
+
+#[test]
+fn data_writes_go_through_the_eve_write_path_and_read_only_tables_refuse_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _running) = spawn_operator(dir.path(), &["--ops-local"]);
+    // The local node (every scope): no credential from 127.0.0.1.
+    let ops = |path: &str, body: Value| call(addr, "POST", path, &[], &body.to_string());
+    let service = json!({"metadata": {"name": "web", "namespace": "team",
+                                      "annotations": {"example.org/api_key": "k-123-secret"}},
+                         "spec": {"type": "web", "environment": "production",
+                                  "checkInterval": "1h", "url": "http://127.0.0.1:9/health"}});
+    let created = ok(ops(
+        "/ops/data/create?model=opsplane.services",
+        json!({"data": [service], "return_fields": ["_id", "metadata.annotations", "spec.url"]}),
+    ));
+    assert_eq!(created[0]["_id"], "team/web", "{created}");
+    assert_eq!(
+        created[0]["metadata.annotations"]["example.org/api_key"], "********",
+        "{created}"
+    );
+    assert!(!created.to_string().contains("k-123-secret"));
+    // Without return_fields: null.
+    let second = json!({"metadata": {"name": "api", "namespace": "team"},
+                        "spec": {"type": "web", "environment": "staging", "checkInterval": "1h",
+                                 "url": "http://127.0.0.1:9/"}});
+    assert_eq!(
+        ok(ops("/ops/data/create?model=opsplane.services", json!({"data": [second.clone()]}))),
+        Value::Null
+    );
+    // The same name again: a conflict; an invalid spec: a 400 naming the field; nothing is
+    // written by a batch with a bad row.
+    let (status, body) = ops(
+        "/ops/data/create?model=opsplane.services",
+        json!({"data": [second]}),
+    );
+    assert!(status == 400 || status == 409, "{status} {body}");
+    let bad = json!({"metadata": {"name": "bad", "namespace": "team"}, "spec": {"type": "web", "url": 3}});
+    let ok_row = json!({"metadata": {"name": "fine", "namespace": "team"},
+                        "spec": {"type": "web", "environment": "staging", "checkInterval": "1h",
+                                 "url": "http://127.0.0.1:9/"}});
+    let (status, body) = ops(
+        "/ops/data/create?model=opsplane.services",
+        json!({"data": [ok_row, bad]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["msg"].as_str().unwrap().starts_with("BadRequest: invalid"), "{body}");
+
+    // Visible through the Eve API, with the oplog's `u` the local node.
+    let (status, item) = admin(addr, "GET", "/api/v1/services/team/web", "");
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["spec"]["url"], "http://127.0.0.1:9/health");
+    assert_eq!(admin(addr, "GET", "/api/v1/services/team/fine", "").0, 404);
+
+    // Update without If-Match: the count of rows updated (an unknown pk counts 0).
+    let updated = ok(ops(
+        "/ops/data/update?model=opsplane.services",
+        json!({"data": [{"pk": "team/web", "spec": {"checkInterval": "10m"}},
+                        {"pk": "team/nothing", "spec": {"checkInterval": "10m"}}]}),
+    ));
+    assert_eq!(updated, 1);
+    let (_, item) = admin(addr, "GET", "/api/v1/services/team/web", "");
+    assert_eq!(item["spec"]["checkInterval"], "10m", "{item}");
+    assert_eq!(item["_version"], 2, "{item}");
+    let (status, body) = ops(
+        "/ops/data/update?model=opsplane.services",
+        json!({"data": [{"spec": {"checkInterval": "10m"}}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // Delete: 1, then 0; the object is gone (soft-deleted, as the Eve DELETE).
+    assert_eq!(ok(ops("/ops/data/delete?model=opsplane.services", json!({"id": "team/web"}))), 1);
+    assert_eq!(ok(ops("/ops/data/delete?model=opsplane.services", json!({"id": "team/web"}))), 0);
+    assert_eq!(admin(addr, "GET", "/api/v1/services/team/web", "").0, 404);
+    // An update does not bring a deleted row back.
+    assert_eq!(
+        ok(ops(
+            "/ops/data/update?model=opsplane.services",
+            json!({"data": [{"pk": "team/web", "spec": {"checkInterval": "1m"}}]}),
+        )),
+        0
+    );
+    assert_eq!(admin(addr, "GET", "/api/v1/services/team/web", "").0, 404);
+
+    let (_, oplog) = admin(addr, "GET", "/api/v1/oplog?max_results=100", "");
+    let entries: Vec<(String, String, String)> = oplog["_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["o"].as_str().unwrap_or("").to_owned(),
+                e["i"].as_str().unwrap_or("").to_owned(),
+                e["u"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let web: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|(_, i, _)| i == "team/web")
+        .map(|(o, _, u)| (o.as_str(), u.as_str()))
+        .collect();
+    assert_eq!(
+        web,
+        [
+            ("POST", "utilmeta:local"),
+            ("PATCH", "utilmeta:local"),
+            ("DELETE", "utilmeta:local")
+        ],
+        "{oplog}"
+    );
+
+    // Read-only and unknown tables.
+    for model in ["opsplane.nodes", "opsplane.exceptions"] {
+        let (status, body) = ops(
+            &format!("/ops/data/create?model={model}"),
+            json!({"data": [{}]}),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["msg"].as_str().unwrap().contains("read-only"), "{body}");
+        let (status, _) = ops(&format!("/ops/data/delete?model={model}"), json!({"id": "x"}));
+        assert_eq!(status, 400);
+    }
+    assert_eq!(ops("/ops/data/create?model=nope", json!({"data": [{}]})).0, 400);
+    assert_eq!(ops("/ops/data/create?model=opsplane.services", json!({"rows": 1})).0, 400);
+    // The tables say which fields take writes.
+    let (_, tables) = admin(addr, "GET", "/ops/data/tables", "");
+    let services = tables["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["ref"] == "opsplane.services")
+        .unwrap()
+        .clone();
+    assert_eq!(services["fields"]["spec"]["readonly"], false);
+    assert_eq!(services["fields"]["status"]["readonly"], true);
+}
+
+#[test]
+fn data_writes_need_a_credential_and_take_opsplanes_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _running) = spawn_operator(dir.path(), &[]);
+    let body = json!({"id": "team/web"}).to_string();
+    // No credential: 401; opsplane's admin: through (nothing to delete: 0).
+    assert_eq!(
+        call(addr, "POST", "/ops/data/delete?model=opsplane.services", &[], &body).0,
+        401
+    );
+    assert_eq!(
+        ok(admin(addr, "POST", "/ops/data/delete?model=opsplane.services", &body)),
+        0
+    );
 }

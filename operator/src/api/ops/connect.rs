@@ -932,12 +932,25 @@ async fn update(store: &Arc<dyn Store>, id: &str, change: impl Fn(&mut Superviso
     }
 }
 
-/// The background rounds: every `--ops-report-interval`, each connected supervisor gets what
-/// it has not acknowledged yet. Runs until the process ends.
+/// Most expired token records one round removes.
+pub const PRUNE_PER_ROUND: usize = 1_000;
+
+/// The ops API's background rounds: every `--ops-report-interval`, expired token records are
+/// pruned (at most [`PRUNE_PER_ROUND`]) and each connected supervisor gets what it has not
+/// acknowledged yet. Runs until the process ends.
 pub async fn run_platform_calls(state: AppState) {
     let interval = state.ops.platform.outbound.interval.max(Duration::from_millis(200));
+    let book = super::tokens::TokenBook::new(state.recorder.store().clone());
     loop {
         tokio::time::sleep(interval).await;
+        match book
+            .prune(jiff::Timestamp::now().as_second(), PRUNE_PER_ROUND)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "ops: expired token records pruned"),
+            Err(e) => tracing::warn!(error = %e, "ops: pruning token records failed"),
+        }
         let Ok(records) = supervisors::list(&**state.recorder.store()).await else {
             continue;
         };

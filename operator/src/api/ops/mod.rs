@@ -103,6 +103,14 @@ pub enum OpsError {
         /// The message.
         message: String,
     },
+    /// Refused with this status (state 0).
+    #[error("{message}")]
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// The message.
+        message: String,
+    },
     /// The store failed: 503, the request may be resent.
     #[error("the store failed: {0}")]
     Store(#[from] opsplane_store::StoreError),
@@ -117,6 +125,7 @@ impl IntoResponse for OpsError {
             OpsError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!(0)),
             OpsError::NotFound(_) => (StatusCode::NOT_FOUND, json!(0)),
             OpsError::Coded { status, state, .. } => (*status, json!(state)),
+            OpsError::Refused { status, .. } => (*status, json!(0)),
             OpsError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, json!(0)),
             OpsError::Resources(e) => (e.status(), json!(0)),
         };
@@ -164,7 +173,7 @@ pub struct OpsRoute {
 
 /// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
 /// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
-pub const ROUTES: [(Method, &str, Need, Option<&str>); 22] = [
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 25] = [
     (Method::GET, "", Need::Public, None),
     // The platform's connect callback: open, as UtilMeta's (only a pending init_key writes).
     (Method::POST, "", Need::Public, None),
@@ -205,6 +214,9 @@ pub const ROUTES: [(Method, &str, Need, Option<&str>); 22] = [
     ),
     (Method::GET, "/data/tables", Need::Read, Some("data.view")),
     (Method::POST, "/data/query", Need::Read, Some("data.query")),
+    (Method::POST, "/data/create", Need::Admin, Some("data.create")),
+    (Method::POST, "/data/update", Need::Admin, Some("data.update")),
+    (Method::POST, "/data/delete", Need::Admin, Some("data.delete")),
     (Method::GET, "/services", Need::Read, Some("metrics.view")),
     (
         Method::GET,
@@ -530,6 +542,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(ops.route("/token/revoke"), post(tokens::revoke))
         .route(ops.route("/data/tables"), get(data::tables))
         .route(ops.route("/data/query"), post(data::query))
+        .route(ops.route("/data/create"), post(data::create))
+        .route(ops.route("/data/update"), post(data::update))
+        .route(ops.route("/data/delete"), post(data::delete))
         .route(ops.route("/services"), get(views::services))
         .route(ops.route("/environments"), get(views::environments))
         .route(ops.route("/nodes"), get(views::nodes))

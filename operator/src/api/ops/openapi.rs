@@ -59,6 +59,7 @@ use crate::api;
         super::servers::caches, super::logs::service, super::logs::one, super::logs::realtime,
         super::tokens::list, super::tokens::scope, super::tokens::revoke,
         super::data::tables, super::data::query,
+        super::data::create, super::data::update, super::data::delete,
         super::connect::callback, super::connect::patch, super::connect::delete,
         super::connect::connect,
         super::views::services, super::views::environments, super::views::nodes,
