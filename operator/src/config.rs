@@ -104,12 +104,20 @@ pub struct ServeArgs {
     #[arg(long, env = "OPSPLANE_OPS_CONNECTION_KEY", hide_env_values = true, value_parser = parse_connection_key)]
     pub ops_connection_key: Option<crate::api::ops::platform::ConnectionKey>,
     /// A file holding the connection key (its surrounding whitespace is not part of it).
-    #[arg(long, env = "OPSPLANE_OPS_CONNECTION_KEY_FILE", conflicts_with = "ops_connection_key")]
+    #[arg(
+        long,
+        env = "OPSPLANE_OPS_CONNECTION_KEY_FILE",
+        conflicts_with = "ops_connection_key"
+    )]
     pub ops_connection_key_file: Option<PathBuf>,
     /// Hosts (and their subdomains) the ops API may call when connecting to the UtilMeta
     /// platform (`POST <ops_api>/connect`) and pushing resources and reports; `utilmeta.com` is
     /// always trusted.
-    #[arg(long = "ops-trusted-host", env = "OPSPLANE_OPS_TRUSTED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "ops-trusted-host",
+        env = "OPSPLANE_OPS_TRUSTED_HOSTS",
+        value_delimiter = ','
+    )]
     pub ops_trusted_hosts: Vec<String>,
     /// Allow plain http for those calls (tests, a supervisor on loopback); https otherwise.
     #[arg(long, env = "OPSPLANE_OPS_INSECURE_HTTP", default_value_t = false)]
@@ -458,6 +466,11 @@ fn parse_sample_interval(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+fn parse_connection_key(raw: &str) -> Result<crate::api::ops::platform::ConnectionKey, String> {
+    crate::api::ops::platform::ConnectionKey::new(raw)
+        .ok_or_else(|| "the connection key is empty".to_owned())
+}
+
 #[cfg(test)]
 mod eve_args_tests {
     use super::*;
@@ -494,9 +507,4 @@ mod eve_args_tests {
         };
         assert!(bad.settings().unwrap_err().contains("--cors-origin-regex"));
     }
-}
-
-fn parse_connection_key(raw: &str) -> Result<crate::api::ops::platform::ConnectionKey, String> {
-    crate::api::ops::platform::ConnectionKey::new(raw)
-        .ok_or_else(|| "the connection key is empty".to_owned())
 }

@@ -381,7 +381,10 @@ fn the_local_node_needs_the_connection_key_when_one_is_set() {
 fn without_a_connection_key_the_local_node_needs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, _running) = spawn_operator(dir.path(), &["--ops-local"]);
-    assert_eq!(ok(call(addr, "GET", "/ops", &[], ""))["requires"], json!([]));
+    assert_eq!(
+        ok(call(addr, "GET", "/ops", &[], ""))["requires"],
+        json!([])
+    );
     assert_eq!(
         ok(call(addr, "GET", "/ops/token/scope", &[], "")),
         json!(["*"])
@@ -421,15 +424,24 @@ fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_wo
             json!({"key": access_key, "to": "http://evil.example.com/spv"}),
             "untrusted host",
         ),
-        (json!({"key": access_key, "to": "ftp://127.0.0.1/spv"}), "scheme"),
+        (
+            json!({"key": access_key, "to": "ftp://127.0.0.1/spv"}),
+            "scheme",
+        ),
         (json!({"key": "not a key", "to": spv}), "bad key"),
         (json!({"key": access_key}), "no target"),
     ] {
         let (status, answer) = admin(addr, "POST", "/ops/connect", &body.to_string());
         assert_eq!(status, 400, "{why}: {answer}");
-        assert!(answer["msg"].as_str().unwrap().starts_with("BadRequest: "), "{answer}");
+        assert!(
+            answer["msg"].as_str().unwrap().starts_with("BadRequest: "),
+            "{answer}"
+        );
     }
-    assert!(server.received.lock().unwrap().is_empty(), "nothing was sent");
+    assert!(
+        server.received.lock().unwrap().is_empty(),
+        "nothing was sent"
+    );
     // The connect itself needs opsplane's admin.
     assert_eq!(
         call(
@@ -486,13 +498,23 @@ fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_wo
     );
     let mut elsewhere: Value = serde_json::from_str(&data(Some(&access_key))).unwrap();
     elsewhere["base_url"] = json!("http://127.0.0.1:1/spv");
-    assert_eq!(
-        call(addr, "POST", "/ops", &[], &elsewhere.to_string()).0,
-        409
+    let (status, conflict) = call(addr, "POST", "/ops", &[], &elsewhere.to_string());
+    assert_eq!((status, &conflict["state"]), (409, &json!(0)), "{conflict}");
+    assert!(
+        conflict["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Conflict: Supervisor base_url is inconsistent"),
+        "{conflict}"
     );
     assert_eq!(call(addr, "POST", "/ops", &[], "{not json").0, 400);
     // A token of the supervisor is not accepted before the save.
-    let token = sign(&supervisor_private, &spv, "jti-1", "api.view service.config");
+    let token = sign(
+        &supervisor_private,
+        &spv,
+        "jti-1",
+        "api.view service.config",
+    );
     refused(
         platform_call(addr, "GET", "/ops/token/scope", &token, ""),
         400,
@@ -646,7 +668,10 @@ fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_wo
 
     // DELETE: service.delete, answers 1; its tokens are refused afterwards.
     let delete_token = sign(&supervisor_private, &spv, "jti-6", "service.delete");
-    assert_eq!(ok(platform_call(addr, "DELETE", "/ops", &delete_token, "")), 1);
+    assert_eq!(
+        ok(platform_call(addr, "DELETE", "/ops", &delete_token, "")),
+        1
+    );
     refused(
         platform_call(
             addr,
@@ -720,7 +745,10 @@ fn data_writes_go_through_the_eve_write_path_and_read_only_tables_refuse_them() 
                         "spec": {"type": "web", "environment": "staging", "checkInterval": "1h",
                                  "url": "http://127.0.0.1:9/"}});
     assert_eq!(
-        ok(ops("/ops/data/create?model=opsplane.services", json!({"data": [second.clone()]}))),
+        ok(ops(
+            "/ops/data/create?model=opsplane.services",
+            json!({"data": [second.clone()]})
+        )),
         Value::Null
     );
     // The same name again: a conflict; an invalid spec: a 400 naming the field; nothing is
@@ -739,7 +767,13 @@ fn data_writes_go_through_the_eve_write_path_and_read_only_tables_refuse_them() 
         json!({"data": [ok_row, bad]}),
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body["msg"].as_str().unwrap().starts_with("BadRequest: invalid"), "{body}");
+    assert!(
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("BadRequest: invalid"),
+        "{body}"
+    );
 
     // Visible through the Eve API, with the oplog's `u` the local node.
     let (status, item) = admin(addr, "GET", "/api/v1/services/team/web", "");
@@ -764,8 +798,20 @@ fn data_writes_go_through_the_eve_write_path_and_read_only_tables_refuse_them() 
     assert_eq!(status, 400, "{body}");
 
     // Delete: 1, then 0; the object is gone (soft-deleted, as the Eve DELETE).
-    assert_eq!(ok(ops("/ops/data/delete?model=opsplane.services", json!({"id": "team/web"}))), 1);
-    assert_eq!(ok(ops("/ops/data/delete?model=opsplane.services", json!({"id": "team/web"}))), 0);
+    assert_eq!(
+        ok(ops(
+            "/ops/data/delete?model=opsplane.services",
+            json!({"id": "team/web"})
+        )),
+        1
+    );
+    assert_eq!(
+        ok(ops(
+            "/ops/data/delete?model=opsplane.services",
+            json!({"id": "team/web"})
+        )),
+        0
+    );
     assert_eq!(admin(addr, "GET", "/api/v1/services/team/web", "").0, 404);
     // An update does not bring a deleted row back.
     assert_eq!(
@@ -812,12 +858,28 @@ fn data_writes_go_through_the_eve_write_path_and_read_only_tables_refuse_them() 
             json!({"data": [{}]}),
         );
         assert_eq!(status, 400, "{body}");
-        assert!(body["msg"].as_str().unwrap().contains("read-only"), "{body}");
-        let (status, _) = ops(&format!("/ops/data/delete?model={model}"), json!({"id": "x"}));
+        assert!(
+            body["msg"].as_str().unwrap().contains("read-only"),
+            "{body}"
+        );
+        let (status, _) = ops(
+            &format!("/ops/data/delete?model={model}"),
+            json!({"id": "x"}),
+        );
         assert_eq!(status, 400);
     }
-    assert_eq!(ops("/ops/data/create?model=nope", json!({"data": [{}]})).0, 400);
-    assert_eq!(ops("/ops/data/create?model=opsplane.services", json!({"rows": 1})).0, 400);
+    assert_eq!(
+        ops("/ops/data/create?model=nope", json!({"data": [{}]})).0,
+        400
+    );
+    assert_eq!(
+        ops(
+            "/ops/data/create?model=opsplane.services",
+            json!({"rows": 1})
+        )
+        .0,
+        400
+    );
     // The tables say which fields take writes.
     let (_, tables) = admin(addr, "GET", "/ops/data/tables", "");
     let services = tables["result"]
@@ -838,11 +900,23 @@ fn data_writes_need_a_credential_and_take_opsplanes_admin() {
     let body = json!({"id": "team/web"}).to_string();
     // No credential: 401; opsplane's admin: through (nothing to delete: 0).
     assert_eq!(
-        call(addr, "POST", "/ops/data/delete?model=opsplane.services", &[], &body).0,
+        call(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &[],
+            &body
+        )
+        .0,
         401
     );
     assert_eq!(
-        ok(admin(addr, "POST", "/ops/data/delete?model=opsplane.services", &body)),
+        ok(admin(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &body
+        )),
         0
     );
 }

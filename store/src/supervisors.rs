@@ -101,7 +101,10 @@ pub async fn list<S: Documents + ?Sized>(store: &S) -> Result<Vec<(u64, Supervis
 }
 
 /// One record with its revision.
-pub async fn get<S: Documents + ?Sized>(store: &S, id: &str) -> Result<Option<(u64, SupervisorRecord)>> {
+pub async fn get<S: Documents + ?Sized>(
+    store: &S,
+    id: &str,
+) -> Result<Option<(u64, SupervisorRecord)>> {
     match store.document(COLLECTION, id).await? {
         Some(d) => Ok(Some((d.revision, decode(&d.id, d.body)?))),
         None => Ok(None),
@@ -115,7 +118,9 @@ pub async fn put<S: Documents + ?Sized>(
     expect: Expect,
 ) -> Result<Written> {
     if record.id.is_empty() {
-        return Err(StoreError::Invalid("a supervisor record needs an id".into()));
+        return Err(StoreError::Invalid(
+            "a supervisor record needs an id".into(),
+        ));
     }
     let body = serde_json::to_value(record).map_err(|e| StoreError::Invalid(e.to_string()))?;
     store

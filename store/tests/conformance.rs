@@ -958,7 +958,9 @@ async fn supervisor_records_round_trip_and_write_conditionally(store: Arc<dyn St
         panic!("create refused")
     };
     assert_eq!(
-        supervisors::put(&*store, &pending, Expect::Absent).await.unwrap(),
+        supervisors::put(&*store, &pending, Expect::Absent)
+            .await
+            .unwrap(),
         Written::Conflict(Some(r1)),
         "one record per id"
     );
@@ -980,7 +982,9 @@ async fn supervisor_records_round_trip_and_write_conditionally(store: Arc<dyn St
         panic!("update at the current revision refused")
     };
     assert_eq!(
-        supervisors::put(&*store, &pending, Expect::Revision(r1)).await.unwrap(),
+        supervisors::put(&*store, &pending, Expect::Revision(r1))
+            .await
+            .unwrap(),
         Written::Conflict(Some(r2)),
         "a stale writer loses"
     );
@@ -994,7 +998,12 @@ async fn supervisor_records_round_trip_and_write_conditionally(store: Arc<dyn St
     );
     // A foreign document in the collection is reported as corrupt, not taken for a record.
     store
-        .put_document(supervisors::COLLECTION, "bad", &serde_json::json!({"id": 3}), Expect::Any)
+        .put_document(
+            supervisors::COLLECTION,
+            "bad",
+            &serde_json::json!({"id": 3}),
+            Expect::Any,
+        )
         .await
         .unwrap();
     assert!(supervisors::get(&*store, "bad").await.is_err());
@@ -1003,7 +1012,9 @@ async fn supervisor_records_round_trip_and_write_conditionally(store: Arc<dyn St
         .await
         .unwrap();
     assert_eq!(
-        supervisors::remove(&*store, "s1", Expect::Revision(r2)).await.unwrap(),
+        supervisors::remove(&*store, "s1", Expect::Revision(r2))
+            .await
+            .unwrap(),
         Written::Done(r2)
     );
     assert!(supervisors::get(&*store, "s1").await.unwrap().is_none());

@@ -151,7 +151,8 @@ pub fn encrypt(jwk: &str, payload: &[u8]) -> Result<String, OpsError> {
     use base64::Engine as _;
     use openssl::pkey::PKey;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let bad = |e: &dyn std::fmt::Display| OpsError::BadRequest(format!("the key cannot encrypt: {e}"));
+    let bad =
+        |e: &dyn std::fmt::Display| OpsError::BadRequest(format!("the key cannot encrypt: {e}"));
     let key: Value = serde_json::from_str(jwk).map_err(|e| bad(&e))?;
     let component = |name: &str| {
         key[name]
@@ -314,7 +315,9 @@ pub fn decide_save(
         .init_key
         .as_deref()
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| OpsError::BadRequest("Missing init_key for supervisor to be saved".into()))?;
+        .ok_or_else(|| {
+            OpsError::BadRequest("Missing init_key for supervisor to be saved".into())
+        })?;
     if data.node_id.trim().is_empty() {
         return Err(OpsError::BadRequest("node_id is required".into()));
     }
@@ -330,9 +333,8 @@ pub fn decide_save(
     if let Some(base_url) = data.base_url.as_deref()
         && base_url.trim_end_matches('/') != pending.base_url.trim_end_matches('/')
     {
-        return Err(OpsError::Coded {
+        return Err(OpsError::Refused {
             status: StatusCode::CONFLICT,
-            state: "0",
             message: format!("Supervisor base_url is inconsistent: {base_url}"),
         });
     }
@@ -344,9 +346,8 @@ pub fn decide_save(
             && r.node_id.as_deref() == Some(data.node_id.as_str())
             && r.base_url == pending.base_url
     }) {
-        return Err(OpsError::Coded {
+        return Err(OpsError::Refused {
             status: StatusCode::CONFLICT,
-            state: "0",
             message: format!(
                 "Supervisor node {} already exists at {}",
                 data.node_id, pending.base_url
@@ -402,9 +403,8 @@ async fn save(state: &AppState, data: &SupervisorData) -> Result<SupervisorRecor
             {
                 Written::Done(_) => {}
                 Written::Conflict(_) => {
-                    return Err(OpsError::Coded {
+                    return Err(OpsError::Refused {
                         status: StatusCode::CONFLICT,
-                        state: "0",
                         message: "the supervisor changed meanwhile; try again".into(),
                     });
                 }
@@ -503,14 +503,17 @@ pub async fn patch(
             *slot = value;
         }
     }
-    match supervisors::put(&**state.recorder.store(), &record, Expect::Revision(revision))
-        .await
-        .map_err(store_failed)?
+    match supervisors::put(
+        &**state.recorder.store(),
+        &record,
+        Expect::Revision(revision),
+    )
+    .await
+    .map_err(store_failed)?
     {
         Written::Done(_) => Ok(saved_answer(&state, &record)),
-        Written::Conflict(_) => Err(OpsError::Coded {
+        Written::Conflict(_) => Err(OpsError::Refused {
             status: StatusCode::CONFLICT,
-            state: "0",
             message: "the supervisor changed meanwhile; try again".into(),
         }),
     }
@@ -532,9 +535,13 @@ pub async fn delete(
             message: "the supervisor is still pending".into(),
         });
     }
-    match supervisors::remove(&**state.recorder.store(), &record.id, Expect::Revision(revision))
-        .await
-        .map_err(store_failed)?
+    match supervisors::remove(
+        &**state.recorder.store(),
+        &record.id,
+        Expect::Revision(revision),
+    )
+    .await
+    .map_err(store_failed)?
     {
         Written::Done(_) => {
             tracing::info!(supervisor = %record.base_url, node_id = ?record.node_id, "ops: supervisor deleted");
@@ -682,12 +689,13 @@ pub async fn connect(
     let result = &answered["result"];
     let mut connected = None;
     if result["node_id"].is_string() {
-        let mut data: SupervisorData =
-            serde_json::from_value(result.clone()).unwrap_or_default();
+        let mut data: SupervisorData = serde_json::from_value(result.clone()).unwrap_or_default();
         data.init_key = Some(key);
         match save(&state, &data).await {
             Ok(saved) => connected = Some(saved),
-            Err(e) => tracing::warn!(supervisor = %base_url, error = %e, "ops: the supervisor's answer could not be saved"),
+            Err(e) => {
+                tracing::warn!(supervisor = %base_url, error = %e, "ops: the supervisor's answer could not be saved")
+            }
         }
     }
     let current = match connected {
@@ -750,7 +758,10 @@ pub fn resources(state: &AppState) -> Value {
 
 /// The request aggregate of the hour starting at `from` (§7, layer 0), from the request
 /// metrics the ingestion endpoint stores (minute buckets, resource 0: once per request).
-pub async fn hour_report(store: &dyn Store, from: i64) -> Result<Value, opsplane_store::StoreError> {
+pub async fn hour_report(
+    store: &dyn Store,
+    from: i64,
+) -> Result<Value, opsplane_store::StoreError> {
     let to = from + 3600;
     let (mut requests, mut errors, mut time_sum, mut time_n, mut max_ms) =
         (0u64, 0u64, 0.0f64, 0u64, 0.0f64);
@@ -856,7 +867,10 @@ async fn sync_one(state: &AppState, id: &str) {
     let Ok(http) = client(&outbound) else {
         return;
     };
-    let headers = [("x-node-id", node_id.as_str()), ("x-node-key", key.as_str())];
+    let headers = [
+        ("x-node-id", node_id.as_str()),
+        ("x-node-key", key.as_str()),
+    ];
     if record.resources_etag.is_none() {
         match call(
             &http,
@@ -939,7 +953,12 @@ pub const PRUNE_PER_ROUND: usize = 1_000;
 /// pruned (at most [`PRUNE_PER_ROUND`]) and each connected supervisor gets what it has not
 /// acknowledged yet. Runs until the process ends.
 pub async fn run_platform_calls(state: AppState) {
-    let interval = state.ops.platform.outbound.interval.max(Duration::from_millis(200));
+    let interval = state
+        .ops
+        .platform
+        .outbound
+        .interval
+        .max(Duration::from_millis(200));
     let book = super::tokens::TokenBook::new(state.recorder.store().clone());
     loop {
         tokio::time::sleep(interval).await;
@@ -993,10 +1012,19 @@ mod tests {
 
     #[test]
     fn a_callback_is_saved_only_into_the_pending_record_of_its_init_key() {
-        let records = vec![(3, record("a", Some("K1"), None)), (4, record("b", None, Some("n9")))];
+        let records = vec![
+            (3, record("a", Some("K1"), None)),
+            (4, record("b", None, Some("n9"))),
+        ];
         assert_eq!(status(decide_save(&records, &data(None)).unwrap_err()), 400);
-        assert_eq!(status(decide_save(&records, &data(Some(""))).unwrap_err()), 400);
-        assert_eq!(status(decide_save(&records, &data(Some("K2"))).unwrap_err()), 404);
+        assert_eq!(
+            status(decide_save(&records, &data(Some(""))).unwrap_err()),
+            400
+        );
+        assert_eq!(
+            status(decide_save(&records, &data(Some("K2"))).unwrap_err()),
+            404
+        );
         let Save::Write(rev, saved) = decide_save(&records, &data(Some("K1"))).unwrap() else {
             panic!("not written")
         };
@@ -1011,7 +1039,10 @@ mod tests {
         assert_eq!(status(decide_save(&records, &taken).unwrap_err()), 409);
         let mut disabled = records.clone();
         disabled[0].1.disabled = true;
-        assert_eq!(status(decide_save(&disabled, &data(Some("K1"))).unwrap_err()), 404);
+        assert_eq!(
+            status(decide_save(&disabled, &data(Some("K1"))).unwrap_err()),
+            404
+        );
         let mut bad_key = data(Some("K1"));
         bad_key.public_key = Some("not a jwk".into());
         assert_eq!(status(decide_save(&records, &bad_key).unwrap_err()), 400);
@@ -1036,7 +1067,8 @@ mod tests {
 
     #[test]
     fn hours_due_follow_the_last_reported_hour_and_stop_before_the_current_one() {
-        let now = 1_800_000_000 - 1_800_000_000 % 3600 + 1200;
+        // 20 minutes into an hour (1_800_000_000 is a whole hour).
+        let now = 1_800_000_000 + 1200;
         let current = now - 1200;
         assert_eq!(hours_due(None, now, 24), vec![current - 3600]);
         assert_eq!(hours_due(Some(current - 3600), now, 24), Vec::<i64>::new());
@@ -1058,6 +1090,9 @@ mod tests {
         assert!(public_jwk(r#"{"kty":"RSA","n":"a","e":"b","d":"c"}"#).is_err());
         assert!(public_jwk("%%%").is_err());
         assert_eq!(join("https://x/spv/", ""), "https://x/spv/");
-        assert_eq!(join("https://x/spv", "resources"), "https://x/spv/resources");
+        assert_eq!(
+            join("https://x/spv", "resources"),
+            "https://x/spv/resources"
+        );
     }
 }

@@ -679,7 +679,10 @@ mod tests {
             let e = writable(model).unwrap_err().to_string();
             assert!(e.contains(says), "{model}: {e}");
         }
-        let part = writable_part(&json!({"pk": "a/b", "_id": "a/b", "status": {}, "_etag": "x", "spec": {"url": "u"}})).unwrap();
+        let part = writable_part(
+            &json!({"pk": "a/b", "_id": "a/b", "status": {}, "_etag": "x", "spec": {"url": "u"}}),
+        )
+        .unwrap();
         assert_eq!(part, json!({"spec": {"url": "u"}}));
         assert!(writable_part(&json!([1])).is_err());
         assert_eq!(pk_of(&json!({"_id": "a/b"})).as_deref(), Some("a/b"));

@@ -156,7 +156,6 @@ pub struct Platform {
     pub outbound: connect::Outbound,
 }
 
-
 /// One ops route: method, path below the mount, what opsplane's own credentials need, the
 /// UtilMeta scope a platform token needs (`None`: any platform caller).
 #[derive(Debug, Clone)]
@@ -180,7 +179,12 @@ pub const ROUTES: [(Method, &str, Need, Option<&str>); 25] = [
     (Method::PATCH, "", Need::Admin, Some("service.config")),
     (Method::DELETE, "", Need::Admin, Some("service.delete")),
     // opsplane's `meta connect`: an admin's (or the local node's) call, no platform scope.
-    (Method::POST, "/connect", Need::Admin, Some("service.connect")),
+    (
+        Method::POST,
+        "/connect",
+        Need::Admin,
+        Some("service.connect"),
+    ),
     (Method::GET, "/openapi", Need::Read, Some("api.view")),
     (Method::GET, "/servers", Need::Read, Some("metrics.view")),
     (
@@ -214,9 +218,24 @@ pub const ROUTES: [(Method, &str, Need, Option<&str>); 25] = [
     ),
     (Method::GET, "/data/tables", Need::Read, Some("data.view")),
     (Method::POST, "/data/query", Need::Read, Some("data.query")),
-    (Method::POST, "/data/create", Need::Admin, Some("data.create")),
-    (Method::POST, "/data/update", Need::Admin, Some("data.update")),
-    (Method::POST, "/data/delete", Need::Admin, Some("data.delete")),
+    (
+        Method::POST,
+        "/data/create",
+        Need::Admin,
+        Some("data.create"),
+    ),
+    (
+        Method::POST,
+        "/data/update",
+        Need::Admin,
+        Some("data.update"),
+    ),
+    (
+        Method::POST,
+        "/data/delete",
+        Need::Admin,
+        Some("data.delete"),
+    ),
     (Method::GET, "/services", Need::Read, Some("metrics.view")),
     (
         Method::GET,

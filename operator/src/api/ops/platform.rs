@@ -656,13 +656,26 @@ mod tests {
         assert!(ConnectionKey::new(" \n").is_none());
         assert!(!format!("{key:?}").contains("s3cret"));
         let mut h = HeaderMap::new();
-        assert_eq!(key.check(&h).unwrap_err().state, json!("connection_key_missing"));
+        assert_eq!(
+            key.check(&h).unwrap_err().state,
+            json!("connection_key_missing")
+        );
         for wrong in ["s3cre", "s3cret2", "S3CRET", ""] {
-            h.insert("x-utilmeta-connection-key", HeaderValue::from_str(wrong).unwrap());
+            h.insert(
+                "x-utilmeta-connection-key",
+                HeaderValue::from_str(wrong).unwrap(),
+            );
             let r = key.check(&h).unwrap_err();
-            assert_eq!((r.status, r.state), (StatusCode::UNAUTHORIZED, json!("connection_key_wrong")), "{wrong}");
+            assert_eq!(
+                (r.status, r.state),
+                (StatusCode::UNAUTHORIZED, json!("connection_key_wrong")),
+                "{wrong}"
+            );
         }
-        h.insert("x-utilmeta-connection-key", HeaderValue::from_static("s3cret"));
+        h.insert(
+            "x-utilmeta-connection-key",
+            HeaderValue::from_static("s3cret"),
+        );
         assert!(key.check(&h).is_ok());
     }
 

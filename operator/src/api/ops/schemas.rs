@@ -604,8 +604,16 @@ pub struct OpsSaved {
 }
 
 answer_schema!(InfoAnswer, OpsInfo, "`GET <ops_api>/`, enveloped.");
-answer_schema!(SavedAnswer, OpsSaved, "A saved supervisor's node id with `GET /`'s fields, enveloped.");
-answer_schema!(ConnectAnswer, OpsSupervisor, "A supervisor (pending or connected), enveloped.");
+answer_schema!(
+    SavedAnswer,
+    OpsSaved,
+    "A saved supervisor's node id with `GET /`'s fields, enveloped."
+);
+answer_schema!(
+    ConnectAnswer,
+    OpsSupervisor,
+    "A supervisor (pending or connected), enveloped."
+);
 answer_schema!(ScopesAnswer, Vec<String>, "The caller's scopes, enveloped.");
 answer_schema!(
     TokensAnswer,

@@ -334,7 +334,9 @@ mod tests {
             .await
             .unwrap();
         // Revoked but never seen: kept for a day.
-        book.revoke(&["unseen".into(), "old-0".into()]).await.unwrap();
+        book.revoke(&["unseen".into(), "old-0".into()])
+            .await
+            .unwrap();
         assert_eq!(book.prune(now, 3).await.unwrap(), 3, "at most the limit");
         assert_eq!(book.prune(now, 3).await.unwrap(), 2);
         assert_eq!(book.prune(now, 3).await.unwrap(), 0);
@@ -348,7 +350,15 @@ mod tests {
         left.sort();
         assert_eq!(left, ["live", "unseen"]);
         // A live token keeps working after a prune; the revoked unseen one stays refused.
-        assert!(book.admit(&verified("live", now + 600), "spv", None).await.is_ok());
-        assert!(book.admit(&verified("unseen", now + 600), "spv", None).await.is_err());
+        assert!(
+            book.admit(&verified("live", now + 600), "spv", None)
+                .await
+                .is_ok()
+        );
+        assert!(
+            book.admit(&verified("unseen", now + 600), "spv", None)
+                .await
+                .is_err()
+        );
     }
 }

@@ -620,7 +620,10 @@ pub async fn data_write(
         ip: ip.clone(),
     };
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
     let json = |v: &Value| Body::from(serde_json::to_vec(v).unwrap_or_default());
     // `If-Match: *` would restore a soft-deleted object; an update only changes a live one.
