@@ -393,6 +393,19 @@ fn without_a_connection_key_the_local_node_needs_nothing() {
 
 #[test]
 fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_work() {
+    connect_flow(&[]);
+}
+
+/// The same with the supervisors, tokens and aggregates in Redis (the shared backend).
+#[test]
+fn the_connect_flow_works_the_same_on_the_redis_store() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = opsplane_store::testing::RedisServer::start(redis_dir.path())
+        .expect("redis-server must be installed (scripts/test.sh installs it)");
+    connect_flow(&["--redis-url", &redis.url()]);
+}
+
+fn connect_flow(store_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (access_private, access_key) = key_pair(dir.path(), "access");
     let (supervisor_private, supervisor_key) = key_pair(dir.path(), "supervisor");
@@ -404,7 +417,9 @@ fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_wo
         _ => json!({"result": null, "state": 1, "msg": ""}),
     });
     let spv = server.base_url();
-    let (addr, _running) = spawn_operator(dir.path(), &["--ops-service", "connect-test"]);
+    let mut args = vec!["--ops-service", "connect-test"];
+    args.extend_from_slice(store_args);
+    let (addr, _running) = spawn_operator(dir.path(), &args);
     let ops_api = format!("http://{addr}/ops");
 
     // Request aggregates of the previous hour, which the first report must carry.
@@ -586,6 +601,7 @@ fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_wo
     assert_eq!(report["interval"], 3600);
     assert_eq!(report["service"]["requests"], 3, "{report}");
     assert_eq!(report["service"]["ip"], 2, "{report}");
+    assert_eq!(report["service"]["errors"], 1, "{report}");
     let avg = report["service"]["avg_time"].as_f64().unwrap();
     assert!((avg - 20.0).abs() < 0.01, "{report}");
     // Each hour once: no second report of it after more rounds.

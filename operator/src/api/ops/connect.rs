@@ -661,9 +661,15 @@ pub async fn connect(
         created_time: jiff::Timestamp::now().as_second(),
         ..SupervisorRecord::default()
     };
-    supervisors::put(&**store, &record, Expect::Absent)
+    if let Written::Conflict(_) = supervisors::put(&**store, &record, Expect::Absent)
         .await
-        .map_err(store_failed)?;
+        .map_err(store_failed)?
+    {
+        return Err(OpsError::Refused {
+            status: StatusCode::CONFLICT,
+            message: "a supervisor record with this id exists; try again".into(),
+        });
+    }
     let http = client(outbound)?;
     let answered = call(
         &http,
@@ -844,8 +850,13 @@ pub fn hours_due(reported_until: Option<i64>, now: i64, limit: usize) -> Vec<i64
         .collect()
 }
 
+/// One round at a time in this process: the push right after a save and the background round
+/// would otherwise both see the same hour as due and send it twice.
+static SYNCING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One round for the record `id`: the resources when not yet acknowledged, then the due hours.
 async fn sync_one(state: &AppState, id: &str) {
+    let _one_at_a_time = SYNCING.lock().await;
     let store = state.recorder.store();
     let Ok(Some((_, record))) = supervisors::get(&**store, id).await else {
         return;
