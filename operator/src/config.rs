@@ -29,6 +29,35 @@ pub enum Command {
     },
     /// Run without Kubernetes: checks of the MonitoredServices in --config, and the API.
     Standalone(Box<StandaloneArgs>),
+    /// The UtilMeta platform (seed 000), through a running operator's ops API.
+    #[command(subcommand)]
+    Ops(OpsCommand),
+}
+
+/// What `opsplane-operator ops` does.
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    /// Connect this service to the UtilMeta platform, as UtilMeta's `meta connect`: the running
+    /// operator stores a pending supervisor and announces the node to it
+    /// (`POST <ops_api>/connect`, docs/ops.md).
+    Connect {
+        /// The access key the platform shows (an RSA public JWK, or base64 of one).
+        #[arg(long)]
+        key: String,
+        /// The supervisor's URL.
+        #[arg(long, default_value = "https://api.utilmeta.com/spv")]
+        to: String,
+        /// The running operator's ops_api.
+        #[arg(
+            long,
+            env = "OPSPLANE_OPS_API",
+            default_value = "http://127.0.0.1:8080/ops"
+        )]
+        ops_api: String,
+        /// An admin token of the running operator.
+        #[arg(long = "token", env = "OPSPLANE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// Settings shared by every serving mode.

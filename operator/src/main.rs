@@ -56,6 +56,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crds { out_dirs }) => write_crds(&out_dirs),
+        Some(Command::Ops(config::OpsCommand::Connect {
+            key,
+            to,
+            ops_api,
+            token,
+        })) => ops_connect(&key, &to, &ops_api, token.as_deref()).await,
         Some(Command::Standalone(args)) => {
             let levels = logging::init(&args.serve.log, args.serve.log_format);
             open_files();
@@ -67,6 +73,40 @@ async fn main() -> anyhow::Result<()> {
             run_cluster(cli.cluster, levels).await
         }
     }
+}
+
+/// `opsplane-operator ops connect`: `POST <ops_api>/connect` of the running operator, its
+/// answer printed (the pending or connected supervisor; never a key).
+async fn ops_connect(
+    key: &str,
+    to: &str,
+    ops_api: &str,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let url = format!("{}/connect", ops_api.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut request = http
+        .post(&url)
+        .json(&serde_json::json!({"key": key, "to": to}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            body["msg"].as_str().unwrap_or("(no message)")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&body["result"])?);
+    Ok(())
 }
 
 fn write_crds(out_dirs: &[PathBuf]) -> anyhow::Result<()> {

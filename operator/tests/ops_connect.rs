@@ -936,3 +936,54 @@ fn data_writes_need_a_credential_and_take_opsplanes_admin() {
         0
     );
 }
+
+#[test]
+fn the_ops_connect_command_connects_through_the_running_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, access_key) = key_pair(dir.path(), "access");
+    let server = PlatformServer::start(|_| json!({"result": null, "state": 1, "msg": ""}));
+    let (addr, _running) = spawn_operator(dir.path(), &[]);
+    let run = |token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
+        command
+            .args([
+                "ops",
+                "connect",
+                "--key",
+                &access_key,
+                "--to",
+                &server.base_url(),
+            ])
+            .args(["--ops-api", &format!("http://{addr}/ops")])
+            .env_remove("OPSPLANE_TOKEN");
+        if let Some(t) = token {
+            command.env("OPSPLANE_TOKEN", t);
+        }
+        command.output().unwrap()
+    };
+    let refused = run(None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = run(Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["pending"], true, "{printed}");
+    assert_eq!(printed["base_url"], server.base_url());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&access_key));
+    // add_node reached the platform, and the pending record takes the callback.
+    server.wait_for("/spv/", 5, |r| r.headers["x-access-key"] == access_key);
+    let data = json!({"node_id": NODE, "ops_api": format!("http://{addr}/ops"), "ident": "spv",
+                      "init_key": access_key});
+    assert_eq!(
+        ok(call(addr, "POST", "/ops", &[], &data.to_string()))["node_id"],
+        NODE
+    );
+}
