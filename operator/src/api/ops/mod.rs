@@ -12,8 +12,11 @@
 //! - Authentication: opsplane's own credentials (each route's role in [`rules`], checked by
 //!   the guard) or the platform's ([`platform`]: signed tokens, the local node), whose scopes
 //!   each route names in the same table ([`ROUTES`]).
-//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`]; the four
-//!   platform concepts as views: [`views`].
+//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`] (its writes
+//!   too); the four platform concepts as views: [`views`].
+//! - Connecting to the platform: [`connect`] (`POST /connect`, the callback `POST /`,
+//!   `PATCH /`, `DELETE /`, and the outbound resources and reports); supervisors live in the
+//!   store ([`opsplane_store::supervisors`]) beside the flag-configured one.
 
 pub mod connect;
 pub mod credential;
