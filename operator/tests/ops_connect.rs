@@ -37,8 +37,21 @@ fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
         .unwrap()
         .success();
     assert!(ok, "openssl genpkey");
-    let rsa = openssl::rsa::Rsa::private_key_from_pem(&std::fs::read(&private).unwrap()).unwrap();
-    let jwk = json!({"kty": "RSA", "kid": name, "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())});
+    // n and e as the `openssl` CLI prints them: not through the RSA crate the operator uses.
+    let path = private.to_str().unwrap();
+    let modulus =
+        String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-modulus"], b"")).unwrap();
+    let n = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+    let text = String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-text"], b"")).unwrap();
+    let e: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("publicExponent: "))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("openssl rsa -text: publicExponent");
+    let e = e.to_be_bytes();
+    let e = &e[e.iter().position(|&b| b != 0).unwrap()..];
+    let jwk = json!({"kty": "RSA", "kid": name, "n": b64(&n), "e": b64(e)});
     (private, jwk.to_string())
 }
 

@@ -148,67 +148,62 @@ pub fn public_jwk(key: &str) -> Result<String, OpsError> {
 /// `payload` as a compact JWE to the public JWK `jwk`: RSA-OAEP-256 + A256CBC-HS512 (RFC 7516,
 /// RFC 7518 §4.3 and §5.2.5), as UtilMeta's `encrypt_data` (jwcrypto) makes it.
 pub fn encrypt(jwk: &str, payload: &[u8]) -> Result<String, OpsError> {
+    use aes::cipher::{BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
     use base64::Engine as _;
-    use openssl::pkey::PKey;
+    use hmac::{KeyInit, Mac};
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let bad =
         |e: &dyn std::fmt::Display| OpsError::BadRequest(format!("the key cannot encrypt: {e}"));
     let key: Value = serde_json::from_str(jwk).map_err(|e| bad(&e))?;
+    // A JWK's n and e: base64url big-endian unsigned integers (RFC 7518 §6.3.1). At most
+    // 8192 bits, as `rsa::PublicKey::new` accepts.
     let component = |name: &str| {
-        key[name]
+        let bytes = key[name]
             .as_str()
             .and_then(|v| b64.decode(v.trim_end_matches('=')).ok())
-            .and_then(|v| openssl::bn::BigNum::from_slice(&v).ok())
-            .ok_or_else(|| bad(&format!("no RSA {name}")))
+            .ok_or_else(|| bad(&format!("no RSA {name}")))?;
+        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        let digits = &bytes[start..];
+        if digits.is_empty() || digits.len() > rsa::PublicKey::MAX_SIZE / 8 {
+            return Err(bad(&format!("RSA {name} has {} bytes", digits.len())));
+        }
+        Ok(rsa::BoxedUint::from_be_slice_vartime(digits))
     };
-    let rsa = openssl::rsa::Rsa::from_public_components(component("n")?, component("e")?)
-        .map_err(|e| bad(&e))?;
-    let public = PKey::from_rsa(rsa).map_err(|e| bad(&e))?;
+    let public = rsa::PublicKey::new(component("n")?, component("e")?).map_err(|e| bad(&e))?;
+    let random = |out: &mut [u8]| getrandom::fill(out).map_err(|e| bad(&e));
     // The content key: the HMAC-SHA-512 half, then the AES-256-CBC half.
     let mut cek = [0u8; 64];
-    openssl::rand::rand_bytes(&mut cek).map_err(|e| bad(&e))?;
+    random(&mut cek)?;
     let (mac_key, enc_key) = cek.split_at(32);
-    let mut encrypted_key = Vec::new();
-    let mut wrap = || -> Result<(), openssl::error::ErrorStack> {
-        let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&public)?;
-        ctx.encrypt_init()?;
-        ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP)?;
-        ctx.set_rsa_oaep_md(openssl::md::Md::sha256())?;
-        ctx.set_rsa_mgf1_md(openssl::md::Md::sha256())?;
-        ctx.encrypt_to_vec(&cek, &mut encrypted_key)?;
-        Ok(())
-    };
-    wrap().map_err(|e| bad(&e))?;
+    // RSA-OAEP-256: OAEP with SHA-256, and MGF1 with SHA-256 too (RFC 7518 §4.3).
+    let encrypted_key = public
+        .encrypt(
+            &mut getrandom::SysRng,
+            rsa::Oaep::<sha2::Sha256>::new(),
+            &cek,
+        )
+        .map_err(|e| bad(&e))?;
     let mut iv = [0u8; 16];
-    openssl::rand::rand_bytes(&mut iv).map_err(|e| bad(&e))?;
-    let ciphertext = openssl::symm::encrypt(
-        openssl::symm::Cipher::aes_256_cbc(),
-        enc_key,
-        Some(&iv),
-        payload,
-    )
-    .map_err(|e| bad(&e))?;
+    random(&mut iv)?;
+    let ciphertext = cbc::Encryptor::<aes::Aes256>::new_from_slices(enc_key, &iv)
+        .map_err(|e| bad(&e))?
+        .encrypt_padded_vec::<Pkcs7>(payload);
     let header = b64.encode(json!({"alg": "RSA-OAEP-256", "enc": "A256CBC-HS512"}).to_string());
     // The tag: the first half of HMAC-SHA-512 over AAD, IV, ciphertext and AAD's bit length.
     let aad = header.as_bytes();
-    let tag = (|| -> Result<Vec<u8>, openssl::error::ErrorStack> {
-        let key = PKey::hmac(mac_key)?;
-        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha512(), &key)?;
-        signer.update(aad)?;
-        signer.update(&iv)?;
-        signer.update(&ciphertext)?;
-        signer.update(&((aad.len() as u64) * 8).to_be_bytes())?;
-        let mut mac = signer.sign_to_vec()?;
-        mac.truncate(32);
-        Ok(mac)
-    })()
-    .map_err(|e| bad(&e))?;
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(mac_key).map_err(|e| bad(&e))?;
+    mac.update(aad);
+    mac.update(&iv);
+    mac.update(&ciphertext);
+    mac.update(&((aad.len() as u64) * 8).to_be_bytes());
+    let mac = mac.finalize().into_bytes();
+    let tag = &mac[..32];
     Ok(format!(
         "{header}.{}.{}.{}.{}",
         b64.encode(&encrypted_key),
         b64.encode(iv),
         b64.encode(&ciphertext),
-        b64.encode(&tag)
+        b64.encode(tag)
     ))
 }
 
@@ -1088,6 +1083,158 @@ mod tests {
             vec![current - 3 * 3600, current - 2 * 3600]
         );
         assert_eq!(hours_due(Some(0), now, 100).len(), 24, "a day at most");
+    }
+
+    /// An RSA key pair from the `openssl` CLI: the `rsa` private key and its public JWK.
+    fn jwk_pair() -> (rsa::PrivateKey, String) {
+        use base64::Engine as _;
+        use rsa::pkcs8::DecodePrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let (private, _) = super::super::platform::tests::key_pair();
+        let private = rsa::PrivateKey::from_pkcs8_pem(std::str::from_utf8(&private).unwrap())
+            .expect("a PKCS#8 PEM key");
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = json!({"kty": "RSA", "n": b64.encode(private.n_bytes()),
+                         "e": b64.encode(private.e_bytes())});
+        (private, jwk.to_string())
+    }
+
+    /// The compact JWE `jwe` opened with `private` by the receiving side's steps (RFC 7516
+    /// §5.2, RFC 7518 §5.2.2.2): the key unwrapped, the tag checked, then the AES decryption.
+    fn open(private: &rsa::PrivateKey, jwe: &str) -> Result<Vec<u8>, String> {
+        use aes::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
+        use base64::Engine as _;
+        use hmac::{KeyInit, Mac};
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let parts: Vec<&str> = jwe.split('.').collect();
+        assert_eq!(parts.len(), 5, "a compact JWE has five parts");
+        let part = |i: usize| b64.decode(parts[i]).unwrap();
+        let cek = private
+            .oaep_decrypt_with_rng::<sha2::Sha256, _>(&mut getrandom::SysRng, &part(1))
+            .map_err(|e| format!("unwrap: {e}"))?;
+        assert_eq!(cek.len(), 64);
+        let (iv, ciphertext) = (part(2), part(3));
+        let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(&cek[..32]).unwrap();
+        mac.update(parts[0].as_bytes());
+        mac.update(&iv);
+        mac.update(&ciphertext);
+        mac.update(&(parts[0].len() as u64 * 8).to_be_bytes());
+        mac.verify_truncated_left(&part(4))
+            .map_err(|_| "the tag is wrong".to_owned())?;
+        assert_eq!(part(4).len(), 32, "the A256CBC-HS512 tag is 32 bytes");
+        cbc::Decryptor::<aes::Aes256>::new_from_slices(&cek[32..], &iv)
+            .unwrap()
+            .decrypt_padded_vec::<Pkcs7>(&ciphertext)
+            .map_err(|e| format!("padding: {e}"))
+    }
+
+    #[test]
+    fn a_jwe_opens_with_the_private_key_and_its_tag_guards_every_part() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (private, jwk) = jwk_pair();
+        // Empty, one block less a byte, exactly one block (a whole padding block follows), longer.
+        for payload in [
+            &b""[..],
+            &[7u8; 15],
+            &[8u8; 16],
+            br#"{"node":"n1","x":[1,2,3]}"#,
+        ] {
+            let jwe = encrypt(&jwk, payload).unwrap();
+            let parts: Vec<&str> = jwe.split('.').collect();
+            let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+            assert_eq!(
+                header,
+                json!({"alg": "RSA-OAEP-256", "enc": "A256CBC-HS512"})
+            );
+            assert_eq!(
+                b64.decode(parts[1]).unwrap().len(),
+                256,
+                "a 2048-bit key's block"
+            );
+            assert_eq!(b64.decode(parts[2]).unwrap().len(), 16);
+            assert_eq!(
+                b64.decode(parts[3]).unwrap().len(),
+                (payload.len() / 16 + 1) * 16
+            );
+            assert_eq!(open(&private, &jwe).unwrap(), payload);
+            // MGF1 is SHA-256 as RSA-OAEP-256 says, not SHA-1 (RSA-OAEP's).
+            let sha1_mgf = rsa::Oaep::<sha2::Sha256, sha1::Sha1>::new_with_mgf_hash();
+            assert!(
+                private
+                    .decrypt(sha1_mgf, &b64.decode(parts[1]).unwrap())
+                    .is_err()
+            );
+            // A changed header, IV or ciphertext fails the tag.
+            for i in [0, 2, 3] {
+                let mut bytes = b64.decode(parts[i]).unwrap();
+                bytes[0] ^= 1;
+                let mut changed = parts.clone();
+                let text = b64.encode(&bytes);
+                changed[i] = &text;
+                assert_eq!(
+                    open(&private, &changed.join(".")).unwrap_err(),
+                    "the tag is wrong",
+                    "part {i}"
+                );
+            }
+        }
+        // A fresh key and IV each time.
+        let (a, b) = (encrypt(&jwk, b"x").unwrap(), encrypt(&jwk, b"x").unwrap());
+        assert_ne!(a.split('.').nth(1), b.split('.').nth(1));
+        assert_ne!(a.split('.').nth(2), b.split('.').nth(2));
+        // Another key cannot open it.
+        let (other, _) = jwk_pair();
+        assert!(open(&other, &a).unwrap_err().starts_with("unwrap"));
+    }
+
+    #[test]
+    fn a_jwk_with_a_bad_n_or_e_is_a_clear_error() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (private, jwk) = jwk_pair();
+        let good: Value = serde_json::from_str(&jwk).unwrap();
+        let mut n = b64.decode(good["n"].as_str().unwrap()).unwrap();
+        // With a leading zero byte, n is the same number.
+        let mut padded = good.clone();
+        padded["n"] = json!(b64.encode([&[0u8][..], &n].concat()));
+        let jwe = encrypt(&padded.to_string(), b"p").unwrap();
+        assert_eq!(open(&private, &jwe).unwrap(), b"p");
+        let even = {
+            *n.last_mut().unwrap() &= 0xfe;
+            b64.encode(&n)
+        };
+        let cases = [
+            ("n", json!(null)),
+            ("n", json!(12)),
+            ("n", json!("")),
+            ("n", json!("AAAA")),
+            ("n", json!("%%%")),
+            ("n", json!("AQAB")),
+            ("n", json!(even)),
+            ("n", json!(b64.encode(vec![0xff; 1025]))),
+            ("e", json!(null)),
+            ("e", json!("")),
+            ("e", json!("AA")),
+            ("e", json!("AQ")),
+            ("e", json!("Ag")),
+            ("e", json!(b64.encode([0xff; 300]))),
+        ];
+        for (name, value) in cases {
+            let mut key = good.clone();
+            key[name] = value.clone();
+            let Err(OpsError::BadRequest(message)) = encrypt(&key.to_string(), b"p") else {
+                panic!("{name} = {value}: not a 400");
+            };
+            assert!(
+                message.starts_with("the key cannot encrypt: "),
+                "{name} = {value}: {message}"
+            );
+        }
+        assert!(matches!(
+            encrypt("not json", b"p"),
+            Err(OpsError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -469,7 +469,7 @@ pub fn is_localhost(ops_api: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
@@ -682,10 +682,14 @@ mod tests {
     #[test]
     fn a_stored_supervisors_jwk_verifies_its_tokens() {
         let (private, _) = key_pair();
-        let rsa = openssl::rsa::Rsa::private_key_from_pem(&private).unwrap();
+        let rsa = {
+            use rsa::pkcs8::DecodePrivateKey;
+            rsa::PrivateKey::from_pkcs8_pem(std::str::from_utf8(&private).unwrap()).unwrap()
+        };
+        use rsa::traits::PublicKeyParts;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let jwk = json!({"kty": "RSA", "n": b64.encode(rsa.n().to_vec()),
-                         "e": b64.encode(rsa.e().to_vec())})
+        let jwk = json!({"kty": "RSA", "n": b64.encode(rsa.n_bytes()),
+                         "e": b64.encode(rsa.e_bytes())})
         .to_string();
         let s = Supervisor::from_jwk("node-1", DEFAULT_SUPERVISOR_URL, &jwk).unwrap();
         assert!(verify(Some(&s), Some("node-1"), &sign(&private, &claims()), NOW).is_ok());
