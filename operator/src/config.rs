@@ -29,6 +29,35 @@ pub enum Command {
     },
     /// Run without Kubernetes: checks of the MonitoredServices in --config, and the API.
     Standalone(Box<StandaloneArgs>),
+    /// The UtilMeta platform (seed 000), through a running operator's ops API.
+    #[command(subcommand)]
+    Ops(OpsCommand),
+}
+
+/// What `opsplane-operator ops` does.
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    /// Connect this service to the UtilMeta platform, as UtilMeta's `meta connect`: the running
+    /// operator stores a pending supervisor and announces the node to it
+    /// (`POST <ops_api>/connect`, docs/ops.md).
+    Connect {
+        /// The access key the platform shows (an RSA public JWK, or base64 of one).
+        #[arg(long)]
+        key: String,
+        /// The supervisor's URL.
+        #[arg(long, default_value = "https://api.utilmeta.com/spv")]
+        to: String,
+        /// The running operator's ops_api.
+        #[arg(
+            long,
+            env = "OPSPLANE_OPS_API",
+            default_value = "http://127.0.0.1:8080/ops"
+        )]
+        ops_api: String,
+        /// An admin token of the running operator.
+        #[arg(long = "token", env = "OPSPLANE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// Settings shared by every serving mode.
@@ -97,6 +126,39 @@ pub struct ServeArgs {
     /// The service name the ops API reports (`GET <ops_api>/`).
     #[arg(long, env = "OPSPLANE_OPS_SERVICE", default_value = "opsplane")]
     pub ops_service: String,
+    /// The local node's connection key: with --ops-local, a request from 127.0.0.1 must carry
+    /// it in `X-UtilMeta-Connection-Key` (401 `connection_key_missing`/`_wrong` otherwise). A
+    /// secret: give it in the environment rather than on the command line, or use
+    /// --ops-connection-key-file.
+    #[arg(long, env = "OPSPLANE_OPS_CONNECTION_KEY", hide_env_values = true, value_parser = parse_connection_key)]
+    pub ops_connection_key: Option<crate::api::ops::platform::ConnectionKey>,
+    /// A file holding the connection key (its surrounding whitespace is not part of it).
+    #[arg(
+        long,
+        env = "OPSPLANE_OPS_CONNECTION_KEY_FILE",
+        conflicts_with = "ops_connection_key"
+    )]
+    pub ops_connection_key_file: Option<PathBuf>,
+    /// Hosts (and their subdomains) the ops API may call when connecting to the UtilMeta
+    /// platform (`POST <ops_api>/connect`) and pushing resources and reports; `utilmeta.com` is
+    /// always trusted.
+    #[arg(
+        long = "ops-trusted-host",
+        env = "OPSPLANE_OPS_TRUSTED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub ops_trusted_hosts: Vec<String>,
+    /// Allow plain http for those calls (tests, a supervisor on loopback); https otherwise.
+    #[arg(long, env = "OPSPLANE_OPS_INSECURE_HTTP", default_value_t = false)]
+    pub ops_insecure_http: bool,
+    /// Longest one call to the platform may take.
+    #[arg(long, env = "OPSPLANE_OPS_PLATFORM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ops_platform_timeout: std::time::Duration,
+    /// How often connected supervisors get what they have not acknowledged yet: the resources,
+    /// and each completed hour's request aggregate (`POST <supervisor>/report`); failed calls
+    /// are tried again at the next round.
+    #[arg(long, env = "OPSPLANE_OPS_REPORT_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ops_report_interval: std::time::Duration,
     /// Notification checks (`/monitoring/api/notifications/`).
     #[command(flatten)]
     pub notifications: NotificationArgs,
@@ -431,6 +493,11 @@ fn parse_sample_interval(text: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{text:?} is outside 100ms..=30s"));
     }
     Ok(d)
+}
+
+fn parse_connection_key(raw: &str) -> Result<crate::api::ops::platform::ConnectionKey, String> {
+    crate::api::ops::platform::ConnectionKey::new(raw)
+        .ok_or_else(|| "the connection key is empty".to_owned())
 }
 
 #[cfg(test)]

@@ -56,6 +56,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crds { out_dirs }) => write_crds(&out_dirs),
+        Some(Command::Ops(config::OpsCommand::Connect {
+            key,
+            to,
+            ops_api,
+            token,
+        })) => ops_connect(&key, &to, &ops_api, token.as_deref()).await,
         Some(Command::Standalone(args)) => {
             let levels = logging::init(&args.serve.log, args.serve.log_format);
             open_files();
@@ -67,6 +73,40 @@ async fn main() -> anyhow::Result<()> {
             run_cluster(cli.cluster, levels).await
         }
     }
+}
+
+/// `opsplane-operator ops connect`: `POST <ops_api>/connect` of the running operator, its
+/// answer printed (the pending or connected supervisor; never a key).
+async fn ops_connect(
+    key: &str,
+    to: &str,
+    ops_api: &str,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let url = format!("{}/connect", ops_api.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut request = http
+        .post(&url)
+        .json(&serde_json::json!({"key": key, "to": to}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            body["msg"].as_str().unwrap_or("(no message)")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&body["result"])?);
+    Ok(())
 }
 
 fn write_crds(out_dirs: &[PathBuf]) -> anyhow::Result<()> {
@@ -399,7 +439,9 @@ async fn run_standalone(args: StandaloneArgs, levels: LogLevels) -> anyhow::Resu
         request_timeout: args.serve.request_timeout,
         ops: ops_of(&args.serve)?,
     };
+    let platform_calls = tokio::spawn(crate::api::ops::connect::run_platform_calls(state.clone()));
     let result = serve(&args.serve, state, shutdown_signal()).await;
+    platform_calls.abort();
     checks.abort();
     api_checks.abort();
     creating.abort();
@@ -531,6 +573,7 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
         request_timeout: args.serve.request_timeout,
         ops: ops_of(&args.serve)?,
     };
+    tokio::spawn(crate::api::ops::connect::run_platform_calls(state.clone()));
     let probe_client = client.clone();
     let ready_flag = ready.clone();
     tokio::spawn(async move {
@@ -688,7 +731,27 @@ fn ops_of(serve: &config::ServeArgs) -> anyhow::Result<crate::api::ops::Ops> {
         Some(url) => ops::servers::StoreInfo::redis(url),
         None => ops::servers::StoreInfo::Embedded,
     };
+    let connection_key = match &serve.ops_connection_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("--ops-connection-key-file {}: {e}", path.display())
+            })?;
+            Some(ops::platform::ConnectionKey::new(&text).ok_or_else(|| {
+                anyhow::anyhow!("--ops-connection-key-file {}: empty", path.display())
+            })?)
+        }
+        None => serve.ops_connection_key.clone(),
+    };
+    let mut trusted_hosts = vec![ops::connect::PLATFORM_HOST.to_owned()];
+    trusted_hosts.extend(serve.ops_trusted_hosts.iter().cloned());
+    let outbound = ops::connect::Outbound {
+        trusted_hosts,
+        insecure: serve.ops_insecure_http,
+        timeout: serve.ops_platform_timeout,
+        interval: serve.ops_report_interval,
+    };
     Ok(ops::Ops::new(location)
         .with_platform(&serve.ops_service, supervisor, serve.ops_local)
-        .with_store(store))
+        .with_store(store)
+        .with_connect(connection_key, outbound))
 }

@@ -20,6 +20,7 @@ pub mod embedded;
 pub mod model;
 pub mod query;
 pub mod redis;
+pub mod supervisors;
 pub mod testing;
 
 use async_trait::async_trait;

@@ -969,6 +969,87 @@ async fn exceptions_are_deleted_by_id_all_at_once(store: Arc<dyn Store>) {
     assert!(store.exceptions(None, None, 10).await.unwrap().is_empty());
 }
 
+async fn supervisor_records_round_trip_and_write_conditionally(store: Arc<dyn Store>) {
+    use opsplane_store::supervisors::{self, SupervisorRecord};
+    assert!(supervisors::list(&*store).await.unwrap().is_empty());
+    let pending = SupervisorRecord {
+        id: "s1".into(),
+        service: "opsplane".into(),
+        base_url: "http://127.0.0.1:1/spv".into(),
+        ops_api: "http://127.0.0.1:2/ops".into(),
+        init_key: Some("{\"kty\":\"RSA\"}".into()),
+        created_time: 1_800_000_000,
+        ..SupervisorRecord::default()
+    };
+    let Written::Done(r1) = supervisors::put(&*store, &pending, Expect::Absent)
+        .await
+        .unwrap()
+    else {
+        panic!("create refused")
+    };
+    assert_eq!(
+        supervisors::put(&*store, &pending, Expect::Absent)
+            .await
+            .unwrap(),
+        Written::Conflict(Some(r1)),
+        "one record per id"
+    );
+    let (rev, read) = supervisors::get(&*store, "s1").await.unwrap().unwrap();
+    assert_eq!((rev, &read), (r1, &pending), "read back as written");
+    let connected = SupervisorRecord {
+        node_id: Some("node-1".into()),
+        public_key: Some("{}".into()),
+        init_key: None,
+        connected: true,
+        backup_urls: vec!["http://127.0.0.1:3/spv".into()],
+        settings: serde_json::json!({"a": 1}),
+        ..pending.clone()
+    };
+    let Written::Done(r2) = supervisors::put(&*store, &connected, Expect::Revision(r1))
+        .await
+        .unwrap()
+    else {
+        panic!("update at the current revision refused")
+    };
+    assert_eq!(
+        supervisors::put(&*store, &pending, Expect::Revision(r1))
+            .await
+            .unwrap(),
+        Written::Conflict(Some(r2)),
+        "a stale writer loses"
+    );
+    let all = supervisors::list(&*store).await.unwrap();
+    assert_eq!(all, vec![(r2, connected)]);
+    assert!(
+        supervisors::put(&*store, &SupervisorRecord::default(), Expect::Any)
+            .await
+            .is_err(),
+        "no id, no record"
+    );
+    // A foreign document in the collection is reported as corrupt, not taken for a record.
+    store
+        .put_document(
+            supervisors::COLLECTION,
+            "bad",
+            &serde_json::json!({"id": 3}),
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+    assert!(supervisors::get(&*store, "bad").await.is_err());
+    store
+        .delete_document(supervisors::COLLECTION, "bad", Expect::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        supervisors::remove(&*store, "s1", Expect::Revision(r2))
+            .await
+            .unwrap(),
+        Written::Done(r2)
+    );
+    assert!(supervisors::get(&*store, "s1").await.unwrap().is_none());
+}
+
 conformance!(
     exceptions_are_deleted_by_id_all_at_once,
     exception_lists_filter_by_type_service_and_resource,
@@ -989,6 +1070,7 @@ conformance!(
     documents_are_written_only_when_the_expectation_holds,
     concurrent_writers_at_one_revision_have_one_winner,
     logs_append_in_order_and_page,
+    supervisor_records_round_trip_and_write_conditionally,
 );
 
 /// The database holds documents and the oplog: owner only, new or found wider (issue 16).

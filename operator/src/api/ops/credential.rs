@@ -27,6 +27,10 @@ pub enum Caller {
         token_id: String,
         /// Its scopes.
         scopes: Vec<String>,
+        /// The stored supervisor record that signed it (`None`: the flag-configured one).
+        supervisor: Option<String>,
+        /// The node id the token was presented for.
+        node_id: String,
     },
     /// The local node (every scope).
     Local,
@@ -73,6 +77,7 @@ pub fn scopes_of_principal(principal: Option<&Principal>) -> Vec<String> {
 pub struct OpsCredential {
     ops: Ops,
     book: tokens::TokenBook,
+    store: Arc<dyn Store>,
 }
 
 impl OpsCredential {
@@ -80,12 +85,48 @@ impl OpsCredential {
     pub fn new(ops: Ops, store: Arc<dyn Store>) -> OpsCredential {
         OpsCredential {
             ops,
-            book: tokens::TokenBook::new(store),
+            book: tokens::TokenBook::new(store.clone()),
+            store,
         }
     }
 
     fn refuse(refusal: Refusal) -> Response {
         super::envelope_with_state(refusal.status, &refusal.message, refusal.state)
+    }
+
+    /// The supervisor whose key verifies a token for `node`: the flag-configured one when it
+    /// has that node id, else the connected, enabled store record with it (and its id).
+    async fn supervisor_of(
+        &self,
+        node: Option<&str>,
+    ) -> Result<(Option<platform::Supervisor>, Option<String>), Response> {
+        let Some(node) = node.filter(|n| !n.is_empty()) else {
+            return Ok((None, None));
+        };
+        if let Some(s) = self.ops.platform.supervisor.as_ref()
+            && s.node_id == node
+        {
+            return Ok((Some(s.clone()), None));
+        }
+        let records = opsplane_store::supervisors::list(&*self.store)
+            .await
+            .map_err(|e| {
+                Self::refuse(Refusal {
+                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    state: serde_json::json!(0),
+                    message: format!("the store failed: {e}"),
+                })
+            })?;
+        Ok(records
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.connected && !r.disabled && r.node_id.as_deref() == Some(node))
+            .find_map(|r| {
+                let key = r.public_key.as_deref()?;
+                platform::Supervisor::from_jwk(node, &r.base_url, key).map(|s| (s, r.id.clone()))
+            })
+            .map(|(s, id)| (Some(s), Some(id)))
+            .unwrap_or((None, None)))
     }
 }
 
@@ -105,14 +146,19 @@ impl ApiCredential for OpsCredential {
                 platform::claims_request(&parts.headers, parts.uri.query(), peer, platform.local);
             let (caller, name) = match claim {
                 Claim::Opsplane => return Ok(None),
-                Claim::Local => (Caller::Local, "utilmeta:local".to_owned()),
+                Claim::Local => {
+                    if let Some(key) = &platform.connection_key {
+                        key.check(&parts.headers).map_err(Self::refuse)?;
+                    }
+                    (Caller::Local, "utilmeta:local".to_owned())
+                }
                 Claim::Token { token, node } => {
                     let now = jiff::Timestamp::now().as_second();
+                    let (supervisor, record) = self.supervisor_of(node.as_deref()).await?;
                     let verified =
-                        platform::verify(platform.supervisor.as_ref(), node.as_deref(), token, now)
+                        platform::verify(supervisor.as_ref(), node.as_deref(), token, now)
                             .map_err(Self::refuse)?;
-                    let issuer = platform
-                        .supervisor
+                    let issuer = supervisor
                         .as_ref()
                         .map(|s| s.base_url.as_str())
                         .unwrap_or_default();
@@ -128,6 +174,8 @@ impl ApiCredential for OpsCredential {
                         Caller::Token {
                             token_id: verified.token_id,
                             scopes: verified.scopes,
+                            supervisor: record,
+                            node_id: node.unwrap_or_default(),
                         },
                         name,
                     )

@@ -2,7 +2,9 @@
 //! UtilMeta's `DataAPI`, reference/utilmeta-ops.md §4). UtilMeta lists and queries a service's
 //! Django models; opsplane's tables are its own resources — `opsplane.services`
 //! (MonitoredServices), `opsplane.tasks` (NodeTasks), `opsplane.nodes`, `opsplane.exceptions` —
-//! read-only (UtilMeta's create/update/delete are not offered). A query is UtilMeta's body
+//! the first two writable through `POST /data/create|update|delete` on the Eve API's write
+//! path ([`crate::api::resources::writes::data_write`]: the same validation, versions and
+//! oplog), the others read-only (400). A query is UtilMeta's body
 //! (`query` with Django-style lookups on dotted field paths, `orders`, `rows`, `page`,
 //! `fields`); values under a secret name (UtilMeta's list: `password`, `secret`, `token`
 //! parts, ...) are masked as `********`.
@@ -134,12 +136,17 @@ const TABLES: [Table; 4] = [
     responses((status = 200, description = "the tables", body = schemas::TablesAnswer),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
 pub async fn tables(State(state): State<AppState>) -> Response {
+    answer(table_list(&state), 0)
+}
+
+/// The tables as `GET /data/tables` lists them (and the resources push sends them).
+pub fn table_list(state: &AppState) -> Vec<Value> {
     let database = if state.resources.is_local() {
         "standalone"
     } else {
         "kubernetes"
     };
-    let tables: Vec<Value> = TABLES
+    TABLES
         .iter()
         .map(|table| {
             let (reference, pk) = (table.reference, table.pk);
@@ -147,7 +154,10 @@ pub async fn tables(State(state): State<AppState>) -> Response {
                 .fields
                 .iter()
                 .map(|(f, t)| {
-                    let mut field = json!({"schema": {"type": t}, "category": t, "readonly": true});
+                    let readonly =
+                        writable(reference).is_err() || !matches!(*f, "metadata" | "spec");
+                    let mut field =
+                        json!({"schema": {"type": t}, "category": t, "readonly": readonly});
                     if *f == pk {
                         field["primary_key"] = json!(true);
                         field["unique"] = json!(true);
@@ -163,8 +173,7 @@ pub async fn tables(State(state): State<AppState>) -> Response {
                 "metadata": {"app_label": "opsplane"},
             })
         })
-        .collect();
-    answer(tables, 0)
+        .collect()
 }
 
 /// UtilMeta's query body.
@@ -395,12 +404,289 @@ pub async fn query(
     Ok(answer(page, total))
 }
 
+/// The resource a table's writes go to: services and tasks; the others are read-only.
+pub fn writable(model: &str) -> Result<Kind, OpsError> {
+    match model {
+        "opsplane.services" => Ok(Kind::Services),
+        "opsplane.tasks" => Ok(Kind::Tasks),
+        m if TABLES.iter().any(|t| t.reference == m) => Err(OpsError::BadRequest(format!(
+            "{m} is read-only: only opsplane.services and opsplane.tasks take writes"
+        ))),
+        m => Err(OpsError::BadRequest(format!("Invalid model: {m}"))),
+    }
+}
+
+/// An Eve write's refusal in the ops envelope: validation is UtilMeta's 400, a lost race 409.
+fn write_error(e: crate::api::ApiError) -> OpsError {
+    use crate::api::ApiError as E;
+    use axum::http::StatusCode;
+    let refused = |status, message: String| OpsError::Refused { status, message };
+    match e {
+        E::Invalid(issues) => refused(
+            StatusCode::BAD_REQUEST,
+            format!("invalid: {}", Value::Object(issues.into_iter().collect())),
+        ),
+        E::BulkInvalid(items) => {
+            let issues: Vec<Value> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.get("_issues").is_some())
+                .map(|(n, i)| json!({"index": n, "issues": i["_issues"]}))
+                .collect();
+            refused(
+                StatusCode::BAD_REQUEST,
+                format!("invalid: {}", Value::Array(issues)),
+            )
+        }
+        E::BadBody(m) => refused(StatusCode::BAD_REQUEST, m),
+        E::NoItem(m) => refused(StatusCode::NOT_FOUND, format!("not found: {m}")),
+        E::PreconditionFailed => refused(
+            StatusCode::CONFLICT,
+            "the object changed under every attempt; try again".into(),
+        ),
+        E::Conflict(m) => refused(StatusCode::CONFLICT, m),
+        E::Forbidden(m) => refused(StatusCode::FORBIDDEN, m),
+        other => OpsError::Resources(other),
+    }
+}
+
+/// UtilMeta's create body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CreateBody {
+    /// The rows: MonitoredServices or NodeTasks as the Eve API takes them (`metadata`,
+    /// `spec`; `_id`, `pk` and `status` are ignored).
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Value>,
+    /// Fields of the created rows to return (none: `null`).
+    #[serde(default)]
+    pub return_fields: Vec<String>,
+    /// Longest string value returned.
+    #[serde(default)]
+    pub return_max_length: Option<u64>,
+}
+
+/// UtilMeta's update body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct UpdateBody {
+    /// Each row: `pk` (or `_id`, `id`) and the changes, a JSON merge patch.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Value>,
+}
+
+/// UtilMeta's delete body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DeleteBody {
+    /// The row's primary key (`pk` is taken too).
+    #[serde(alias = "pk")]
+    pub id: String,
+}
+
+/// A write body: 400 when it is not one.
+fn write_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, OpsError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| OpsError::BadRequest(format!("parse item: ['body'] failed: {e}")))
+}
+
+type PrincipalOf = Option<axum::Extension<opsplane_serve::auth::Principal>>;
+type PeerOf = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn who(principal: PrincipalOf, peer: PeerOf) -> (Option<opsplane_serve::auth::Principal>, String) {
+    (
+        principal.map(|p| p.0),
+        peer.map(|c| c.0.0.ip().to_string()).unwrap_or_default(),
+    )
+}
+
+fn model_of(params: &HashMap<String, String>) -> Result<(&'static str, Kind), OpsError> {
+    let model = params.get("model").map(String::as_str).unwrap_or("");
+    let kind = writable(model)?;
+    let table = TABLES
+        .iter()
+        .find(|t| t.reference == model)
+        .ok_or_else(|| OpsError::BadRequest(format!("Invalid model: {model}")))?;
+    Ok((table.reference, kind))
+}
+
+/// The rows' primary key: `pk`, `_id` or `id`.
+fn pk_of(row: &Value) -> Option<String> {
+    ["pk", "_id", "id"]
+        .iter()
+        .find_map(|k| row.get(*k).and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
+/// `row` without the keys a write does not take (`pk`, `_id`, `id`, `status`, `_*`).
+fn writable_part(row: &Value) -> Result<Value, OpsError> {
+    let Value::Object(map) = row else {
+        return Err(OpsError::BadRequest("each row is a JSON object".into()));
+    };
+    Ok(Value::Object(
+        map.iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "pk" | "id" | "status") && !k.starts_with('_'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
+/// `POST <ops_api>/data/create?model=<ref>` (`data.create`): creates the rows, all or
+/// nothing; answers the `return_fields` of each created row (secrets masked), or `null`.
+#[utoipa::path(post, path = "/ops/data/create", tag = "ops", params(schemas::ModelQuery),
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses((status = 200, description = "the created rows' return_fields, or null", body = schemas::RowsAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    principal: PrincipalOf,
+    peer: PeerOf,
+    body: axum::body::Bytes,
+) -> Result<Response, OpsError> {
+    let (model, kind) = model_of(&params)?;
+    let body: CreateBody = write_body(&body)?;
+    if body.data.is_empty() || body.data.len() > 100 {
+        return Err(OpsError::BadRequest("data: 1 to 100 rows".into()));
+    }
+    let rows = body
+        .data
+        .iter()
+        .map(writable_part)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (principal, ip) = who(principal, peer);
+    let written = crate::api::resources::writes::data_write(
+        &state,
+        kind,
+        principal,
+        ip,
+        crate::api::resources::writes::DataWrite::Create(rows),
+    )
+    .await
+    .map_err(write_error)?;
+    if body.return_fields.is_empty() {
+        return Ok(answer(Value::Null, 0));
+    }
+    let ids: Vec<String> = match &written["_items"] {
+        Value::Array(items) => items.iter().filter_map(pk_of).collect(),
+        one => pk_of(one).into_iter().collect(),
+    };
+    let current = rows_of(&state, model).await?;
+    let query = QueryBody {
+        query: Map::from_iter([("pk__in".to_owned(), json!(ids))]),
+        orders: Vec::new(),
+        rows: Some(100),
+        page: None,
+        fields: body.return_fields.clone(),
+        max_length: body.return_max_length,
+    };
+    let (page, total) = run(current, &query, "_id")?;
+    Ok(answer(page, total))
+}
+
+/// `POST <ops_api>/data/update?model=<ref>` (`data.update`): each row's changes merged into
+/// it; answers how many rows were updated (an unknown pk is not counted).
+#[utoipa::path(post, path = "/ops/data/update", tag = "ops", params(schemas::ModelQuery),
+    request_body(content = UpdateBody, content_type = "application/json"),
+    responses((status = 200, description = "how many rows were updated", body = schemas::CountAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    principal: PrincipalOf,
+    peer: PeerOf,
+    body: axum::body::Bytes,
+) -> Result<Response, OpsError> {
+    let (_, kind) = model_of(&params)?;
+    let body: UpdateBody = write_body(&body)?;
+    if body.data.is_empty() || body.data.len() > 100 {
+        return Err(OpsError::BadRequest("data: 1 to 100 rows".into()));
+    }
+    let mut changes = Vec::with_capacity(body.data.len());
+    for row in &body.data {
+        let id = pk_of(row)
+            .ok_or_else(|| OpsError::BadRequest("each row needs its pk (or _id)".into()))?;
+        changes.push((id, writable_part(row)?));
+    }
+    let (principal, ip) = who(principal, peer);
+    let mut updated = 0u64;
+    for (id, change) in changes {
+        match crate::api::resources::writes::data_write(
+            &state,
+            kind,
+            principal.clone(),
+            ip.clone(),
+            crate::api::resources::writes::DataWrite::Update {
+                id,
+                changes: change,
+            },
+        )
+        .await
+        {
+            Ok(_) => updated += 1,
+            Err(crate::api::ApiError::NoItem(_)) => {}
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+    Ok(answer(updated, 0))
+}
+
+/// `POST <ops_api>/data/delete?model=<ref>` (`data.delete`): soft-deletes the row `id` (a
+/// tombstone and an oplog entry, as the Eve DELETE); answers the delete count (0 or 1).
+#[utoipa::path(post, path = "/ops/data/delete", tag = "ops", params(schemas::ModelQuery),
+    request_body(content = DeleteBody, content_type = "application/json"),
+    responses((status = 200, description = "how many rows were deleted", body = schemas::CountAnswer),
+              (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    principal: PrincipalOf,
+    peer: PeerOf,
+    body: axum::body::Bytes,
+) -> Result<Response, OpsError> {
+    let (_, kind) = model_of(&params)?;
+    let body: DeleteBody = write_body(&body)?;
+    let (principal, ip) = who(principal, peer);
+    match crate::api::resources::writes::data_write(
+        &state,
+        kind,
+        principal,
+        ip,
+        crate::api::resources::writes::DataWrite::Delete(body.id),
+    )
+    .await
+    {
+        Ok(_) => Ok(answer(1, 0)),
+        Err(crate::api::ApiError::NoItem(_)) => Ok(answer(0, 0)),
+        Err(e) => Err(write_error(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn body(v: Value) -> QueryBody {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_services_and_tasks_take_writes() {
+        assert_eq!(writable("opsplane.services").unwrap(), Kind::Services);
+        assert_eq!(writable("opsplane.tasks").unwrap(), Kind::Tasks);
+        for (model, says) in [
+            ("opsplane.nodes", "read-only"),
+            ("opsplane.exceptions", "read-only"),
+            ("blog.Article", "Invalid model"),
+        ] {
+            let e = writable(model).unwrap_err().to_string();
+            assert!(e.contains(says), "{model}: {e}");
+        }
+        let part = writable_part(
+            &json!({"pk": "a/b", "_id": "a/b", "status": {}, "_etag": "x", "spec": {"url": "u"}}),
+        )
+        .unwrap();
+        assert_eq!(part, json!({"spec": {"url": "u"}}));
+        assert!(writable_part(&json!([1])).is_err());
+        assert_eq!(pk_of(&json!({"_id": "a/b"})).as_deref(), Some("a/b"));
+        assert_eq!(pk_of(&json!({"x": 1})), None);
     }
 
     #[test]

@@ -12,9 +12,13 @@
 //! - Authentication: opsplane's own credentials (each route's role in [`rules`], checked by
 //!   the guard) or the platform's ([`platform`]: signed tokens, the local node), whose scopes
 //!   each route names in the same table ([`ROUTES`]).
-//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`]; the four
-//!   platform concepts as views: [`views`].
+//! - The endpoints the platform reads: [`servers`], [`logs`], [`tokens`], [`data`] (its writes
+//!   too); the four platform concepts as views: [`views`].
+//! - Connecting to the platform: [`connect`] (`POST /connect`, the callback `POST /`,
+//!   `PATCH /`, `DELETE /`, and the outbound resources and reports); supervisors live in the
+//!   store ([`opsplane_store::supervisors`]) beside the flag-configured one.
 
+pub mod connect;
 pub mod credential;
 pub mod data;
 pub mod frames;
@@ -104,6 +108,14 @@ pub enum OpsError {
         /// The message.
         message: String,
     },
+    /// Refused with this status (state 0).
+    #[error("{message}")]
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// The message.
+        message: String,
+    },
     /// The store failed: 503, the request may be resent.
     #[error("the store failed: {0}")]
     Store(#[from] opsplane_store::StoreError),
@@ -118,6 +130,7 @@ impl IntoResponse for OpsError {
             OpsError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!(0)),
             OpsError::NotFound(_) => (StatusCode::NOT_FOUND, json!(0)),
             OpsError::Coded { status, state, .. } => (*status, json!(state)),
+            OpsError::Refused { status, .. } => (*status, json!(0)),
             OpsError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, json!(0)),
             OpsError::Resources(e) => (e.status(), json!(0)),
         };
@@ -141,6 +154,11 @@ pub struct Platform {
     pub local: bool,
     /// The metric store, as `/servers/databases` and `/servers/caches` list it.
     pub store: servers::StoreInfo,
+    /// `--ops-connection-key-file` / `OPSPLANE_OPS_CONNECTION_KEY`: the local node needs it
+    /// in `X-UtilMeta-Connection-Key`.
+    pub connection_key: Option<platform::ConnectionKey>,
+    /// Where outbound platform calls may go ([`connect`]).
+    pub outbound: connect::Outbound,
 }
 
 /// One ops route: method, path below the mount, what opsplane's own credentials need, the
@@ -159,8 +177,19 @@ pub struct OpsRoute {
 
 /// Every ops route below the mount: (method, path below the mount, opsplane need, UtilMeta
 /// scope). UtilMeta's scopes: reference/utilmeta-ops.md §3-4.
-pub const ROUTES: [(Method, &str, Need, Option<&str>); 26] = [
+pub const ROUTES: [(Method, &str, Need, Option<&str>); 33] = [
     (Method::GET, "", Need::Public, None),
+    // The platform's connect callback: open, as UtilMeta's (only a pending init_key writes).
+    (Method::POST, "", Need::Public, None),
+    (Method::PATCH, "", Need::Admin, Some("service.config")),
+    (Method::DELETE, "", Need::Admin, Some("service.delete")),
+    // opsplane's `meta connect`: an admin's (or the local node's) call, no platform scope.
+    (
+        Method::POST,
+        "/connect",
+        Need::Admin,
+        Some("service.connect"),
+    ),
     (Method::GET, "/openapi", Need::Read, Some("api.view")),
     (Method::GET, "/servers", Need::Read, Some("metrics.view")),
     (
@@ -194,6 +223,24 @@ pub const ROUTES: [(Method, &str, Need, Option<&str>); 26] = [
     ),
     (Method::GET, "/data/tables", Need::Read, Some("data.view")),
     (Method::POST, "/data/query", Need::Read, Some("data.query")),
+    (
+        Method::POST,
+        "/data/create",
+        Need::Admin,
+        Some("data.create"),
+    ),
+    (
+        Method::POST,
+        "/data/update",
+        Need::Admin,
+        Some("data.update"),
+    ),
+    (
+        Method::POST,
+        "/data/delete",
+        Need::Admin,
+        Some("data.delete"),
+    ),
     (Method::GET, "/services", Need::Read, Some("metrics.view")),
     (
         Method::GET,
@@ -259,7 +306,7 @@ pub struct Ops {
     /// opsplane's document (`/openapi.json`): every API, re-based to base_url.
     document: Arc<str>,
     /// The platform's (`<ops_api>/openapi`): the same without the ops API, as UtilMeta's.
-    platform_document: Arc<str>,
+    pub(crate) platform_document: Arc<str>,
     /// The routes with their mount (made once per process).
     routes: Arc<[OpsRoute]>,
 }
@@ -315,6 +362,8 @@ impl Ops {
                 supervisor: None,
                 local: false,
                 store: servers::StoreInfo::Embedded,
+                connection_key: None,
+                outbound: connect::Outbound::default(),
             }),
             document: document.to_string().into(),
             platform_document: platform_document.to_string().into(),
@@ -339,7 +388,22 @@ impl Ops {
             supervisor,
             local: local && on_localhost,
             store: self.platform.store.clone(),
+            connection_key: self.platform.connection_key.clone(),
+            outbound: self.platform.outbound.clone(),
         });
+        self
+    }
+
+    /// The same with the connection key and the outbound settings of the connect flow.
+    pub fn with_connect(
+        mut self,
+        connection_key: Option<platform::ConnectionKey>,
+        outbound: connect::Outbound,
+    ) -> Ops {
+        let mut platform = Platform::clone(&self.platform);
+        platform.connection_key = connection_key;
+        platform.outbound = outbound;
+        self.platform = Arc::new(platform);
         self
     }
 
@@ -457,17 +521,19 @@ pub async fn cors(State(ops): State<Ops>, request: Request, next: Next) -> Respo
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)),
     security(()))]
 pub async fn info(State(state): State<AppState>) -> Response {
-    let platform = &state.ops.platform;
-    let requires: Vec<&str> = if platform.local {
-        Vec::new()
-    } else {
-        vec!["authorization"]
+    answer(info_of(&state.ops.platform), 0)
+}
+
+/// `GET /`'s result: `requires` is `[]` for a local node, `["connection_key"]` when that
+/// needs the connection key, else `["authorization"]` (reference/utilmeta-ops.md §3).
+pub fn info_of(platform: &Platform) -> Value {
+    let requires: Vec<&str> = match (platform.local, &platform.connection_key) {
+        (true, None) => Vec::new(),
+        (true, Some(_)) => vec!["connection_key"],
+        (false, _) => vec!["authorization"],
     };
     let timestamp = jiff::Timestamp::now().as_millisecond();
-    answer(
-        json!({"utilmeta": SPEC_VERSION, "service": platform.service, "timestamp": timestamp, "requires": requires}),
-        0,
-    )
+    json!({"utilmeta": SPEC_VERSION, "service": platform.service, "timestamp": timestamp, "requires": requires})
 }
 
 /// The ops API answers with and without a trailing slash (UtilMeta's routes do): one slash at
@@ -526,7 +592,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let ops = &state.ops;
     let routes = Router::new()
         .route("/openapi.json", get(openapi_json))
-        .route(ops.route(""), get(info))
+        .route(
+            ops.route(""),
+            get(info)
+                .post(connect::callback)
+                .patch(connect::patch)
+                .delete(connect::delete),
+        )
+        .route(ops.route("/connect"), post(connect::connect))
         .route(ops.route("/openapi"), get(ops_openapi))
         .route(ops.route("/servers"), get(servers::list))
         .route(ops.route("/servers/instances"), get(servers::instances))
@@ -540,6 +613,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(ops.route("/token/revoke"), post(tokens::revoke))
         .route(ops.route("/data/tables"), get(data::tables))
         .route(ops.route("/data/query"), post(data::query))
+        .route(ops.route("/data/create"), post(data::create))
+        .route(ops.route("/data/update"), post(data::update))
+        .route(ops.route("/data/delete"), post(data::delete))
         .route(ops.route("/services"), get(views::services))
         .route(ops.route("/environments"), get(views::environments))
         .route(ops.route("/nodes"), get(views::nodes))

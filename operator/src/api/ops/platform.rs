@@ -102,6 +102,21 @@ impl Supervisor {
         })
     }
 
+    /// A connected supervisor of the store: its public key is the JSON JWK `jwk` (RSA `n`,
+    /// `e`); `None` when that is not one.
+    pub fn from_jwk(node_id: &str, base_url: &str, jwk: &str) -> Option<Supervisor> {
+        let jwk: Value = serde_json::from_str(jwk).ok()?;
+        if jwk["kty"] != "RSA" {
+            return None;
+        }
+        let key = DecodingKey::from_rsa_components(jwk["n"].as_str()?, jwk["e"].as_str()?).ok()?;
+        Some(Supervisor {
+            node_id: node_id.to_owned(),
+            base_url: base_url.to_owned(),
+            key,
+        })
+    }
+
     /// Reads `--ops-supervisor-key` (and its `--ops-node-id`, `--ops-supervisor-url`).
     pub fn load(
         key: &Path,
@@ -117,6 +132,47 @@ impl Supervisor {
             source,
         })?;
         Supervisor::from_pem(node_id, base_url, &pem, &path)
+    }
+}
+
+/// The local node's connection key (`--ops-connection-key-file`,
+/// `OPSPLANE_OPS_CONNECTION_KEY`): a secret, never printed (its `Debug` says so).
+#[derive(Clone)]
+pub struct ConnectionKey(std::sync::Arc<str>);
+
+impl std::fmt::Debug for ConnectionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionKey(<redacted>)")
+    }
+}
+
+impl ConnectionKey {
+    /// The key `raw` (trimmed: a file's final newline is not part of it); `None` when empty.
+    pub fn new(raw: &str) -> Option<ConnectionKey> {
+        let key = raw.trim();
+        (!key.is_empty()).then(|| ConnectionKey(key.into()))
+    }
+
+    /// Checks the `X-UtilMeta-Connection-Key` of `headers`, in constant time: 401
+    /// `connection_key_missing` / `connection_key_wrong`, as UtilMeta.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        use subtle::ConstantTimeEq;
+        let Some(given) = headers.get("x-utilmeta-connection-key") else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                json!("connection_key_missing"),
+                "connection key required",
+            ));
+        };
+        if bool::from(given.as_bytes().ct_eq(self.0.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                json!("connection_key_wrong"),
+                "invalid connection key",
+            ))
+        }
     }
 }
 
@@ -413,7 +469,7 @@ pub fn is_localhost(ops_api: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
@@ -592,6 +648,55 @@ mod tests {
             verify(None, Some("node-1"), &good, NOW).unwrap_err().state,
             json!("supervisor_not_found")
         );
+    }
+
+    #[test]
+    fn the_connection_key_is_required_and_compared_whole() {
+        let key = ConnectionKey::new("s3cret\n").unwrap();
+        assert!(ConnectionKey::new(" \n").is_none());
+        assert!(!format!("{key:?}").contains("s3cret"));
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            key.check(&h).unwrap_err().state,
+            json!("connection_key_missing")
+        );
+        for wrong in ["s3cre", "s3cret2", "S3CRET", ""] {
+            h.insert(
+                "x-utilmeta-connection-key",
+                HeaderValue::from_str(wrong).unwrap(),
+            );
+            let r = key.check(&h).unwrap_err();
+            assert_eq!(
+                (r.status, r.state),
+                (StatusCode::UNAUTHORIZED, json!("connection_key_wrong")),
+                "{wrong}"
+            );
+        }
+        h.insert(
+            "x-utilmeta-connection-key",
+            HeaderValue::from_static("s3cret"),
+        );
+        assert!(key.check(&h).is_ok());
+    }
+
+    #[test]
+    fn a_stored_supervisors_jwk_verifies_its_tokens() {
+        let (private, _) = key_pair();
+        let rsa = {
+            use rsa::pkcs8::DecodePrivateKey;
+            rsa::PrivateKey::from_pkcs8_pem(std::str::from_utf8(&private).unwrap()).unwrap()
+        };
+        use rsa::traits::PublicKeyParts;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = json!({"kty": "RSA", "n": b64.encode(rsa.n_bytes()),
+                         "e": b64.encode(rsa.e_bytes())})
+        .to_string();
+        let s = Supervisor::from_jwk("node-1", DEFAULT_SUPERVISOR_URL, &jwk).unwrap();
+        assert!(verify(Some(&s), Some("node-1"), &sign(&private, &claims()), NOW).is_ok());
+        let (other, _) = key_pair();
+        assert!(verify(Some(&s), Some("node-1"), &sign(&other, &claims()), NOW).is_err());
+        assert!(Supervisor::from_jwk("n", "u", "{}").is_none());
+        assert!(Supervisor::from_jwk("n", "u", "nope").is_none());
     }
 
     #[test]

@@ -403,7 +403,8 @@ pub struct OpsInfo {
     service: String,
     /// Now, epoch milliseconds.
     timestamp: i64,
-    /// What a caller needs: `["authorization"]`, or `[]` for a local node.
+    /// What a caller needs: `["authorization"]`, or for a local node `[]` (`["connection_key"]`
+    /// with `--ops-connection-key-file` / `OPSPLANE_OPS_CONNECTION_KEY`).
     requires: Vec<String>,
 }
 
@@ -575,7 +576,53 @@ pub struct DataQueryBody {
     max_length: Option<u64>,
 }
 
+/// A supervisor as `POST <ops_api>/connect` returns it (never its keys).
+#[derive(ToSchema)]
+#[schema(as = ops::Supervisor)]
+pub struct OpsSupervisor {
+    /// The record's id.
+    id: String,
+    /// The supervisor's URL.
+    base_url: String,
+    /// The ops_api announced to it.
+    ops_api: String,
+    /// The node id, once connected.
+    node_id: Option<String>,
+    /// The platform saved it.
+    connected: bool,
+    /// Still waiting for the platform's callback.
+    pending: bool,
+    /// The node's page in the platform's console.
+    url: Option<String>,
+}
+
+/// `POST <ops_api>/` and `PATCH <ops_api>/`: `GET /`'s fields and the node id.
+#[derive(ToSchema)]
+#[schema(as = ops::Saved)]
+pub struct OpsSaved {
+    /// The node id.
+    node_id: Option<String>,
+    /// The ops spec version.
+    utilmeta: String,
+    /// The service name.
+    service: String,
+    /// Now, epoch milliseconds.
+    timestamp: i64,
+    /// What a caller needs.
+    requires: Vec<String>,
+}
+
 answer_schema!(InfoAnswer, OpsInfo, "`GET <ops_api>/`, enveloped.");
+answer_schema!(
+    SavedAnswer,
+    OpsSaved,
+    "A saved supervisor's node id with `GET /`'s fields, enveloped."
+);
+answer_schema!(
+    ConnectAnswer,
+    OpsSupervisor,
+    "A supervisor (pending or connected), enveloped."
+);
 answer_schema!(ScopesAnswer, Vec<String>, "The caller's scopes, enveloped.");
 answer_schema!(
     TokensAnswer,

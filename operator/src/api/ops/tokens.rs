@@ -2,7 +2,9 @@
 //! reference/utilmeta-ops.md §3-4): each `jti` is recorded at its first use and counted at
 //! every later one, in the store's `ops.tokens` collection (shared by every replica, kept
 //! across restarts); a revoked `jti` is refused. `GET /token`, `GET /token/scope`,
-//! `POST /token/revoke`.
+//! `POST /token/revoke`. Records of tokens past their expiry are pruned ([`TokenBook::prune`],
+//! a bounded number per round of [`super::connect::run_platform_calls`]): an expired token is
+//! refused by its `exp` whether or not its record is kept.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -126,6 +128,31 @@ impl TokenBook {
         Err(unavailable(
             "the token's record changed under every attempt; try again".into(),
         ))
+    }
+
+    /// Removes at most `limit` records whose `expiry_time` is before `now` (revoked ones
+    /// included: their token is refused by its `exp` anyway), each at the revision read, so a
+    /// record touched meanwhile stays for the next round. How many were removed.
+    pub async fn prune(&self, now: i64, limit: usize) -> Result<usize, opsplane_store::StoreError> {
+        let mut removed = 0;
+        for doc in self.store.documents(COLLECTION).await? {
+            if removed >= limit {
+                break;
+            }
+            let expired = doc.body["expiry_time"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t.as_second() < now);
+            if expired
+                && let Written::Done(_) = self
+                    .store
+                    .delete_document(COLLECTION, &doc.id, Expect::Revision(doc.revision))
+                    .await?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Every record.
@@ -265,4 +292,73 @@ pub async fn revoke(
     }
     let book = TokenBook::new(state.recorder.store().clone());
     Ok(answer(book.revoke(&ids).await?, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let retention = opsplane_store::Retention {
+            minutes: 2 * 86_400,
+            hours: 90 * 86_400,
+            exceptions: 30 * 86_400,
+        };
+        Arc::new(
+            opsplane_store::embedded::EmbeddedStore::open(&dir.path().join("s.redb"), retention)
+                .unwrap(),
+        )
+    }
+
+    fn verified(jti: &str, expires: i64) -> Verified {
+        Verified {
+            token_id: jti.into(),
+            subject: None,
+            issued_at: Some(expires - 600),
+            expires,
+            scopes: vec!["api.view".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_token_records_are_pruned_a_bounded_number_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = TokenBook::new(store(&dir));
+        let now = jiff::Timestamp::now().as_second();
+        for i in 0..5 {
+            book.admit(&verified(&format!("old-{i}"), now - 10 - i), "spv", None)
+                .await
+                .unwrap();
+        }
+        book.admit(&verified("live", now + 600), "spv", None)
+            .await
+            .unwrap();
+        // Revoked but never seen: kept for a day.
+        book.revoke(&["unseen".into(), "old-0".into()])
+            .await
+            .unwrap();
+        assert_eq!(book.prune(now, 3).await.unwrap(), 3, "at most the limit");
+        assert_eq!(book.prune(now, 3).await.unwrap(), 2);
+        assert_eq!(book.prune(now, 3).await.unwrap(), 0);
+        let mut left: Vec<String> = book
+            .all()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t["token_id"].as_str().unwrap().to_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["live", "unseen"]);
+        // A live token keeps working after a prune; the revoked unseen one stays refused.
+        assert!(
+            book.admit(&verified("live", now + 600), "spv", None)
+                .await
+                .is_ok()
+        );
+        assert!(
+            book.admit(&verified("unseen", now + 600), "spv", None)
+                .await
+                .is_err()
+        );
+    }
 }

@@ -588,6 +588,91 @@ async fn delete_all(state: AppState, kind: Kind, caller: Caller) -> Result<Respo
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A write of the ops API's data routes (seed 000 `POST <ops_api>/data/create|update|delete`).
+#[derive(Debug, Clone)]
+pub enum DataWrite {
+    /// Create these objects (all or nothing, as a bulk POST).
+    Create(Vec<Value>),
+    /// Merge `changes` into the object `id` (as a PATCH).
+    Update {
+        /// The object's `_id`.
+        id: String,
+        /// A JSON merge patch.
+        changes: Value,
+    },
+    /// Soft-delete the object `id` (as a DELETE).
+    Delete(String),
+}
+
+/// Runs `write` on the same path as the Eve writes — the same validation, versions, oplog
+/// (`u` = the principal's name) and tombstones — but without `If-Match`: an update or delete
+/// applies to the revision current when it runs (`If-Match: *`), tried again when another
+/// writer lands in between. The Eve answer's body on success.
+pub async fn data_write(
+    state: &AppState,
+    kind: Kind,
+    principal: Option<Principal>,
+    ip: String,
+    write: DataWrite,
+) -> Result<Value, ApiError> {
+    let caller = || Caller {
+        principal: principal.clone(),
+        ip: ip.clone(),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+    let json = |v: &Value| Body::from(serde_json::to_vec(v).unwrap_or_default());
+    // `If-Match: *` would restore a soft-deleted object; an update only changes a live one.
+    if let DataWrite::Update { id, .. } = &write
+        && state.resources.fresh(kind, id).await?.is_none()
+    {
+        return Err(ApiError::NoItem(format!("{}/{id}", kind.name())));
+    }
+    let mut attempts = 0;
+    let response = loop {
+        attempts += 1;
+        let result = match &write {
+            DataWrite::Create(items) => {
+                post(
+                    state.clone(),
+                    kind,
+                    caller(),
+                    headers.clone(),
+                    json(&Value::Array(items.clone())),
+                )
+                .await
+            }
+            DataWrite::Update { id, changes } => {
+                change(
+                    state.clone(),
+                    kind,
+                    id.clone(),
+                    Change::Patch,
+                    caller(),
+                    headers.clone(),
+                    json(changes),
+                )
+                .await
+            }
+            DataWrite::Delete(id) => {
+                delete_item(state.clone(), kind, id.clone(), caller(), headers.clone()).await
+            }
+        };
+        match result {
+            Err(ApiError::PreconditionFailed) if attempts < 4 => continue,
+            other => break other?,
+        }
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_WRITE_BODY * 4)
+        .await
+        .map_err(|e| ApiError::BadBody(e.to_string()))?;
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 type Principal_ = Option<axum::Extension<Principal>>;
 type Peer = Option<axum::Extension<ConnectInfo<SocketAddr>>>;
 

@@ -1,0 +1,1002 @@
+//! The connect flow of the ops API over real TCP (seed 000; reference/utilmeta-ops.md §3, §4
+//! Root, §8): a standalone operator, and the test playing the UtilMeta platform — its own RSA
+//! key pairs (the access key and the supervisor key), its own HTTP server on 127.0.0.1 that
+//! receives the operator's outbound calls and decrypts them with its private keys, and tokens
+//! it signs. Also the local node's connection key.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+
+const TOKEN: &str = "ops-connect-admin-token-0123456789";
+const CONNECTION_KEY: &str = "conn-key-9f8e7d6c5b4a";
+const NODE: &str = "node-connect-0001";
+
+/// An RSA key pair made by the `openssl` CLI: (private PEM file, public JWK as JSON text).
+fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let private = dir.join(format!("{name}.key"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&private)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl genpkey");
+    // n and e as the `openssl` CLI prints them: not through the RSA crate the operator uses.
+    let path = private.to_str().unwrap();
+    let modulus =
+        String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-modulus"], b"")).unwrap();
+    let n = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+    let text = String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-text"], b"")).unwrap();
+    let e: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("publicExponent: "))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("openssl rsa -text: publicExponent");
+    let e = e.to_be_bytes();
+    let e = &e[e.iter().position(|&b| b != 0).unwrap()..];
+    let jwk = json!({"kty": "RSA", "kid": name, "n": b64(&n), "e": b64(e)});
+    (private, jwk.to_string())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("not base64url: {e}: {text:.40}"))
+}
+
+/// `openssl <args>` with `input` on stdin: its stdout (the command must succeed).
+fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The compact JWE `body` decrypted with the private key file `key`, independently of the
+/// operator's code: the `openssl` CLI unwraps the key (RSA-OAEP with SHA-256), checks the
+/// HMAC-SHA-512 tag and decrypts AES-256-CBC (A256CBC-HS512, RFC 7518 §5.2).
+fn decrypt(key: &std::path::Path, body: &str) -> Value {
+    let parts: Vec<&str> = body.trim().split('.').collect();
+    assert_eq!(parts.len(), 5, "not a compact JWE: {body:.80}");
+    let header: Value = serde_json::from_slice(&unb64(parts[0])).unwrap();
+    assert_eq!(header["alg"], "RSA-OAEP-256", "{header}");
+    assert_eq!(header["enc"], "A256CBC-HS512", "{header}");
+    let key = key.to_str().unwrap();
+    let cek = openssl(
+        &[
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            key,
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+        ],
+        &unb64(parts[1]),
+    );
+    assert_eq!(cek.len(), 64, "an A256CBC-HS512 key is 64 bytes");
+    let (iv, ciphertext, tag) = (unb64(parts[2]), unb64(parts[3]), unb64(parts[4]));
+    let mut signed = parts[0].as_bytes().to_vec();
+    signed.extend_from_slice(&iv);
+    signed.extend_from_slice(&ciphertext);
+    signed.extend_from_slice(&((parts[0].len() as u64) * 8).to_be_bytes());
+    let mac = openssl(
+        &[
+            "dgst",
+            "-sha512",
+            "-mac",
+            "HMAC",
+            "-macopt",
+            &format!("hexkey:{}", hex::encode(&cek[..32])),
+            "-binary",
+        ],
+        &signed,
+    );
+    assert_eq!(&mac[..32], &tag[..], "the authentication tag is wrong");
+    let plain = openssl(
+        &[
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-K",
+            &hex::encode(&cek[32..]),
+            "-iv",
+            &hex::encode(&iv),
+        ],
+        &ciphertext,
+    );
+    serde_json::from_slice(&plain).unwrap()
+}
+
+/// A token signed with the private key file `key`.
+fn sign(key: &std::path::Path, iss: &str, jti: &str, scope: &str) -> String {
+    let claims = json!({"iss": iss, "sub": "user:alice", "nid": NODE, "iat": now() - 5,
+                        "exp": now() + 600, "jti": jti, "scope": scope});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(key).unwrap()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// One request the platform's server received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// The platform's HTTP server on 127.0.0.1: records each request and answers it with
+/// `answer(request)` (a JSON body, status 200).
+struct PlatformServer {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl PlatformServer {
+    fn start(answer: impl Fn(&Received) -> Value + Send + Sync + 'static) -> PlatformServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (log, answer) = (log.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_owned();
+                    let path = parts.next().unwrap_or("").to_owned();
+                    let mut headers = HashMap::new();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            headers.insert(k.trim().to_lowercase(), v.trim().to_owned());
+                        }
+                    }
+                    let length: usize = headers
+                        .get("content-length")
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let request = Received {
+                        method,
+                        path,
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    let reply = answer(&request).to_string();
+                    log.lock().unwrap().push(request);
+                    let mut stream = stream;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                });
+            }
+        });
+        PlatformServer { addr, received }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/spv", self.addr)
+    }
+
+    /// Waits (up to `secs`) for a request to `path` that `keep` accepts.
+    fn wait_for(&self, path: &str, secs: u64, keep: impl Fn(&Received) -> bool) -> Received {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(r) = self
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| r.path == path && keep(r))
+            {
+                return r.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no call to {path}: {:?}",
+                self.received
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|r| &r.path)
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let e = opsplane_serve::testing::request(addr, method, path, headers, body).unwrap();
+    (
+        e.status,
+        serde_json::from_str(e.body()).unwrap_or(Value::Null),
+    )
+}
+
+fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    call(addr, method, path, &[("authorization", &auth)], body)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn platform_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    call(
+        addr,
+        method,
+        path,
+        &[("authorization", &auth), ("x-node-id", NODE)],
+        body,
+    )
+}
+
+fn ok(answer: (u16, Value)) -> Value {
+    let (status, body) = answer;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], 1, "{body}");
+    body["result"].clone()
+}
+
+fn refused(answer: (u16, Value), status: u16, msg: &str, state: Value) {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert!(body["result"].is_null(), "{body}");
+    assert_eq!(body["msg"], msg, "{body}");
+    assert_eq!(body["state"], state, "{body}");
+}
+
+/// A standalone operator with the connect flow's flags; its log goes to `dir/operator.log`.
+fn spawn_operator(dir: &std::path::Path, extra: &[&str]) -> (SocketAddr, common::Running) {
+    let config = dir.join("services.yaml");
+    std::fs::write(&config, "").unwrap();
+    let listen = common::free_addr();
+    let mut command = common::standalone(listen, &config, dir);
+    command
+        .args([
+            "--ops-trusted-host",
+            "127.0.0.1",
+            "--ops-insecure-http",
+            "--ops-report-interval",
+            "500ms",
+            "--ops-platform-timeout",
+            "5s",
+            "--log",
+            "debug",
+        ])
+        .args(extra)
+        .env("OPSPLANE_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("operator.log")).unwrap());
+    let running = common::spawn_listening(&mut command, listen);
+    (listen, running)
+}
+
+#[test]
+fn the_local_node_needs_the_connection_key_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("connection.key");
+    std::fs::write(&key_file, format!("{CONNECTION_KEY}\n")).unwrap();
+    let key_arg = key_file.to_str().unwrap().to_owned();
+    let (addr, _running) = spawn_operator(
+        dir.path(),
+        &["--ops-local", "--ops-connection-key-file", &key_arg],
+    );
+    let info = ok(call(addr, "GET", "/ops", &[], ""));
+    assert_eq!(info["requires"], json!(["connection_key"]));
+    refused(
+        call(addr, "GET", "/ops/token/scope", &[], ""),
+        401,
+        "Unauthorized: connection key required",
+        json!("connection_key_missing"),
+    );
+    for wrong in ["conn-key-9f8e7d6c5b4", "conn-key-9f8e7d6c5b4a0", "x"] {
+        refused(
+            call(
+                addr,
+                "GET",
+                "/ops/token/scope",
+                &[("x-utilmeta-connection-key", wrong)],
+                "",
+            ),
+            401,
+            "Unauthorized: invalid connection key",
+            json!("connection_key_wrong"),
+        );
+    }
+    let scopes = ok(call(
+        addr,
+        "GET",
+        "/ops/token/scope",
+        &[("x-utilmeta-connection-key", CONNECTION_KEY)],
+        "",
+    ));
+    assert_eq!(scopes, json!(["*"]));
+    // opsplane's own credentials are untouched by it.
+    assert_eq!(admin(addr, "GET", "/ops/servers", "").0, 200);
+    let log = std::fs::read_to_string(dir.path().join("operator.log")).unwrap();
+    assert!(!log.contains(CONNECTION_KEY), "the key is in the log");
+}
+
+#[test]
+fn without_a_connection_key_the_local_node_needs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _running) = spawn_operator(dir.path(), &["--ops-local"]);
+    assert_eq!(
+        ok(call(addr, "GET", "/ops", &[], ""))["requires"],
+        json!([])
+    );
+    assert_eq!(
+        ok(call(addr, "GET", "/ops/token/scope", &[], "")),
+        json!(["*"])
+    );
+}
+
+#[test]
+fn connect_stores_a_pending_supervisor_the_callback_saves_and_its_tokens_then_work() {
+    connect_flow(&[]);
+}
+
+/// The same with the supervisors, tokens and aggregates in Redis (the shared backend).
+#[test]
+fn the_connect_flow_works_the_same_on_the_redis_store() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = opsplane_store::testing::RedisServer::start(redis_dir.path())
+        .expect("redis-server must be installed (scripts/test.sh installs it)");
+    connect_flow(&["--redis-url", &redis.url()]);
+}
+
+fn connect_flow(store_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (access_private, access_key) = key_pair(dir.path(), "access");
+    let (supervisor_private, supervisor_key) = key_pair(dir.path(), "supervisor");
+    let (other_private, _) = key_pair(dir.path(), "other");
+    let server = PlatformServer::start(|r| match r.path.as_str() {
+        "/spv/resources" => json!({"result": {"url": "http://127.0.0.1/console/node-connect-0001",
+                                               "resources": [], "resources_etag": "etag-1"},
+                                    "state": 1, "msg": ""}),
+        _ => json!({"result": null, "state": 1, "msg": ""}),
+    });
+    let spv = server.base_url();
+    let mut args = vec!["--ops-service", "connect-test"];
+    args.extend_from_slice(store_args);
+    let (addr, _running) = spawn_operator(dir.path(), &args);
+    let ops_api = format!("http://{addr}/ops");
+
+    // Request aggregates of the previous hour, which the first report must carry.
+    let hour = now() / 3600 * 3600 - 3600;
+    let t = |s: i64| hour + s;
+    let events = json!([
+        {"service": "shop", "time": t(60), "method": "GET", "path": "/a", "status": 200, "duration_ms": 10.0, "ip": "10.0.0.1"},
+        {"service": "shop", "time": t(120), "method": "GET", "path": "/b", "status": 200, "duration_ms": 30.0, "ip": "10.0.0.2"},
+        {"service": "shop", "time": t(180), "method": "GET", "path": "/c", "status": 503, "duration_ms": 20.0, "ip": "10.0.0.2"},
+    ]);
+    let (status, body) = admin(addr, "POST", "/monitoring/api/ingest/", &events.to_string());
+    assert!(status < 300, "ingest: {status} {body}");
+
+    // Untrusted or malformed targets and keys are refused before anything is stored or sent.
+    for (body, why) in [
+        (
+            json!({"key": access_key, "to": "http://evil.example.com/spv"}),
+            "untrusted host",
+        ),
+        (
+            json!({"key": access_key, "to": "ftp://127.0.0.1/spv"}),
+            "scheme",
+        ),
+        (json!({"key": "not a key", "to": spv}), "bad key"),
+        (json!({"key": access_key}), "no target"),
+    ] {
+        let (status, answer) = admin(addr, "POST", "/ops/connect", &body.to_string());
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert!(
+            answer["msg"].as_str().unwrap().starts_with("BadRequest: "),
+            "{answer}"
+        );
+    }
+    assert!(
+        server.received.lock().unwrap().is_empty(),
+        "nothing was sent"
+    );
+    // The connect itself needs opsplane's admin.
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            "/ops/connect",
+            &[],
+            &json!({"key": access_key, "to": spv}).to_string()
+        )
+        .0,
+        401
+    );
+
+    let pending = ok(admin(
+        addr,
+        "POST",
+        "/ops/connect",
+        &json!({"key": access_key, "to": spv}).to_string(),
+    ));
+    assert_eq!(pending["pending"], true, "{pending}");
+    assert_eq!(pending["connected"], false);
+    assert!(pending.get("init_key").is_none() && !pending.to_string().contains("\"n\""));
+
+    // add_node: POST <supervisor>/ with the access key and the metadata as a JWE to it.
+    let add = server.wait_for("/spv/", 5, |_| true);
+    assert_eq!(add.method, "POST");
+    assert_eq!(add.headers["x-access-key"], access_key);
+    let metadata = decrypt(&access_private, &add.body);
+    assert_eq!(metadata["ops_api"], ops_api.as_str());
+    assert_eq!(metadata["name"], "connect-test");
+    assert_eq!(metadata["spec_version"], "0.4.0");
+
+    // The callback, as the platform sends it.
+    let data = |init_key: Option<&str>| {
+        let mut d = json!({"node_id": NODE, "ops_api": ops_api, "ident": "spv",
+                           "public_key": supervisor_key, "base_url": spv,
+                           "url": "http://127.0.0.1/console/node", "backup_urls": [], "local": false});
+        if let Some(k) = init_key {
+            d["init_key"] = json!(k);
+        }
+        d.to_string()
+    };
+    refused(
+        call(addr, "POST", "/ops", &[], &data(None)),
+        400,
+        "BadRequest: Missing init_key for supervisor to be saved",
+        json!(0),
+    );
+    refused(
+        call(addr, "POST", "/ops", &[], &data(Some("WRONG"))),
+        404,
+        "NotFound: Supervisor not found or disabled",
+        json!(0),
+    );
+    let mut elsewhere: Value = serde_json::from_str(&data(Some(&access_key))).unwrap();
+    elsewhere["base_url"] = json!("http://127.0.0.1:1/spv");
+    let (status, conflict) = call(addr, "POST", "/ops", &[], &elsewhere.to_string());
+    assert_eq!((status, &conflict["state"]), (409, &json!(0)), "{conflict}");
+    assert!(
+        conflict["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Conflict: Supervisor base_url is inconsistent"),
+        "{conflict}"
+    );
+    assert_eq!(call(addr, "POST", "/ops", &[], "{not json").0, 400);
+    // A token of the supervisor is not accepted before the save.
+    let token = sign(
+        &supervisor_private,
+        &spv,
+        "jti-1",
+        "api.view service.config",
+    );
+    refused(
+        platform_call(addr, "GET", "/ops/token/scope", &token, ""),
+        400,
+        "BadRequest: Supervisor not found",
+        json!("supervisor_not_found"),
+    );
+
+    let saved = ok(call(addr, "POST", "/ops", &[], &data(Some(&access_key))));
+    assert_eq!(saved["node_id"], NODE);
+    assert_eq!(saved["utilmeta"], "0.4.0");
+    assert_eq!(saved["service"], "connect-test");
+    // The init_key is used up.
+    assert_eq!(
+        call(addr, "POST", "/ops", &[], &data(Some(&access_key))).0,
+        404
+    );
+
+    // Its tokens now verify with the stored JWK; another key's do not.
+    assert_eq!(
+        ok(platform_call(addr, "GET", "/ops/token/scope", &token, "")),
+        json!(["api.view", "service.config"])
+    );
+    let forged = sign(&other_private, &spv, "jti-2", "*");
+    assert_eq!(
+        platform_call(addr, "GET", "/ops/token/scope", &forged, "").0,
+        400
+    );
+    let listed = ok(platform_call(
+        addr,
+        "GET",
+        "/ops/token",
+        &sign(&supervisor_private, &spv, "jti-3", "token.view"),
+        "",
+    ));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["token_id"] == "jti-1" && t["issuer_id"] == spv.as_str()),
+        "{listed}"
+    );
+
+    // Resources, encrypted to the supervisor's key, with the node id and key in headers.
+    let pushed = server.wait_for("/spv/resources", 10, |_| true);
+    assert_eq!(pushed.headers["x-node-id"], NODE);
+    assert_eq!(pushed.headers["x-node-key"], supervisor_key);
+    let resources = decrypt(&supervisor_private, &pushed.body);
+    assert_eq!(resources["metadata"]["ops_api"], ops_api.as_str());
+    assert_eq!(resources["openapi"]["openapi"], "3.1.0");
+    assert!(resources["openapi"]["paths"]["/api/v1/services"].is_object());
+    assert!(
+        resources["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["ref"] == "opsplane.services")
+    );
+    assert_eq!(resources["instances"].as_array().unwrap().len(), 1);
+
+    // The previous hour's aggregate, from the ingested requests.
+    let wanted = hour;
+    let report = server.wait_for("/spv/report", 15, |r| {
+        let body = decrypt(&supervisor_private, &r.body);
+        body["service"]["requests"].as_u64().is_some() && hour_of(&body) == Some(wanted)
+    });
+    let report = decrypt(&supervisor_private, &report.body);
+    assert_eq!(report["layer"], 0);
+    assert_eq!(report["interval"], 3600);
+    assert_eq!(report["service"]["requests"], 3, "{report}");
+    assert_eq!(report["service"]["ip"], 2, "{report}");
+    assert_eq!(report["service"]["errors"], 1, "{report}");
+    let avg = report["service"]["avg_time"].as_f64().unwrap();
+    assert!((avg - 20.0).abs() < 0.01, "{report}");
+    // Each hour once: no second report of it after more rounds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let reports = server
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/spv/report")
+        .filter(|r| hour_of(&decrypt(&supervisor_private, &r.body)) == Some(wanted))
+        .count();
+    assert_eq!(reports, 1);
+
+    // PATCH: service.config, the caller's node id only.
+    let config_token = sign(&supervisor_private, &spv, "jti-4", "service.config");
+    refused(
+        platform_call(
+            addr,
+            "PATCH",
+            "/ops",
+            &config_token,
+            &json!({"node_id": "someone-else"}).to_string(),
+        ),
+        400,
+        "BadRequest: Inconsistent supervisor node_id",
+        json!(0),
+    );
+    let patched = ok(platform_call(
+        addr,
+        "PATCH",
+        "/ops",
+        &config_token,
+        &json!({"node_id": NODE, "heartbeat_interval": 60, "settings": {"report_enabled": true}})
+            .to_string(),
+    ));
+    assert_eq!(patched["node_id"], NODE);
+    refused(
+        platform_call(
+            addr,
+            "PATCH",
+            "/ops",
+            &sign(&supervisor_private, &spv, "jti-5", "api.view"),
+            &json!({"node_id": NODE}).to_string(),
+        ),
+        403,
+        "PermissionDenied: insufficient scope",
+        json!(0),
+    );
+    // opsplane's admin is no supervisor: 404 supervisor_not_found.
+    assert_eq!(
+        admin(addr, "PATCH", "/ops", &json!({"node_id": NODE}).to_string()).0,
+        404
+    );
+
+    // Data writes need their scope.
+    let delete_row = json!({"id": "team/none"}).to_string();
+    refused(
+        platform_call(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &sign(&supervisor_private, &spv, "jti-8", "data.view data.query"),
+            &delete_row,
+        ),
+        403,
+        "PermissionDenied: insufficient scope",
+        json!(0),
+    );
+    assert_eq!(
+        ok(platform_call(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &sign(&supervisor_private, &spv, "jti-9", "data.delete"),
+            &delete_row,
+        )),
+        0
+    );
+
+    // DELETE: service.delete, answers 1; its tokens are refused afterwards.
+    let delete_token = sign(&supervisor_private, &spv, "jti-6", "service.delete");
+    assert_eq!(
+        ok(platform_call(addr, "DELETE", "/ops", &delete_token, "")),
+        1
+    );
+    refused(
+        platform_call(
+            addr,
+            "GET",
+            "/ops/token/scope",
+            &sign(&supervisor_private, &spv, "jti-7", "api.view"),
+            "",
+        ),
+        400,
+        "BadRequest: Supervisor not found",
+        json!("supervisor_not_found"),
+    );
+
+    let log = std::fs::read_to_string(dir.path().join("operator.log")).unwrap();
+    let n = serde_json::from_str::<Value>(&access_key).unwrap()["n"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!log.contains(&n[..40]), "the access key is in the log");
+}
+
+/// The hour a report's `time` (`YYYY-MM-DD HH:00:00+00:00`) names, in epoch seconds.
+fn hour_of(report: &Value) -> Option<i64> {
+    let text = report["time"].as_str()?.replace(' ', "T");
+    let t: jiff::Timestamp = text.parse().ok()?;
+    Some(t.as_second())
+}
+
+#[test]
+fn a_supervisor_that_does_not_answer_leaves_no_pending_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, access_key) = key_pair(dir.path(), "access");
+    let (addr, _running) = spawn_operator(dir.path(), &[]);
+    // Nothing listens there.
+    let gone = format!("http://127.0.0.1:{}/spv", common::free_port());
+    let (status, body) = admin(
+        addr,
+        "POST",
+        "/ops/connect",
+        &json!({"key": access_key, "to": gone}).to_string(),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["state"], "connect_failed");
+    // So no callback can save anything.
+    let data = json!({"node_id": NODE, "ops_api": "x", "ident": "spv", "init_key": access_key});
+    assert_eq!(call(addr, "POST", "/ops", &[], &data.to_string()).0, 404);
+}
+
+#[test]
+fn data_writes_go_through_the_eve_write_path_and_read_only_tables_refuse_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _running) = spawn_operator(dir.path(), &["--ops-local"]);
+    // The local node (every scope): no credential from 127.0.0.1.
+    let ops = |path: &str, body: Value| call(addr, "POST", path, &[], &body.to_string());
+    let service = json!({"metadata": {"name": "web", "namespace": "team",
+                                      "annotations": {"example.org/api_key": "k-123-secret"}},
+                         "spec": {"type": "web", "environment": "production",
+                                  "checkInterval": "1h", "url": "http://127.0.0.1:9/health"}});
+    let created = ok(ops(
+        "/ops/data/create?model=opsplane.services",
+        json!({"data": [service], "return_fields": ["_id", "metadata.annotations", "spec.url"]}),
+    ));
+    assert_eq!(created[0]["_id"], "team/web", "{created}");
+    assert_eq!(
+        created[0]["metadata.annotations"]["example.org/api_key"], "********",
+        "{created}"
+    );
+    assert!(!created.to_string().contains("k-123-secret"));
+    // Without return_fields: null.
+    let second = json!({"metadata": {"name": "api", "namespace": "team"},
+                        "spec": {"type": "web", "environment": "staging", "checkInterval": "1h",
+                                 "url": "http://127.0.0.1:9/"}});
+    assert_eq!(
+        ok(ops(
+            "/ops/data/create?model=opsplane.services",
+            json!({"data": [second.clone()]})
+        )),
+        Value::Null
+    );
+    // The same name again: a conflict; an invalid spec: a 400 naming the field; nothing is
+    // written by a batch with a bad row.
+    let (status, body) = ops(
+        "/ops/data/create?model=opsplane.services",
+        json!({"data": [second]}),
+    );
+    assert!(status == 400 || status == 409, "{status} {body}");
+    let bad = json!({"metadata": {"name": "bad", "namespace": "team"}, "spec": {"type": "web", "url": 3}});
+    let ok_row = json!({"metadata": {"name": "fine", "namespace": "team"},
+                        "spec": {"type": "web", "environment": "staging", "checkInterval": "1h",
+                                 "url": "http://127.0.0.1:9/"}});
+    let (status, body) = ops(
+        "/ops/data/create?model=opsplane.services",
+        json!({"data": [ok_row, bad]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("BadRequest: invalid"),
+        "{body}"
+    );
+
+    // Visible through the Eve API, with the oplog's `u` the local node.
+    let (status, item) = admin(addr, "GET", "/api/v1/services/team/web", "");
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["spec"]["url"], "http://127.0.0.1:9/health");
+    assert_eq!(admin(addr, "GET", "/api/v1/services/team/fine", "").0, 404);
+
+    // Update without If-Match: the count of rows updated (an unknown pk counts 0).
+    let updated = ok(ops(
+        "/ops/data/update?model=opsplane.services",
+        json!({"data": [{"pk": "team/web", "spec": {"checkInterval": "10m"}},
+                        {"pk": "team/nothing", "spec": {"checkInterval": "10m"}}]}),
+    ));
+    assert_eq!(updated, 1);
+    let (_, item) = admin(addr, "GET", "/api/v1/services/team/web", "");
+    assert_eq!(item["spec"]["checkInterval"], "10m", "{item}");
+    assert_eq!(item["_version"], 2, "{item}");
+    let (status, body) = ops(
+        "/ops/data/update?model=opsplane.services",
+        json!({"data": [{"spec": {"checkInterval": "10m"}}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // Delete: 1, then 0; the object is gone (soft-deleted, as the Eve DELETE).
+    assert_eq!(
+        ok(ops(
+            "/ops/data/delete?model=opsplane.services",
+            json!({"id": "team/web"})
+        )),
+        1
+    );
+    assert_eq!(
+        ok(ops(
+            "/ops/data/delete?model=opsplane.services",
+            json!({"id": "team/web"})
+        )),
+        0
+    );
+    assert_eq!(admin(addr, "GET", "/api/v1/services/team/web", "").0, 404);
+    // An update does not bring a deleted row back.
+    assert_eq!(
+        ok(ops(
+            "/ops/data/update?model=opsplane.services",
+            json!({"data": [{"pk": "team/web", "spec": {"checkInterval": "1m"}}]}),
+        )),
+        0
+    );
+    assert_eq!(admin(addr, "GET", "/api/v1/services/team/web", "").0, 404);
+
+    let (_, oplog) = admin(addr, "GET", "/api/v1/oplog?max_results=100", "");
+    let entries: Vec<(String, String, String)> = oplog["_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["o"].as_str().unwrap_or("").to_owned(),
+                e["i"].as_str().unwrap_or("").to_owned(),
+                e["u"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let web: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|(_, i, _)| i == "team/web")
+        .map(|(o, _, u)| (o.as_str(), u.as_str()))
+        .collect();
+    assert_eq!(
+        web,
+        [
+            ("POST", "utilmeta:local"),
+            ("PATCH", "utilmeta:local"),
+            ("DELETE", "utilmeta:local")
+        ],
+        "{oplog}"
+    );
+
+    // Read-only and unknown tables.
+    for model in ["opsplane.nodes", "opsplane.exceptions"] {
+        let (status, body) = ops(
+            &format!("/ops/data/create?model={model}"),
+            json!({"data": [{}]}),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["msg"].as_str().unwrap().contains("read-only"),
+            "{body}"
+        );
+        let (status, _) = ops(
+            &format!("/ops/data/delete?model={model}"),
+            json!({"id": "x"}),
+        );
+        assert_eq!(status, 400);
+    }
+    assert_eq!(
+        ops("/ops/data/create?model=nope", json!({"data": [{}]})).0,
+        400
+    );
+    assert_eq!(
+        ops(
+            "/ops/data/create?model=opsplane.services",
+            json!({"rows": 1})
+        )
+        .0,
+        400
+    );
+    // The tables say which fields take writes.
+    let (_, tables) = admin(addr, "GET", "/ops/data/tables", "");
+    let services = tables["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["ref"] == "opsplane.services")
+        .unwrap()
+        .clone();
+    assert_eq!(services["fields"]["spec"]["readonly"], false);
+    assert_eq!(services["fields"]["status"]["readonly"], true);
+}
+
+#[test]
+fn data_writes_need_a_credential_and_take_opsplanes_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _running) = spawn_operator(dir.path(), &[]);
+    let body = json!({"id": "team/web"}).to_string();
+    // No credential: 401; opsplane's admin: through (nothing to delete: 0).
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &[],
+            &body
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        ok(admin(
+            addr,
+            "POST",
+            "/ops/data/delete?model=opsplane.services",
+            &body
+        )),
+        0
+    );
+}
+
+#[test]
+fn the_ops_connect_command_connects_through_the_running_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, access_key) = key_pair(dir.path(), "access");
+    let server = PlatformServer::start(|_| json!({"result": null, "state": 1, "msg": ""}));
+    let (addr, _running) = spawn_operator(dir.path(), &[]);
+    let run = |token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opsplane-operator"));
+        command
+            .args([
+                "ops",
+                "connect",
+                "--key",
+                &access_key,
+                "--to",
+                &server.base_url(),
+            ])
+            .args(["--ops-api", &format!("http://{addr}/ops")])
+            .env_remove("OPSPLANE_TOKEN");
+        if let Some(t) = token {
+            command.env("OPSPLANE_TOKEN", t);
+        }
+        command.output().unwrap()
+    };
+    let refused = run(None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = run(Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["pending"], true, "{printed}");
+    assert_eq!(printed["base_url"], server.base_url());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&access_key));
+    // add_node reached the platform, and the pending record takes the callback.
+    server.wait_for("/spv/", 5, |r| r.headers["x-access-key"] == access_key);
+    let data = json!({"node_id": NODE, "ops_api": format!("http://{addr}/ops"), "ident": "spv",
+                      "init_key": access_key});
+    assert_eq!(
+        ok(call(addr, "POST", "/ops", &[], &data.to_string()))["node_id"],
+        NODE
+    );
+}
