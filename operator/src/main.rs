@@ -573,7 +573,6 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
         request_timeout: args.serve.request_timeout,
         ops: ops_of(&args.serve)?,
     };
-    tokio::spawn(crate::api::ops::connect::run_platform_calls(state.clone()));
     let probe_client = client.clone();
     let ready_flag = ready.clone();
     tokio::spawn(async move {
@@ -601,7 +600,13 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
         Some((ctx.recorder.clone(), lease_ref)),
     )?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let election = tokio::spawn(lead(Elector::new(client, lease), ctx, notifier, stopped));
+    let election = tokio::spawn(lead(
+        Elector::new(client, lease),
+        ctx,
+        notifier,
+        state.clone(),
+        stopped,
+    ));
     // Graceful stop: on the signal, hand the Lease over at once (the standby takes over while
     // requests in flight finish here), then wait for both.
     let on_signal = async move {
@@ -613,12 +618,14 @@ async fn run_cluster(args: ClusterArgs, levels: LogLevels) -> anyhow::Result<()>
     result
 }
 
-/// Campaigns for the Lease until `stop` fires; runs the controllers while leading. On stop,
-/// stops the controllers and releases the Lease so the next candidate takes over at once.
+/// Campaigns for the Lease until `stop` fires; runs the controllers, the notification checks
+/// and the ops API's calls to the platform while leading. On stop, stops them and releases the
+/// Lease so the next candidate takes over at once.
 async fn lead(
     mut elector: Elector,
     ctx: Arc<Context>,
     notifier: Arc<Notifier>,
+    api: AppState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let config = elector.config().clone();
@@ -644,11 +651,16 @@ async fn lead(
             (true, false) => {
                 tracing::info!(identity = %config.identity, "became leader; starting controllers");
                 ctx.metrics.leader.set(1);
-                // Only the leader evaluates notification checks: one webhook call and one
-                // Event per change, whatever the number of replicas.
-                let (ctx, notifier) = (ctx.clone(), notifier.clone());
+                // Only the leader evaluates notification checks (one webhook call and one
+                // Event per change) and reports to the UtilMeta platform (one report per hour),
+                // whatever the number of replicas.
+                let (ctx, notifier, api) = (ctx.clone(), notifier.clone(), api.clone());
                 controllers = Some(tokio::spawn(async move {
-                    tokio::join!(controller::run(ctx), notifier.run());
+                    tokio::join!(
+                        controller::run(ctx),
+                        notifier.run(),
+                        crate::api::ops::connect::run_platform_calls(api)
+                    );
                 }));
             }
             (false, true) => {
