@@ -110,47 +110,9 @@ fn a_base_url_without_a_scheme_stops_the_start_naming_the_flag() {
 
 use serde_json::{Value, json};
 
-const NODE: &str = "node-test-0001";
-const SUPERVISOR: &str = "http://127.0.0.1:8899/spv";
+use common::platform::{NODE, SUPERVISOR, key_pair, now};
+
 const ALL: &str = "api.view data.view data.query log.view metrics.view token.view token.revoke";
-
-/// An RSA key pair made by the `openssl` CLI in `dir`: (private PKCS#8 PEM, public PEM path).
-fn key_pair(dir: &std::path::Path, name: &str) -> (Vec<u8>, std::path::PathBuf) {
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl genpkey");
-    let ok = std::process::Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&private)
-        .arg("-out")
-        .arg(&public)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl pkey -pubout");
-    (std::fs::read(&private).unwrap(), public)
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// Claims as the platform puts them in its tokens.
 fn claims(jti: &str, scope: &str) -> Value {

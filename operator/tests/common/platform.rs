@@ -1,6 +1,6 @@
 //! The UtilMeta platform's side of the ops API (reference/utilmeta-ops.md §3): an RSA key pair
 //! made by the `openssl` CLI, and tokens signed with it as the platform signs with its
-//! supervisor key. (operator/tests/ops_api.rs still has its own copies of these.)
+//! supervisor key.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
