@@ -4,8 +4,10 @@
 # a LIST of the same objects straight from the kube-apiserver, and PATCH with If-Match against a
 # direct PATCH. Arguments: [SECONDS=5] [RATE=1000] [PATCHES=3000]. PROFILE=dev runs an unoptimised build.
 # STORE=redis (the default, as the chart deploys it: a redis-server on loopback) or
-# STORE=embedded (the operator's own redb file, each write fsynced).
+# STORE=embedded (the operator's own redb file, each write fsynced). APISERVER_CPUS=N bounds the
+# e2e API server's Go runtime to N cores (GOMAXPROCS), as when it runs on machines of its own.
 set -euo pipefail
+if [ -n "${APISERVER_CPUS:-}" ]; then export OPSPLANE_E2E_APISERVER_GOMAXPROCS=$APISERVER_CPUS; fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export OPSPLANE_CACHE=${OPSPLANE_CACHE:-/var/tmp/opsplane-cache}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$OPSPLANE_CACHE/target}

@@ -188,7 +188,13 @@ impl Cluster {
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
         let started = Instant::now();
-        let mut child = Command::new(&harness)
+        let mut command = Command::new(&harness);
+        // The benchmarks may bound the API server's Go runtime to fewer cores than the machine
+        // has (its idle GC workers otherwise take every idle core; see docs/api.md#benchmark).
+        if let Some(procs) = std::env::var_os("OPSPLANE_E2E_APISERVER_GOMAXPROCS") {
+            command.env("GOMAXPROCS", procs);
+        }
+        let mut child = command
             .arg("--kubeconfig-out")
             .arg(&kubeconfig)
             .arg("--exit-on-stdin-eof")

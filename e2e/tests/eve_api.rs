@@ -242,6 +242,18 @@ async fn writes_go_through_the_api_server_with_preconditions_versions_tombstones
         )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
+    // Server-Timing: the API server's write and the store's record, both taken.
+    let timing = patched.headers["server-timing"].to_str().unwrap();
+    let parts: Vec<(&str, f64)> = timing
+        .split(", ")
+        .map(|p| {
+            let (name, dur) = p.split_once(";dur=").expect(timing);
+            (name, dur.parse().expect(timing))
+        })
+        .collect();
+    assert_eq!(parts.len(), 2, "{timing}");
+    assert_eq!((parts[0].0, parts[1].0), ("write", "record"), "{timing}");
+    assert!(parts[0].1 > 0.0 && parts[1].1 > 0.0, "{timing}");
     let etag2 = patched.etag();
     // Straight after the write, before the cache may have it: the next write with the new ETag
     // is accepted (the API server is asked when the cache does not match).

@@ -162,6 +162,33 @@ impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+    /// `Server-Timing`'s `write` and `record` durations (ms), asserted to be there, finite,
+    /// not negative and within the `elapsed` the client measured.
+    fn timing(&self, elapsed: std::time::Duration) -> (f64, f64) {
+        let header = self
+            .header("server-timing")
+            .expect("a write answers Server-Timing");
+        let mut parts = header.split(", ").map(|part| {
+            let (name, dur) = part
+                .split_once(";dur=")
+                .unwrap_or_else(|| panic!("{header}"));
+            let ms: f64 = dur.parse().unwrap_or_else(|_| panic!("{header}"));
+            assert!(ms.is_finite() && ms >= 0.0, "{header}");
+            (name.to_owned(), ms)
+        });
+        let (write, record) = (parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!(
+            (write.0.as_str(), record.0.as_str()),
+            ("write", "record"),
+            "{header}"
+        );
+        assert!(parts.next().is_none(), "{header}");
+        assert!(
+            write.1 + record.1 <= elapsed.as_secs_f64() * 1e3,
+            "{header} within {elapsed:?}"
+        );
+        (write.1, record.1)
+    }
     fn etag(&self) -> String {
         self.header("etag")
             .unwrap_or("")
@@ -282,9 +309,17 @@ async fn crud_with_etags_conditional_requests_versions_soft_delete_and_the_oplog
         xml.text
     );
 
-    // POST: 201, Location, ETag; the item answers with its meta fields.
+    // POST: 201, Location, ETag; the item answers with its meta fields and where its time
+    // went (the object's write and its version/oplog record are both store writes here).
+    let started = std::time::Instant::now();
     let created = c.post("/services", OPERATOR, service("web", "30s")).await;
     assert_eq!(created.status, 201, "{}", created.text);
+    let (write, record) = created.timing(started.elapsed());
+    assert!(
+        write > 0.0 && record > 0.0,
+        "{:?}",
+        created.header("server-timing")
+    );
     assert_eq!(
         created.header("location"),
         Some("/api/v1/services/team/web")
@@ -356,6 +391,7 @@ async fn crud_with_etags_conditional_requests_versions_soft_delete_and_the_oplog
         )
         .await;
     assert_eq!(stale.status, 412);
+    let started = std::time::Instant::now();
     let patched = c
         .write(
             Method::PATCH,
@@ -365,6 +401,12 @@ async fn crud_with_etags_conditional_requests_versions_soft_delete_and_the_oplog
         )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text);
+    let (write, record) = patched.timing(started.elapsed());
+    assert!(
+        write > 0.0 && record > 0.0,
+        "{:?}",
+        patched.header("server-timing")
+    );
     let etag2 = patched.etag();
     assert_ne!(etag2, etag1);
     assert_eq!(patched.json()["_version"], 2);
@@ -454,10 +496,17 @@ async fn crud_with_etags_conditional_requests_versions_soft_delete_and_the_oplog
             .status,
         412
     );
+    let started = std::time::Instant::now();
     let deleted = c
         .write(Method::DELETE, "/services/team/web", &etag3, None)
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let (write, record) = deleted.timing(started.elapsed());
+    assert!(
+        write > 0.0 && record > 0.0,
+        "{:?}",
+        deleted.header("server-timing")
+    );
     let gone = c.get("/services/team/web").await;
     assert_eq!(gone.status, 404);
     let tomb = gone.json();

@@ -12,12 +12,14 @@
 //! - a DELETE keeps a tombstone (`tombstones/<resource>` in the store); a PUT or PATCH with
 //!   the tombstone's `_etag` re-creates the object.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use opsplane_serve::auth::{Access, Need, Principal};
 use opsplane_store::Expect;
@@ -46,6 +48,53 @@ fn caller(principal: Option<axum::Extension<Principal>>, peer: Peer) -> Caller {
 }
 
 /// Reads a JSON body: 415 when it is not JSON, 413 over the limit, 400 when malformed.
+/// Where a write's time went, answered as a W3C `Server-Timing` header: `write` is the
+/// object's own write (the API server in a cluster, the store standalone; with a create's dry
+/// runs and a delete's tombstone), `record` its version and oplog entry in the store.
+/// Client latency minus both is the API's own time.
+#[derive(Debug, Default)]
+struct Timing {
+    write: Duration,
+    record: Duration,
+}
+
+impl Timing {
+    /// Awaits `f`, counting its time as the object's write.
+    async fn write<T>(&mut self, f: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = f.await;
+        self.write += started.elapsed();
+        out
+    }
+
+    /// Awaits `f`, counting its time as the write's record.
+    async fn record<T>(&mut self, f: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = f.await;
+        self.record += started.elapsed();
+        out
+    }
+
+    /// The header's value, durations in milliseconds.
+    fn header(&self) -> HeaderValue {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        HeaderValue::from_str(&format!(
+            "write;dur={:.3}, record;dur={:.3}",
+            ms(self.write),
+            ms(self.record)
+        ))
+        .unwrap_or(HeaderValue::from_static("write, record"))
+    }
+
+    /// `response` with the header added.
+    fn on(&self, mut response: Response) -> Response {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("server-timing"), self.header());
+        response
+    }
+}
+
 async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -279,6 +328,7 @@ async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let mut timing = Timing::default();
     let body = json_body(&headers, body).await?;
     let (bodies, bulk) = match body {
         Value::Array(items) => (items, true),
@@ -311,7 +361,7 @@ async fn post(
                         format!("{id} appears twice in the request"),
                     ))
                 } else {
-                    match state.resources.create(kind, obj, true).await {
+                    match timing.write(state.resources.create(kind, obj, true)).await {
                         Ok(_) => None,
                         Err(BackendError::Invalid(issues)) => Some(issues),
                         Err(BackendError::Exists(id)) if !bulk => {
@@ -346,7 +396,10 @@ async fn post(
     // 3. Create; on a failure, delete what this request created.
     let mut created: Vec<Value> = Vec::with_capacity(shaped.len());
     for obj in shaped.into_iter().flatten() {
-        match state.resources.create(kind, &obj, false).await {
+        match timing
+            .write(state.resources.create(kind, &obj, false))
+            .await
+        {
             Ok(o) => created.push(o),
             Err(e) => {
                 for done in &created {
@@ -365,16 +418,16 @@ async fn post(
         let id = kind.id_of(obj);
         let item = objects::item(kind, obj);
         let store = state.recorder.store();
-        store
-            .delete_document(&tombstones_of(kind), &id, Expect::Any)
+        timing
+            .record(store.delete_document(&tombstones_of(kind), &id, Expect::Any))
             .await
             .map_err(ApiError::Store)?;
-        state
-            .record(kind, &Method::POST, &id, None, Some(&item), &caller)
+        timing
+            .record(state.record(kind, &Method::POST, &id, None, Some(&item), &caller))
             .await?;
         items.push(item);
     }
-    Ok(created_response(items, bulk))
+    Ok(timing.on(created_response(items, bulk)))
 }
 
 /// The current object for a conditional write: the cached one when `If-Match` names it, else
@@ -431,6 +484,7 @@ async fn change(
     if if_match == IfMatch::Missing {
         return Err(ApiError::PreconditionRequired);
     }
+    let mut timing = Timing::default();
     let body = json_body(&headers, body).await?;
     let method = if how == Change::Put {
         Method::PUT
@@ -450,7 +504,7 @@ async fn change(
             if kind == Kind::Tasks && objects::is_disruptive_task(&new) {
                 may_disrupt(&state, &caller).await?;
             }
-            state.resources.replace(kind, &new).await?
+            timing.write(state.resources.replace(kind, &new)).await?
         }
         None => {
             // Restoring a soft-deleted item: If-Match names the tombstone.
@@ -466,11 +520,15 @@ async fn change(
             if kind == Kind::Tasks && objects::is_disruptive_task(&new) {
                 may_disrupt(&state, &caller).await?;
             }
-            let created = state.resources.create(kind, &new, false).await?;
-            state
-                .recorder
-                .store()
-                .delete_document(&tombstones_of(kind), &id, Expect::Any)
+            let created = timing
+                .write(state.resources.create(kind, &new, false))
+                .await?;
+            timing
+                .write(state.recorder.store().delete_document(
+                    &tombstones_of(kind),
+                    &id,
+                    Expect::Any,
+                ))
                 .await
                 .map_err(ApiError::Store)?;
             created
@@ -482,8 +540,8 @@ async fn change(
     } else {
         objects::item(kind, &written)
     };
-    state
-        .record(kind, &method, &id, Some(change), Some(&item), &caller)
+    timing
+        .record(state.record(kind, &method, &id, Some(change), Some(&item), &caller))
         .await?;
     let mut answer = eve::written(&item);
     answer["_links"] = objects::item_links(kind, &id);
@@ -497,7 +555,7 @@ async fn change(
     {
         response.headers_mut().insert(header::LAST_MODIFIED, v);
     }
-    Ok(response)
+    Ok(timing.on(response))
 }
 
 /// Soft-deletes `current`: the tombstone first, then the object at its revision (the
@@ -507,6 +565,7 @@ async fn soft_delete(
     kind: Kind,
     current: &Value,
     caller: &Caller,
+    timing: &mut Timing,
 ) -> Result<(), ApiError> {
     let id = kind.id_of(current);
     let mut doc = objects::item(kind, current);
@@ -516,14 +575,14 @@ async fn soft_delete(
     doc["_deleted"] = json!(true);
     doc["_updated"] = json!(http_date(now_secs()));
     let store = state.recorder.store();
-    store
-        .put_document(&tombstones_of(kind), &id, &doc, Expect::Any)
+    timing
+        .write(store.put_document(&tombstones_of(kind), &id, &doc, Expect::Any))
         .await
         .map_err(ApiError::Store)?;
     let rv = current["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or("");
-    if let Err(e) = state.resources.delete(kind, &id, rv).await {
+    if let Err(e) = timing.write(state.resources.delete(kind, &id, rv)).await {
         if let Err(error) = store
             .delete_document(&tombstones_of(kind), &id, Expect::Any)
             .await
@@ -532,15 +591,9 @@ async fn soft_delete(
         }
         return Err(e.into());
     }
-    state
-        .record(
-            kind,
-            &Method::DELETE,
-            &id,
-            Some(doc.clone()),
-            Some(&doc),
-            caller,
-        )
+    let change = Some(doc.clone());
+    timing
+        .record(state.record(kind, &Method::DELETE, &id, change, Some(&doc), caller))
         .await
 }
 
@@ -561,20 +614,22 @@ async fn delete_item(
     if !if_match.matches(&objects::etag_of(&current)) {
         return Err(ApiError::PreconditionFailed);
     }
-    soft_delete(&state, kind, &current, &caller).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let mut timing = Timing::default();
+    soft_delete(&state, kind, &current, &caller, &mut timing).await?;
+    Ok(timing.on(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// DELETE of a collection: every item soft-deleted (no If-Match, as in Eve); an item changed
 /// meanwhile is read again and deleted at its new revision.
 async fn delete_all(state: AppState, kind: Kind, caller: Caller) -> Result<Response, ApiError> {
+    let mut timing = Timing::default();
     for obj in state.resources.list(kind).await? {
         let id = kind.id_of(&obj);
-        match soft_delete(&state, kind, &obj, &caller).await {
+        match soft_delete(&state, kind, &obj, &caller, &mut timing).await {
             Ok(()) => {}
             Err(ApiError::PreconditionFailed) => {
                 if let Some(fresh) = state.resources.fresh(kind, &id).await? {
-                    soft_delete(&state, kind, &fresh, &caller).await?;
+                    soft_delete(&state, kind, &fresh, &caller, &mut timing).await?;
                 }
             }
             Err(ApiError::NoItem(_)) => {}
@@ -585,7 +640,7 @@ async fn delete_all(state: AppState, kind: Kind, caller: Caller) -> Result<Respo
             Err(e) => return Err(e),
         }
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(timing.on(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// A write of the ops API's data routes (seed 000 `POST <ops_api>/data/create|update|delete`).
