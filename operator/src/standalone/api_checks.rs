@@ -36,8 +36,8 @@ pub async fn run(
     poll: Duration,
 ) {
     let services = collection(Kind::Services);
-    // id → (generation checked, its task)
-    let mut tasks: HashMap<String, (i64, tokio::task::JoinHandle<()>)> = HashMap::new();
+    // id → (generation checked, its task; none when that generation has no URL to check)
+    let mut tasks: HashMap<String, (i64, Option<tokio::task::JoinHandle<()>>)> = HashMap::new();
     let mut ticker = tokio::time::interval(poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -53,10 +53,9 @@ pub async fn run(
         for doc in documents {
             let generation = doc.body["metadata"]["generation"].as_i64().unwrap_or(1);
             // Already checked at this generation: nothing to read again.
-            if tasks
-                .get(&doc.id)
-                .is_some_and(|(seen, task)| *seen == generation && !task.is_finished())
-            {
+            if tasks.get(&doc.id).is_some_and(|(seen, task)| {
+                *seen == generation && task.as_ref().is_none_or(|t| !t.is_finished())
+            }) {
                 live.insert(doc.id);
                 continue;
             }
@@ -65,22 +64,30 @@ pub async fn run(
                 continue;
             };
             live.insert(doc.id.clone());
-            if let Some((_, old)) = tasks.remove(&doc.id) {
+            if let Some((_, Some(old))) = tasks.remove(&doc.id) {
                 old.abort();
             }
+            let Some(target) = check::url_target(&service.spec) else {
+                // A serviceRef only: no endpoints to resolve without a cluster. Remembered for
+                // this generation, so the document is not read again every poll.
+                tracing::debug!(id = %doc.id, "an API-created MonitoredService without a URL is not checked standalone");
+                tasks.insert(doc.id, (generation, None));
+                continue;
+            };
             let task = tokio::spawn(check_one(
                 doc.id.clone(),
                 service,
+                target,
                 store.clone(),
                 clients.clone(),
                 metrics.clone(),
                 recorder.clone(),
             ));
-            tasks.insert(doc.id, (generation, task));
+            tasks.insert(doc.id, (generation, Some(task)));
         }
         tasks.retain(|id, (_, task)| {
             let keep = live.contains(id);
-            if !keep {
+            if !keep && let Some(task) = task {
                 task.abort();
             }
             keep
@@ -92,14 +99,12 @@ pub async fn run(
 async fn check_one(
     id: String,
     service: MonitoredService,
+    target: check::Target,
     store: Arc<dyn Store>,
     clients: Clients,
     metrics: Metrics,
     recorder: Recorder,
 ) {
-    let Some(target) = check::url_target(&service.spec) else {
-        return;
-    };
     let services = collection(Kind::Services);
     let interval = service.spec.timing().interval;
     let generation = service.metadata.generation;
