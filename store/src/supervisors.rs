@@ -78,9 +78,32 @@ pub struct SupervisorRecord {
     /// The start (epoch seconds) of the last hour whose aggregate it acknowledged.
     #[serde(default)]
     pub reported_until: Option<i64>,
+    /// The start (epoch seconds, a UTC midnight) of the last day whose daily aggregate
+    /// (layer 1) it acknowledged.
+    #[serde(default)]
+    pub daily_reported_until: Option<i64>,
+    /// The digest (SHA-256, hex) of the last resources push it acknowledged: the push is
+    /// repeated when the resources' digest differs.
+    #[serde(default)]
+    pub resources_digest: Option<String>,
+    /// The platform's ids of this node's resources, from its answer to the resources push.
+    #[serde(default)]
+    pub remote_ids: Vec<RemoteId>,
     /// When the record was made (epoch seconds).
     #[serde(default)]
     pub created_time: i64,
+}
+
+/// One resource the platform knows by its own id (UtilMeta's `Resource.remote_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemoteId {
+    /// The resource's type (`server`, `instance`, `endpoint`, `table`, ...).
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// Its ident as pushed (a server's name, an instance's address, an endpoint's ident).
+    pub ident: String,
+    /// The platform's id of it.
+    pub remote_id: String,
 }
 
 fn decode(id: &str, body: Value) -> Result<SupervisorRecord> {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{FailedRequest, Named, RecordError, now_ms};
+use crate::api::ops::aggregate::{BUCKET_METRIC, bucket_label, bucket_sample, duration_bucket};
 
 /// One request event of the ingestion endpoint.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +46,9 @@ pub struct RequestEvent {
     /// Response size in bytes.
     #[serde(default)]
     pub size: Option<f64>,
+    /// Request size in bytes (the body received; UtilMeta's `in_traffic`).
+    #[serde(default)]
+    pub request_size: Option<f64>,
     /// Client address.
     #[serde(default)]
     pub ip: Option<String>,
@@ -153,6 +157,7 @@ pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
         for (field, v, max) in [
             ("duration_ms", e.duration_ms, MAX_DURATION_MS),
             ("size", e.size, MAX_SIZE),
+            ("request_size", e.request_size, MAX_SIZE),
         ] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err(bad(format!("{field}: must be a non-negative number")));
@@ -283,9 +288,18 @@ pub fn event_samples<'a>(
             }
             if let Some(d) = e.duration_ms {
                 push("response.time", None, d);
+                // The duration's distribution, for the ops reports' percentiles.
+                push(
+                    BUCKET_METRIC,
+                    Some(bucket_label(duration_bucket(d)).into()),
+                    bucket_sample(d),
+                );
             }
             if let Some(s) = e.size {
                 push("response.size", None, s);
+            }
+            if let Some(s) = e.request_size {
+                push("request.size", None, s);
             }
             if let Some(s) = e.status {
                 push("response.status", Some(s.to_string().into()), 1.0);
@@ -405,6 +419,7 @@ mod tests {
             "request.path",
             "request.method",
             "response.time",
+            BUCKET_METRIC,
             "response.status",
             "response.error.count",
         ];
@@ -419,9 +434,15 @@ mod tests {
                 .all(|n| n.ts == 120 && n.event_type.as_deref() == Some("other"))
         );
         assert_eq!(named[0].resource, None);
-        assert_eq!(named[7].resource, Some(("url".into(), "/a".into())));
-        assert_eq!(named[14].resource, Some(("layer".into(), "roads".into())));
-        assert_eq!(named[5].label.as_deref(), Some("503"));
+        assert_eq!(named[8].resource, Some(("url".into(), "/a".into())));
+        assert_eq!(named[16].resource, Some(("layer".into(), "roads".into())));
+        assert_eq!(
+            named[5].label.as_deref(),
+            Some("b32"),
+            "20 ms: 1.1^31 ≤ 20 < 1.1^32"
+        );
+        assert_eq!(named[5].value, 400.0, "the squared duration");
+        assert_eq!(named[6].label.as_deref(), Some("503"));
         assert!(
             event_exceptions(&events, &times).is_empty(),
             "no error given"

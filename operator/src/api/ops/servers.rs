@@ -10,6 +10,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use opsplane_store::supervisors::{self, RemoteId};
 use serde_json::{Value, json};
 
 use super::tokens::iso;
@@ -122,12 +123,55 @@ pub fn server_of(node: &Value, service: &str, node_id: Option<&str>) -> Value {
 pub async fn list(State(state): State<AppState>) -> Result<Response, OpsError> {
     let platform = &state.ops.platform;
     let node_id = platform.supervisor.as_ref().map(|s| s.node_id.as_str());
+    let remote = remote_ids(&state).await?;
     let servers: Vec<Value> = node_items(&state)
         .await?
         .iter()
-        .map(|n| server_of(n, &platform.service, node_id))
+        .map(|n| {
+            let mut server = server_of(n, &platform.service, node_id);
+            with_remote_id(&mut server, &remote, "server");
+            server
+        })
         .collect();
     Ok(answer(servers, 0))
+}
+
+/// The platform's ids of this node's resources: what the connected supervisors answered to the
+/// resources push (UtilMeta's `Resource.remote_id`).
+pub async fn remote_ids(state: &AppState) -> Result<Vec<RemoteId>, OpsError> {
+    Ok(supervisors::list(&**state.recorder.store())
+        .await?
+        .into_iter()
+        .filter(|(_, r)| r.connected && !r.disabled)
+        .flat_map(|(_, r)| r.remote_ids)
+        .collect())
+}
+
+/// The platform's id of the `kind` resource `ident`.
+pub fn remote_id_of<'a>(remote: &'a [RemoteId], kind: &str, ident: &str) -> Option<&'a str> {
+    remote
+        .iter()
+        .find(|r| r.resource_type == kind && r.ident == ident)
+        .map(|r| r.remote_id.as_str())
+}
+
+/// The ident of the `kind` resource the platform calls `id`, else `id` itself (UtilMeta's id
+/// parameters take the `remote_id` or the local id).
+pub fn local_ident<'a>(remote: &'a [RemoteId], kind: &str, id: &'a str) -> &'a str {
+    remote
+        .iter()
+        .find(|r| r.resource_type == kind && r.remote_id == id)
+        .map_or(id, |r| r.ident.as_str())
+}
+
+/// UtilMeta's ids on a listed resource: `remote_id` the platform's id of its `ident`, and `id`
+/// that one when there is one ("ids = remote_id or local id").
+fn with_remote_id(item: &mut Value, remote: &[RemoteId], kind: &str) {
+    let ident = item["ident"].as_str().unwrap_or("").to_owned();
+    if let Some(id) = remote_id_of(remote, kind, &ident) {
+        item["remote_id"] = json!(id);
+        item["id"] = json!(id);
+    }
 }
 
 /// The metric store as the ops API lists it.
@@ -188,6 +232,7 @@ fn store_entry(state: &AppState, kind: &str, connected: bool) -> Value {
 pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsError> {
     let platform = &state.ops.platform;
     let node_id = platform.supervisor.as_ref().map(|s| s.node_id.as_str());
+    let remote = remote_ids(&state).await?;
     let found: Vec<Value> = super::views::gather(&state)
         .await?
         .instances
@@ -205,6 +250,10 @@ pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsErr
                 "environment": i["environment"], "healthy": i["healthy"],
                 "latency_ms": i["latency_ms"], "ops_api": i["ops_api"],
             })
+        })
+        .map(|mut i| {
+            with_remote_id(&mut i, &remote, "instance");
+            i
         })
         .collect();
     let count = found.len() as u64;
