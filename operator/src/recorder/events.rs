@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::{FailedRequest, Named, RecordError, now_ms};
 use crate::api::ops::aggregate::{BUCKET_METRIC, bucket_label, bucket_sample, duration_bucket};
 
-/// One request event of the ingestion endpoint.
-#[derive(Debug, Clone, Deserialize)]
+/// One request event of the ingestion endpoint (docs/monitoring.md, "Ingestion").
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestEvent {
     /// Name of the service that handled the request.
@@ -86,7 +86,7 @@ pub struct RequestEvent {
 }
 
 /// A resource named by an event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceRef {
     /// Resource type (`url`, `instance`, ... or your own).
@@ -97,7 +97,7 @@ pub struct ResourceRef {
 }
 
 /// An application error attached to an event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorInfo {
     /// Class of the error.
