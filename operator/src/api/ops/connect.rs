@@ -14,9 +14,12 @@
 //! 3. `PATCH <ops_api>/` (`service.config`) changes the caller supervisor's settings,
 //!    `DELETE <ops_api>/` (`service.delete`) removes it.
 //! 4. After the save, and from then on in the background ([`run_platform_calls`]): the
-//!    resources (metadata, OpenAPI, tables, instances) to `POST <supervisor>/resources`, and
-//!    each completed hour's request aggregates to `POST <supervisor>/report`. Bounded
-//!    timeouts; a failure is logged and tried again at the next round; never on a request's path.
+//!    resources (metadata, OpenAPI, tables, instances) to `POST <supervisor>/resources` when
+//!    their digest changed ([`resources_changed`]; the answer's `remote_id`s are kept), and
+//!    each completed hour's and UTC day's request aggregates ([`reports_due`], [`report`]) to
+//!    `POST <supervisor>/report`, or several at once in batches of [`BATCH`] to
+//!    `/report/batch`. Bounded timeouts; a failure is logged and tried again at the next round
+//!    (only what a 2xx acknowledged advances); never on a request's path.
 //!
 //! Outbound calls go only to `--ops-trusted-host`s (always `utilmeta.com`), over https unless
 //! `--ops-insecure-http`. The access key is never logged and never returned.
