@@ -177,9 +177,59 @@ pub struct Stats {
     pub in_traffic: f64,
     /// Σ response sizes, bytes.
     pub out_traffic: f64,
+    /// Distinct client addresses per minute.
+    pub minute_ips: BTreeMap<i64, HashSet<u32>>,
+    /// Distinct users per minute.
+    pub minute_users: BTreeMap<i64, HashSet<u32>>,
 }
 
 impl Stats {
+    /// Adds `other`'s requests (another resource's: a request that touched both counts twice).
+    pub fn merge(&mut self, other: &Stats) {
+        fn add<K: Copy + Ord + std::hash::Hash>(
+            into: &mut HashMap<K, u64>,
+            from: &HashMap<K, u64>,
+        ) {
+            for (k, n) in from {
+                *into.entry(*k).or_default() += n;
+            }
+        }
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.time_sum += other.time_sum;
+        self.time_n += other.time_n;
+        self.time_max = self.time_max.max(other.time_max);
+        for (label, b) in &other.buckets {
+            let mine = self.buckets.entry(*label).or_insert(BucketCount {
+                n: 0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                squares: 0.0,
+            });
+            mine.n += b.n;
+            mine.min = mine.min.min(b.min);
+            mine.max = mine.max.max(b.max);
+            mine.squares += b.squares;
+        }
+        for (minute, n) in &other.per_minute {
+            *self.per_minute.entry(*minute).or_default() += n;
+        }
+        add(&mut self.statuses, &other.statuses);
+        add(&mut self.ips, &other.ips);
+        add(&mut self.users, &other.users);
+        add(&mut self.agents, &other.agents);
+        self.in_traffic += other.in_traffic;
+        self.out_traffic += other.out_traffic;
+        for (mine, theirs) in [
+            (&mut self.minute_ips, &other.minute_ips),
+            (&mut self.minute_users, &other.minute_users),
+        ] {
+            for (minute, set) in theirs {
+                mine.entry(*minute).or_default().extend(set);
+            }
+        }
+    }
+
     /// Folds one minute bucket of `metric` in.
     pub fn add(&mut self, metric: Metric, row: &BucketRow) {
         let n = row.agg.sum as u64;
@@ -207,8 +257,17 @@ impl Stats {
                 b.max = b.max.max(row.agg.max);
                 b.squares += row.agg.sum;
             }
-            Metric::Ip => *self.ips.entry(label).or_default() += n,
-            Metric::Users => *self.users.entry(label).or_default() += n,
+            Metric::Ip => {
+                *self.ips.entry(label).or_default() += n;
+                self.minute_ips.entry(row.start).or_default().insert(label);
+            }
+            Metric::Users => {
+                *self.users.entry(label).or_default() += n;
+                self.minute_users
+                    .entry(row.start)
+                    .or_default()
+                    .insert(label);
+            }
             Metric::Agent => *self.agents.entry(label).or_default() += n,
             Metric::Status => *self.statuses.entry(label).or_default() += n,
             Metric::InSize => self.in_traffic += row.agg.sum,
@@ -217,46 +276,27 @@ impl Stats {
     }
 }
 
-/// The fold of a span: the service's requests (resource 0: each request once), each touched
-/// resource's, and per minute the service's distinct addresses and users (`/logs/realtime`).
+/// The fold of a span: the service's requests (resource 0: each request once) and each
+/// touched resource's.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fold {
     /// Every request.
     pub service: Stats,
     /// By resource id.
     pub resources: BTreeMap<u32, Stats>,
-    /// Distinct client addresses per minute.
-    pub minute_ips: BTreeMap<i64, HashSet<u32>>,
-    /// Distinct users per minute.
-    pub minute_users: BTreeMap<i64, HashSet<u32>>,
 }
 
 impl Fold {
     /// Folds one minute bucket of `metric` in.
     pub fn add(&mut self, metric: Metric, row: &BucketRow) {
-        if row.key.resource != 0 {
+        if row.key.resource == 0 {
+            self.service.add(metric, row);
+        } else {
             self.resources
                 .entry(row.key.resource)
                 .or_default()
                 .add(metric, row);
-            return;
         }
-        match metric {
-            Metric::Ip => {
-                self.minute_ips
-                    .entry(row.start)
-                    .or_default()
-                    .insert(row.key.label);
-            }
-            Metric::Users => {
-                self.minute_users
-                    .entry(row.start)
-                    .or_default()
-                    .insert(row.key.label);
-            }
-            _ => {}
-        }
-        self.service.add(metric, row);
     }
 }
 
@@ -658,7 +698,10 @@ mod tests {
         fold.add(Metric::Ip, &row(4, 0, 9, 60, &[1.0]));
         fold.add(Metric::OutSize, &row(5, 0, 0, 0, &[100.0, 20.0]));
         assert_eq!(fold.resources[&7].requests, 1);
-        assert_eq!(fold.minute_ips[&60].len(), 2);
+        assert_eq!(fold.service.minute_ips[&60].len(), 2);
+        let mut both = fold.service.clone();
+        both.merge(&fold.resources[&7]);
+        assert_eq!((both.requests, both.per_minute[&60]), (6, 2));
         let h = hourly(&fold.service, &labels, 3600, true);
         assert_eq!(h.requests, 5);
         assert_eq!(h.max_rps, 4.0 / 60.0);

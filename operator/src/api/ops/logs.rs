@@ -382,7 +382,7 @@ pub fn top(counts: HashMap<String, u64>, n: usize) -> Value {
 /// addresses and users over the last `within` seconds (1..7200, default 3600), per minute in
 /// `time_dist`, from the ingested requests' minute aggregates; with `ips`, `users`,
 /// `endpoints` (top-N, 0..1000) also `ip_dist`, `users`, `endpoints` (requests per address,
-/// user, resource name).
+/// user, resource name); with `apis` (endpoint idents) only those endpoints' requests.
 #[utoipa::path(get, path = "/ops/logs/realtime", tag = "ops", params(schemas::RealtimeQuery),
     responses((status = 200, description = "the figures", body = schemas::RealtimeAnswer),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
@@ -421,9 +421,42 @@ pub async fn realtime(
         ],
     )
     .await?;
+    // With `apis`, the requests of those endpoints (a request that touched two counts twice).
+    let apis: Vec<&str> = query
+        .get("apis")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut resources: HashMap<u32, &super::aggregate::Stats> =
+        folded.resources.iter().map(|(id, s)| (*id, s)).collect();
+    let selected;
+    let service = if apis.is_empty() {
+        &folded.service
+    } else {
+        let remote = super::servers::remote_ids(&state).await?;
+        let names = names(store.entries(Kind::Resource).await?);
+        resources.retain(|id, _| {
+            names.get(id).is_some_and(|name| {
+                let (kind, short) = split_resource_key(name);
+                let key = super::connect::endpoint_key(name, &remote);
+                apis.iter()
+                    .any(|a| *a == key || *a == short || *a == format!("{kind}/{short}"))
+            })
+        });
+        let mut merged = super::aggregate::Stats::default();
+        for stats in resources.values() {
+            merged.merge(stats);
+        }
+        selected = merged;
+        &selected
+    };
     let slot = |start: i64| ((start - from) / 60).clamp(0, minutes as i64 - 1) as usize;
     let mut per_minute = vec![0u64; minutes];
-    for (start, n) in &folded.service.per_minute {
+    for (start, n) in &service.per_minute {
         per_minute[slot(*start)] += n;
     }
     let distinct = |sets: &std::collections::BTreeMap<i64, std::collections::HashSet<u32>>| {
@@ -433,7 +466,6 @@ pub async fn realtime(
         }
         counts
     };
-    let service = &folded.service;
     let avg_time = if service.time_n == 0 {
         0.0
     } else {
@@ -442,8 +474,8 @@ pub async fn realtime(
     let mut figures = json!({
         "time_dist": {
             "min": per_minute,
-            "uv": distinct(&folded.minute_users),
-            "ip": distinct(&folded.minute_ips),
+            "uv": distinct(&service.minute_users),
+            "ip": distinct(&service.minute_ips),
         },
         "avg_time": avg_time,
         "requests": service.requests,
@@ -454,8 +486,7 @@ pub async fn realtime(
     // Requests per client address, user and resource (ids until named below).
     let per_ip = service.ips.clone();
     let per_user = service.users.clone();
-    let per_resource: HashMap<u32, u64> = folded
-        .resources
+    let per_resource: HashMap<u32, u64> = resources
         .iter()
         .map(|(id, stats)| (*id, stats.requests))
         .collect();
