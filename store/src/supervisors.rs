@@ -155,3 +155,29 @@ pub async fn put<S: Documents + ?Sized>(
 pub async fn remove<S: Documents + ?Sized>(store: &S, id: &str, expect: Expect) -> Result<Written> {
     store.delete_document(COLLECTION, id, expect).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_the_report_fields_still_loads() {
+        let old = serde_json::json!({"id": "a", "service": "s", "base_url": "https://x/spv",
+            "ops_api": "https://y/ops", "node_id": "n1", "connected": true,
+            "resources_etag": "etag-1", "reported_until": 3600});
+        let record = decode("a", old).unwrap();
+        assert_eq!(record.reported_until, Some(3600));
+        assert_eq!(record.daily_reported_until, None);
+        assert_eq!(record.resources_digest, None);
+        assert!(record.remote_ids.is_empty());
+        let mut new = record.clone();
+        new.remote_ids.push(RemoteId {
+            resource_type: "server".into(),
+            ident: "node-a".into(),
+            remote_id: "17".into(),
+        });
+        let text = serde_json::to_value(&new).unwrap();
+        assert_eq!(text["remote_ids"][0]["type"], "server");
+        assert_eq!(decode("a", text).unwrap(), new);
+    }
+}
