@@ -950,6 +950,43 @@ pub fn reports_due(
 /// Most reports one `POST <supervisor>/report/batch` carries (UtilMeta's).
 pub const BATCH: usize = 50;
 
+/// One call of a round's reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportCall<'a> {
+    /// The one due report, to `POST <supervisor>/report`.
+    Single(&'a Due),
+    /// Several, as a JSON list to `POST <supervisor>/report/batch`.
+    Batch(&'a [Due]),
+}
+
+impl ReportCall<'_> {
+    /// The supervisor's path it goes to.
+    pub fn path(&self) -> &'static str {
+        match self {
+            ReportCall::Single(_) => "report",
+            ReportCall::Batch(_) => "report/batch",
+        }
+    }
+
+    /// The reports it carries.
+    pub fn dues(&self) -> &[Due] {
+        match self {
+            ReportCall::Single(d) => std::slice::from_ref(*d),
+            ReportCall::Batch(d) => d,
+        }
+    }
+}
+
+/// The calls that send `due`: one report alone to `report`, more in batches of at most
+/// [`BATCH`] to `report/batch` (UtilMeta's rule), oldest first.
+pub fn sends(due: &[Due]) -> Vec<ReportCall<'_>> {
+    match due {
+        [] => Vec::new(),
+        [one] => vec![ReportCall::Single(one)],
+        _ => due.chunks(BATCH).map(ReportCall::Batch).collect(),
+    }
+}
+
 /// One round at a time in this process: the push right after a save and the background round
 /// would otherwise both see the same hour as due and send it twice.
 static SYNCING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -1043,28 +1080,17 @@ async fn sync_one(state: &AppState, id: &str) {
             }
         }
     }
-    let single = due.len() == 1;
-    for (dues, bodies) in due.chunks(BATCH).zip(reports.chunks(BATCH)) {
-        let sent = if single {
-            call(
-                &http,
-                &join(&record.base_url, "report"),
-                &key,
-                &headers,
-                &bodies[0],
-            )
-            .await
-        } else {
-            let batch = Value::Array(bodies.to_vec());
-            call(
-                &http,
-                &join(&record.base_url, "report/batch"),
-                &key,
-                &headers,
-                &batch,
-            )
-            .await
+    let mut offset = 0;
+    for send in sends(&due) {
+        let dues = send.dues();
+        let bodies = &reports[offset..offset + dues.len()];
+        offset += dues.len();
+        let body = match send {
+            ReportCall::Single(_) => bodies[0].clone(),
+            ReportCall::Batch(_) => Value::Array(bodies.to_vec()),
         };
+        let url = join(&record.base_url, send.path());
+        let sent = call(&http, &url, &key, &headers, &body).await;
         if let Err(e) = sent {
             tracing::warn!(supervisor = %record.base_url, error = %e, reports = dues.len(), "ops: the report failed; tried again next round");
             return;
@@ -1279,6 +1305,27 @@ mod tests {
             vec![Due::Hour(midnight + 2 * 3600)]
         );
         assert_eq!(Due::Day(midnight).span(), (midnight, DAY));
+    }
+
+    #[test]
+    fn one_report_goes_alone_and_more_in_batches_of_fifty() {
+        let hours: Vec<Due> = (0..120).map(|h| Due::Hour(h * 3600)).collect();
+        assert!(sends(&[]).is_empty());
+        assert_eq!(sends(&hours[..1]), vec![ReportCall::Single(&hours[0])]);
+        assert_eq!(sends(&hours[..1])[0].path(), "report");
+        assert_eq!(sends(&hours[..2]), vec![ReportCall::Batch(&hours[..2])]);
+        let batches = sends(&hours);
+        let sizes: Vec<(&str, usize)> =
+            batches.iter().map(|c| (c.path(), c.dues().len())).collect();
+        assert_eq!(
+            sizes,
+            [
+                ("report/batch", 50),
+                ("report/batch", 50),
+                ("report/batch", 20)
+            ]
+        );
+        assert_eq!(batches[2].dues()[0], Due::Hour(100 * 3600), "oldest first");
     }
 
     #[test]
