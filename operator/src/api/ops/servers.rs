@@ -293,6 +293,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_resource_the_platform_knows_is_listed_and_found_by_its_remote_id() {
+        let remote = vec![
+            RemoteId {
+                resource_type: "server".into(),
+                ident: "node-a".into(),
+                remote_id: "17".into(),
+            },
+            RemoteId {
+                resource_type: "instance".into(),
+                ident: "10.0.0.5:8080".into(),
+                remote_id: "inst-3".into(),
+            },
+        ];
+        let mut server = json!({"id": "node-a", "ident": "node-a", "remote_id": null});
+        with_remote_id(&mut server, &remote, "server");
+        assert_eq!(
+            (&server["id"], &server["remote_id"]),
+            (&json!("17"), &json!("17"))
+        );
+        // Another kind's id does not apply; unknown ones keep the local id.
+        let mut other =
+            json!({"id": "team/web/10.0.0.5:8080", "ident": "node-a", "remote_id": null});
+        with_remote_id(&mut other, &remote, "instance");
+        assert_eq!(other["id"], "team/web/10.0.0.5:8080");
+        assert_eq!(other["remote_id"], Value::Null);
+        assert_eq!(local_ident(&remote, "server", "17"), "node-a");
+        assert_eq!(local_ident(&remote, "server", "node-a"), "node-a");
+        assert_eq!(local_ident(&remote, "server", "inst-3"), "inst-3");
+        assert_eq!(local_ident(&remote, "instance", "inst-3"), "10.0.0.5:8080");
+        assert_eq!(
+            remote_id_of(&remote, "instance", "10.0.0.5:8080"),
+            Some("inst-3")
+        );
+    }
+
+    #[test]
     fn a_redis_store_is_named_by_host_and_port_never_its_password() {
         assert_eq!(
             StoreInfo::redis("redis://user:s3cret@cache.example:6380/2"),
