@@ -250,6 +250,10 @@ pub fn event_samples<'a>(
         let ts = ms.div_euclid(1000);
         let event_type = e.event_type.as_deref().unwrap_or("other");
         let family = e.user_agent.as_deref().and_then(ua_family);
+        // The duration's distribution, for the ops reports' percentiles (aggregate.rs).
+        let bucket = e
+            .duration_ms
+            .map(|d| (bucket_label(duration_bucket(d)), bucket_sample(d)));
         let place = places.get(i).unwrap_or(&NO_PLACE);
         let resources = std::iter::once(None).chain(
             e.resources
@@ -288,12 +292,9 @@ pub fn event_samples<'a>(
             }
             if let Some(d) = e.duration_ms {
                 push("response.time", None, d);
-                // The duration's distribution, for the ops reports' percentiles.
-                push(
-                    BUCKET_METRIC,
-                    Some(bucket_label(duration_bucket(d)).into()),
-                    bucket_sample(d),
-                );
+            }
+            if let Some((label, squared)) = &bucket {
+                push(BUCKET_METRIC, Some(label.clone().into()), *squared);
             }
             if let Some(s) = e.size {
                 push("response.size", None, s);
