@@ -159,6 +159,10 @@ pub struct ServeArgs {
     /// are tried again at the next round.
     #[arg(long, env = "OPSPLANE_OPS_REPORT_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub ops_report_interval: std::time::Duration,
+    /// Tests only: a file holding epoch seconds that the rounds take as "now" when they work
+    /// out which hourly and daily reports are due (read each round).
+    #[arg(long, env = "OPSPLANE_OPS_CLOCK_FILE", hide = true)]
+    pub ops_clock_file: Option<PathBuf>,
     /// Notification checks (`/monitoring/api/notifications/`).
     #[command(flatten)]
     pub notifications: NotificationArgs,

@@ -761,6 +761,7 @@ fn ops_of(serve: &config::ServeArgs) -> anyhow::Result<crate::api::ops::Ops> {
         insecure: serve.ops_insecure_http,
         timeout: serve.ops_platform_timeout,
         interval: serve.ops_report_interval,
+        clock_file: serve.ops_clock_file.clone(),
     };
     Ok(ops::Ops::new(location)
         .with_platform(&serve.ops_service, supervisor, serve.ops_local)

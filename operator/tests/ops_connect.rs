@@ -167,7 +167,7 @@ struct Received {
 }
 
 /// The platform's HTTP server on 127.0.0.1: records each request and answers it with
-/// `answer(request)` (a JSON body, status 200).
+/// `answer(request)` (a JSON body, status 200; [`PlatformServer::start_with_status`] for others).
 struct PlatformServer {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
@@ -175,6 +175,12 @@ struct PlatformServer {
 
 impl PlatformServer {
     fn start(answer: impl Fn(&Received) -> Value + Send + Sync + 'static) -> PlatformServer {
+        PlatformServer::start_with_status(move |r| (200, answer(r)))
+    }
+
+    fn start_with_status(
+        answer: impl Fn(&Received) -> (u16, Value) + Send + Sync + 'static,
+    ) -> PlatformServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -214,12 +220,13 @@ impl PlatformServer {
                         headers,
                         body: String::from_utf8_lossy(&body).into_owned(),
                     };
-                    let reply = answer(&request).to_string();
+                    let (status, reply) = answer(&request);
+                    let reply = reply.to_string();
                     log.lock().unwrap().push(request);
                     let mut stream = stream;
                     let _ = write!(
                         stream,
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                        "HTTP/1.1 {status} Status\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
                         reply.len()
                     );
                 });
@@ -320,9 +327,17 @@ fn refused(answer: (u16, Value), status: u16, msg: &str, state: Value) {
 
 /// A standalone operator with the connect flow's flags; its log goes to `dir/operator.log`.
 fn spawn_operator(dir: &std::path::Path, extra: &[&str]) -> (SocketAddr, common::Running) {
+    spawn_operator_at(dir, common::free_addr(), extra)
+}
+
+/// The same on `listen` (an operator started again where the last one was).
+fn spawn_operator_at(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    extra: &[&str],
+) -> (SocketAddr, common::Running) {
     let config = dir.join("services.yaml");
     std::fs::write(&config, "").unwrap();
-    let listen = common::free_addr();
     let mut command = common::standalone(listen, &config, dir);
     command
         .args([
@@ -999,4 +1014,569 @@ fn the_ops_connect_command_connects_through_the_running_operator() {
         ok(call(addr, "POST", "/ops", &[], &data.to_string()))["node_id"],
         NODE
     );
+}
+
+// ---- The outbound reports (§7, §8): what they carry, batches, the daily one, re-pushes. ----
+
+/// UtilMeta's percentile bound (operator/src/api/ops/aggregate.rs `BUCKET_BOUND`, docs/ops.md):
+/// √1.1 − 1 from 1 ms up, 0.5 ms below.
+const BUCKET_BOUND: f64 = 0.048_808_848_170_151_55;
+
+const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const FIREFOX_WINDOWS: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:120.0) Gecko/20100101 Firefox/120.0";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 16_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.0 Mobile/15E148 Safari/604.1";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// A connected operator: the platform's server, the supervisor's private key, the rounds'
+/// clock file.
+struct Connected {
+    addr: SocketAddr,
+    running: common::Running,
+    server: PlatformServer,
+    supervisor: std::path::PathBuf,
+    clock: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Connected {
+    /// The decrypted bodies of the calls to `path` so far.
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        let received: Vec<Received> = self
+            .server
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect();
+        received
+            .iter()
+            .map(|r| decrypt(&self.supervisor, &r.body))
+            .collect()
+    }
+
+    fn set_clock(&self, now: i64) {
+        std::fs::write(&self.clock, now.to_string()).unwrap();
+    }
+}
+
+/// An operator whose rounds take `clock` as now, `events` ingested, then connected (connect
+/// and callback) to a platform answering with `answer`.
+fn connected_with(
+    clock: i64,
+    events: &[Value],
+    extra: &[&str],
+    answer: impl Fn(&Received) -> (u16, Value) + Send + Sync + 'static,
+    before_connect: impl FnOnce(SocketAddr),
+) -> Connected {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, access_key) = key_pair(dir.path(), "access");
+    let (supervisor, supervisor_key) = key_pair(dir.path(), "supervisor");
+    let clock_file = dir.path().join("clock");
+    std::fs::write(&clock_file, clock.to_string()).unwrap();
+    let server = PlatformServer::start_with_status(answer);
+    let mut args = vec!["--ops-clock-file", clock_file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (addr, running) = spawn_operator(dir.path(), &args);
+    for chunk in events.chunks(500) {
+        let (status, body) = admin(
+            addr,
+            "POST",
+            "/monitoring/api/ingest/",
+            &Value::Array(chunk.to_vec()).to_string(),
+        );
+        assert!(status < 300, "ingest: {status} {body}");
+    }
+    before_connect(addr);
+    let connected = Connected {
+        addr,
+        running,
+        server,
+        supervisor,
+        clock: clock_file,
+        dir,
+    };
+    connect(&connected, &access_key, &supervisor_key);
+    connected
+}
+
+/// `POST /ops/connect` and the platform's callback.
+fn connect(c: &Connected, access_key: &str, supervisor_key: &str) {
+    let spv = c.server.base_url();
+    let pending = ok(admin(
+        c.addr,
+        "POST",
+        "/ops/connect",
+        &json!({"key": access_key, "to": spv}).to_string(),
+    ));
+    assert_eq!(pending["pending"], true, "{pending}");
+    let data = json!({"node_id": NODE, "ops_api": format!("http://{}/ops", c.addr), "ident": "spv",
+                      "public_key": supervisor_key, "base_url": spv, "init_key": access_key});
+    assert_eq!(
+        ok(call(c.addr, "POST", "/ops", &[], &data.to_string()))["node_id"],
+        NODE
+    );
+}
+
+/// The nearest-rank `p` quantile of `values` (UtilMeta's `mean_time` is p = 0.5).
+fn nearest_rank(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Asserts the percentiles and standard deviation of `stats` against the durations.
+fn assert_durations(stats: &Value, durations: &[f64]) {
+    for (key, p) in [
+        ("mean_time", 0.5),
+        ("p95_time", 0.95),
+        ("p99_time", 0.99),
+        ("p999_time", 0.999),
+    ] {
+        let want = nearest_rank(durations, p);
+        let got = stats[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {stats}"));
+        let bound = if want < 1.0 { 0.5 } else { want * BUCKET_BOUND };
+        assert!(
+            (got - want).abs() <= bound + 1e-9,
+            "{key}: {got}, the true one {want}: {stats}"
+        );
+    }
+    let n = durations.len() as f64;
+    let mean = durations.iter().sum::<f64>() / n;
+    let sd = (durations.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let got = stats["time_stddev"].as_f64().unwrap();
+    assert!(
+        (got - sd).abs() <= 1e-6 * sd.max(1.0),
+        "stddev {got} vs {sd}"
+    );
+}
+
+/// Counts of `key(event)` over the events that have one.
+fn counts<'a>(
+    events: impl IntoIterator<Item = &'a Value>,
+    key: impl Fn(&Value) -> Option<String>,
+) -> Value {
+    let mut out = std::collections::BTreeMap::<String, u64>::new();
+    for e in events {
+        if let Some(k) = key(e) {
+            *out.entry(k).or_default() += 1;
+        }
+    }
+    json!(out)
+}
+
+fn distinct<'a>(events: impl IntoIterator<Item = &'a Value>, field: &str) -> usize {
+    events
+        .into_iter()
+        .filter_map(|e| e[field].as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+fn durations<'a>(events: impl IntoIterator<Item = &'a Value>) -> Vec<f64> {
+    events
+        .into_iter()
+        .filter_map(|e| e["duration_ms"].as_f64())
+        .collect()
+}
+
+/// `n` varied request events in the hour `hour`: statuses (one in seven without), durations
+/// from under a millisecond to seconds, user agents (browsers, a bot, an unknown one, none),
+/// sizes, request sizes, users, addresses, and two touched resources.
+fn varied_events(hour: i64, n: usize) -> Vec<Value> {
+    let agents = [
+        Some(CHROME_MAC),
+        Some(FIREFOX_WINDOWS),
+        Some(IPHONE),
+        Some(GOOGLEBOT),
+        Some("no-browser-at-all"),
+        None,
+    ];
+    (0..n)
+        .map(|i| {
+            let mut e = json!({
+                "service": "shop", "time": hour + ((i * 13) % 3600) as i64, "method": "GET",
+                "path": format!("/p{}", i % 4),
+                "duration_ms": 0.4 + ((i * 37) % 211) as f64 * 1.7 + if i % 40 == 0 { 2500.0 } else { 0.0 },
+                "size": 100 + i, "ip": format!("10.0.0.{}", i % 9),
+            });
+            match i % 7 {
+                0..=2 => e["status"] = json!(200),
+                3 => e["status"] = json!(201),
+                4 => e["status"] = json!(404),
+                5 => e["status"] = json!(500),
+                _ => {}
+            }
+            if let Some(ua) = agents[i % agents.len()] {
+                e["user_agent"] = json!(ua);
+            }
+            if i % 3 != 0 {
+                e["request_size"] = json!(10 + 2 * i);
+            }
+            if i % 4 != 0 {
+                e["user"] = json!(format!("u{}", i % 6));
+            }
+            match i % 3 {
+                0 => e["resources"] = json!([{"type": "url", "name": "/cart"}]),
+                1 => e["resources"] = json!([{"type": "url", "name": "/pay"}]),
+                _ => {}
+            }
+            e
+        })
+        .collect()
+}
+
+/// The statistics UtilMeta's layer 0 carries for `events` (all but the percentiles and the
+/// standard deviation, checked by [`assert_durations`]).
+fn assert_hourly(stats: &Value, events: &[&Value]) {
+    let status = |e: &Value| e["status"].as_u64();
+    assert_eq!(stats["requests"], events.len(), "{stats}");
+    assert_eq!(
+        stats["errors"],
+        events.iter().filter(|e| status(e) == Some(500)).count(),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["statuses"],
+        counts(events.iter().copied(), |e| status(e).map(|s| s.to_string())),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["levels"],
+        counts(events.iter().copied(), |e| Some(
+            match status(e) {
+                Some(s) if s < 400 => "INFO",
+                Some(s) if s < 500 => "WARN",
+                _ => "ERROR",
+            }
+            .to_owned()
+        )),
+        "{stats}"
+    );
+    let sum = |field: &str| events.iter().filter_map(|e| e[field].as_u64()).sum::<u64>();
+    assert_eq!(stats["in_traffic"], sum("request_size"), "{stats}");
+    assert_eq!(stats["out_traffic"], sum("size"), "{stats}");
+    assert_eq!(
+        stats["uv"],
+        distinct(events.iter().copied(), "user"),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["ip"],
+        distinct(events.iter().copied(), "ip"),
+        "{stats}"
+    );
+    let d = durations(events.iter().copied());
+    let avg = stats["avg_time"].as_f64().unwrap();
+    assert!(
+        (avg - d.iter().sum::<f64>() / d.len() as f64).abs() < 1e-6,
+        "{stats}"
+    );
+    assert!((stats["rps"].as_f64().unwrap() - events.len() as f64 / 3600.0).abs() < 1e-9);
+    assert_durations(stats, &d);
+}
+
+/// An hour that does not end a UTC day, `back` or more hours before now.
+fn an_hour_not_ending_a_day(back: i64) -> i64 {
+    let mut hour = now() / 3600 * 3600 - back * 3600;
+    while (hour + 3600) % 86_400 == 0 {
+        hour -= 3600;
+    }
+    hour
+}
+
+#[test]
+fn an_hourly_report_carries_the_full_aggregate_with_endpoints_by_remote_id() {
+    let hour = an_hour_not_ending_a_day(3);
+    let events = varied_events(hour, 420);
+    let server_ident = Arc::new(Mutex::new(String::new()));
+    let ident = server_ident.clone();
+    // The resources answer maps the server and the /cart endpoint to the platform's ids.
+    let answer = move |r: &Received| {
+        let result = match r.path.as_str() {
+            "/spv/resources" => {
+                json!({"url": "http://127.0.0.1/console/n", "resources_etag": "etag-1",
+                "resources": [
+                    {"remote_id": "srv-9", "server_id": null, "type": "server",
+                     "ident": *ident.lock().unwrap(), "route": "server", "ref": null, "data": {}},
+                    {"remote_id": "ep-cart", "server_id": "srv-9", "type": "endpoint",
+                     "ident": "url//cart", "route": "endpoint", "ref": null, "data": {}},
+                ]})
+            }
+            _ => Value::Null,
+        };
+        (200, json!({"result": result, "state": 1, "msg": ""}))
+    };
+    // Ten minutes after that hour: it alone is due, one report to /report.
+    let c = connected_with(hour + 3600 + 600, &events, &[], answer, |addr| {
+        let servers = ok(admin(addr, "GET", "/ops/servers", ""));
+        *server_ident.lock().unwrap() = servers[0]["ident"].as_str().unwrap().to_owned();
+    });
+    let local = server_ident.lock().unwrap().clone();
+    let received = c.server.wait_for("/spv/report", 20, |_| true);
+    let report = decrypt(&c.supervisor, &received.body);
+    assert_eq!(hour_of(&report), Some(hour), "{report}");
+    assert_eq!(
+        (report["layer"].clone(), report["interval"].clone()),
+        (json!(0), json!(3600))
+    );
+    let all: Vec<&Value> = events.iter().collect();
+    let service = &report["service"];
+    assert_hourly(service, &all);
+    // The user agents: browsers by os and name, bots only as devices, unknown ones nowhere.
+    let per_agent = |ua: &str| events.iter().filter(|e| e["user_agent"] == ua).count();
+    assert_eq!(
+        service["os_dist"],
+        json!({"mac": per_agent(CHROME_MAC), "windows": per_agent(FIREFOX_WINDOWS), "ios": per_agent(IPHONE)}),
+        "{service}"
+    );
+    assert_eq!(
+        service["browser_dist"],
+        json!({"chrome": per_agent(CHROME_MAC), "firefox": per_agent(FIREFOX_WINDOWS), "safari": per_agent(IPHONE)}),
+        "{service}"
+    );
+    assert_eq!(
+        service["device_dist"],
+        json!({"pc": per_agent(CHROME_MAC) + per_agent(FIREFOX_WINDOWS), "mobile": per_agent(IPHONE),
+               "bot": per_agent(GOOGLEBOT)}),
+        "{service}"
+    );
+    // Endpoints: /cart by the platform's id, /pay by its own key; no distributions.
+    let endpoints = report["endpoints"].as_object().unwrap();
+    assert_eq!(
+        endpoints.keys().collect::<Vec<_>>(),
+        ["ep-cart", "url//pay"],
+        "{report}"
+    );
+    for (key, name) in [("ep-cart", "/cart"), ("url//pay", "/pay")] {
+        let touched: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["resources"][0]["name"] == name)
+            .collect();
+        assert_hourly(&endpoints[key], &touched);
+        assert!(
+            endpoints[key].get("os_dist").is_none(),
+            "{}",
+            endpoints[key]
+        );
+    }
+
+    // The platform's ids are the servers' ids, and a metric query by either finds the same rows.
+    let servers = ok(admin(c.addr, "GET", "/ops/servers", ""));
+    assert_eq!(servers[0]["id"], "srv-9", "{servers}");
+    assert_eq!(servers[0]["remote_id"], "srv-9");
+    assert_eq!(servers[0]["ident"], local.as_str());
+    let utc = now() / 60 * 60 - 60;
+    let node_report = json!({"hostname": local, "ip": "127.0.0.1", "utc": utc, "type": "resource",
+        "node_uuid": "u-connect-1",
+        "data": {"cpu": {"numbers": 4, "utilization": 12.5},
+                 "memory": {"available": 6000, "total": 8000, "utilization": 25.0},
+                 "disk": {"/": {"type": 2, "total": 1000, "used": 100, "utilization": 10.0}}}});
+    let (status, body) = admin(c.addr, "POST", "/", &node_report.to_string());
+    assert_eq!(status, 200, "{body}");
+    let by_local = ok(admin(
+        c.addr,
+        "GET",
+        &format!("/ops/servers/metrics?server_id={local}"),
+        "",
+    ));
+    let by_remote = ok(admin(
+        c.addr,
+        "GET",
+        "/ops/servers/metrics?server_id=srv-9",
+        "",
+    ));
+    assert_eq!(by_local["cpu_percent"], json!([12.5]), "{by_local}");
+    assert_eq!(by_remote, by_local);
+
+    // Unchanged resources are not pushed again, the hour not reported again.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(c.bodies("/spv/resources").len(), 1);
+    assert_eq!(c.bodies("/spv/report").len(), 1);
+    assert!(c.bodies("/spv/report/batch").is_empty());
+}
+
+#[test]
+fn due_hours_and_their_day_go_in_one_batch_and_a_refused_batch_advances_nothing() {
+    let day = (now() / 86_400 - 1) * 86_400;
+    let hours = [20, 21, 22, 23].map(|h| day + h * 3600);
+    let events: Vec<Value> = hours
+        .iter()
+        .enumerate()
+        .flat_map(|(i, h)| varied_events(*h, 40 + 25 * i))
+        .collect();
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let refuse = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (refusing, accepting) = (refuse.clone(), accepted.clone());
+    let answer = move |r: &Received| {
+        if r.path == "/spv/report/batch" {
+            if refusing.load(Ordering::SeqCst) {
+                return (503, json!({"result": null, "state": 0, "msg": "busy"}));
+            }
+            accepting.fetch_add(1, Ordering::SeqCst);
+        }
+        (200, json!({"result": null, "state": 1, "msg": ""}))
+    };
+    // 21:10: 20:00 alone is due.
+    let c = connected_with(hours[1] + 600, &events, &[], answer, |_| {});
+    let first = decrypt(
+        &c.supervisor,
+        &c.server.wait_for("/spv/report", 20, |_| true).body,
+    );
+    assert_eq!(hour_of(&first), Some(hours[0]), "{first}");
+    // 00:10 of the next day, the platform refusing batches: 21, 22, 23 and the day, each
+    // round again (nothing was acknowledged).
+    refuse.store(true, Ordering::SeqCst);
+    c.set_clock(day + 86_400 + 600);
+    c.server.wait_for("/spv/report/batch", 20, |_| true);
+    std::thread::sleep(Duration::from_millis(1500));
+    refuse.store(false, Ordering::SeqCst);
+    let wait = Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < wait, "no batch after the refusals");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Acknowledged: nothing more.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "acknowledged once, then nothing"
+    );
+    let batches = c.bodies("/spv/report/batch");
+    assert!(
+        batches.len() >= 3,
+        "refused, tried again, then taken: {}",
+        batches.len()
+    );
+    for batch in &batches {
+        assert_eq!(
+            batch.as_array().unwrap().len(),
+            4,
+            "each the same four: {batch}"
+        );
+    }
+    let batch = batches.last().unwrap().as_array().unwrap().clone();
+    let layers: Vec<(Option<i64>, Value)> = batch
+        .iter()
+        .map(|r| (hour_of(r), r["layer"].clone()))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            (Some(hours[1]), json!(0)),
+            (Some(hours[2]), json!(0)),
+            (Some(hours[3]), json!(0)),
+            (Some(day), json!(1)),
+        ]
+    );
+    for (report, hour) in batch.iter().zip(&hours[1..]) {
+        let in_hour: Vec<&Value> = events
+            .iter()
+            .filter(|e| (e["time"].as_i64().unwrap() - hour).div_euclid(3600) == 0)
+            .collect();
+        assert_hourly(&report["service"], &in_hour);
+    }
+    // The day: only UtilMeta's layer-1 keys, over the whole day's requests.
+    let daily = &batch[3];
+    assert_eq!(daily["interval"], 86_400);
+    let service = daily["service"].as_object().unwrap();
+    let mut keys: Vec<&String> = service.keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "ip",
+            "mean_time",
+            "p95_time",
+            "p999_time",
+            "p99_time",
+            "time_stddev",
+            "uv"
+        ],
+        "{daily}"
+    );
+    assert_durations(&daily["service"], &durations(&events));
+    assert_eq!(daily["service"]["uv"], distinct(&events, "user"));
+    assert_eq!(daily["service"]["ip"], distinct(&events, "ip"));
+    let cart: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["resources"][0]["name"] == "/cart")
+        .collect();
+    assert_durations(
+        &daily["endpoints"]["url//cart"],
+        &durations(cart.iter().copied()),
+    );
+    assert_eq!(c.bodies("/spv/report").len(), 1, "the single hour only");
+}
+
+#[test]
+fn resources_are_pushed_again_when_they_change_and_not_when_unchanged() {
+    let hour = an_hour_not_ending_a_day(2);
+    let answer = |r: &Received| {
+        let result = match r.path.as_str() {
+            "/spv/resources" => json!({"url": "http://127.0.0.1/console/n", "resources": [],
+                                       "resources_etag": "etag-platform"}),
+            _ => Value::Null,
+        };
+        (200, json!({"result": result, "state": 1, "msg": ""}))
+    };
+    let c = connected_with(
+        hour + 3600 + 600,
+        &[],
+        &["--ops-service", "shop-a"],
+        answer,
+        |_| {},
+    );
+    c.server.wait_for("/spv/resources", 20, |_| true);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.bodies("/spv/resources").len(), 1, "unchanged: once");
+    let Connected {
+        addr,
+        running,
+        server,
+        supervisor,
+        clock,
+        dir,
+    } = c;
+    drop(running);
+    // The same operator again (same address, same store): the same resources, no push.
+    let clock_arg = clock.to_str().unwrap().to_owned();
+    let same = spawn_operator_at(
+        dir.path(),
+        addr,
+        &["--ops-clock-file", &clock_arg, "--ops-service", "shop-a"],
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let pushed = |server: &PlatformServer| {
+        server
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "/spv/resources")
+            .map(|r| decrypt(&supervisor, &r.body))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pushed(&server).len(), 1, "restarted unchanged: no push");
+    drop(same);
+    // Renamed: the metadata changed, pushed again (once).
+    let _renamed = spawn_operator_at(
+        dir.path(),
+        addr,
+        &["--ops-clock-file", &clock_arg, "--ops-service", "shop-b"],
+    );
+    server.wait_for("/spv/resources", 20, |r| {
+        decrypt(&supervisor, &r.body)["metadata"]["name"] == "shop-b"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = pushed(&server);
+    assert_eq!(all.len(), 2, "changed: once more");
+    assert_eq!(all[0]["metadata"]["name"], "shop-a");
 }

@@ -473,6 +473,26 @@ fn log_values_deletes_and_realtime_read_the_ingested_requests_on_redis() {
     assert_eq!(realtime["endpoints"], json!({"/pay": 4, "/cart": 2}));
     assert_eq!(realtime["uv"], 3);
     assert_eq!(realtime["ip"], 3);
+    // `apis`: only the requests of those endpoints (by name or `type/name`).
+    let pay = ok(get(
+        op.addr,
+        "/ops/logs/realtime?apis=/pay&users=5&endpoints=5",
+    ));
+    assert_eq!(
+        (&pay["requests"], &pay["errors"], &pay["uv"], &pay["ip"]),
+        (&json!(4), &json!(2), &json!(3), &json!(2)),
+        "{pay}"
+    );
+    assert_eq!(pay["endpoints"], json!({"/pay": 4}));
+    assert_eq!(pay["users"], json!({"alice": 2, "bob": 1, "carol": 1}));
+    let both = ok(get(op.addr, "/ops/logs/realtime?apis=url//cart,/pay"));
+    assert_eq!(both["requests"], 6, "{both}");
+    let none = ok(get(op.addr, "/ops/logs/realtime?apis=/nowhere"));
+    assert_eq!(
+        (&none["requests"], &none["ip"]),
+        (&json!(0), &json!(0)),
+        "{none}"
+    );
     let plain = ok(get(op.addr, "/ops/logs/realtime"));
     for key in ["ip_dist", "users", "endpoints"] {
         assert!(plain.get(key).is_none(), "{key} only when asked: {plain}");

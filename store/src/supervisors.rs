@@ -78,9 +78,32 @@ pub struct SupervisorRecord {
     /// The start (epoch seconds) of the last hour whose aggregate it acknowledged.
     #[serde(default)]
     pub reported_until: Option<i64>,
+    /// The start (epoch seconds, a UTC midnight) of the last day whose daily aggregate
+    /// (layer 1) it acknowledged.
+    #[serde(default)]
+    pub daily_reported_until: Option<i64>,
+    /// The digest (SHA-256, hex) of the last resources push it acknowledged: the push is
+    /// repeated when the resources' digest differs.
+    #[serde(default)]
+    pub resources_digest: Option<String>,
+    /// The platform's ids of this node's resources, from its answer to the resources push.
+    #[serde(default)]
+    pub remote_ids: Vec<RemoteId>,
     /// When the record was made (epoch seconds).
     #[serde(default)]
     pub created_time: i64,
+}
+
+/// One resource the platform knows by its own id (UtilMeta's `Resource.remote_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemoteId {
+    /// The resource's type (`server`, `instance`, `endpoint`, `table`, ...).
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// Its ident as pushed (a server's name, an instance's address, an endpoint's ident).
+    pub ident: String,
+    /// The platform's id of it.
+    pub remote_id: String,
 }
 
 fn decode(id: &str, body: Value) -> Result<SupervisorRecord> {
@@ -131,4 +154,30 @@ pub async fn put<S: Documents + ?Sized>(
 /// Removes the record `id` if `expect` holds.
 pub async fn remove<S: Documents + ?Sized>(store: &S, id: &str, expect: Expect) -> Result<Written> {
     store.delete_document(COLLECTION, id, expect).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_the_report_fields_still_loads() {
+        let old = serde_json::json!({"id": "a", "service": "s", "base_url": "https://x/spv",
+            "ops_api": "https://y/ops", "node_id": "n1", "connected": true,
+            "resources_etag": "etag-1", "reported_until": 3600});
+        let record = decode("a", old).unwrap();
+        assert_eq!(record.reported_until, Some(3600));
+        assert_eq!(record.daily_reported_until, None);
+        assert_eq!(record.resources_digest, None);
+        assert!(record.remote_ids.is_empty());
+        let mut new = record.clone();
+        new.remote_ids.push(RemoteId {
+            resource_type: "server".into(),
+            ident: "node-a".into(),
+            remote_id: "17".into(),
+        });
+        let text = serde_json::to_value(&new).unwrap();
+        assert_eq!(text["remote_ids"][0]["type"], "server");
+        assert_eq!(decode("a", text).unwrap(), new);
+    }
 }

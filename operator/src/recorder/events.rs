@@ -14,9 +14,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{FailedRequest, Named, RecordError, now_ms};
+use crate::api::ops::aggregate::{BUCKET_METRIC, bucket_label, bucket_sample, duration_bucket};
 
-/// One request event of the ingestion endpoint.
-#[derive(Debug, Clone, Deserialize)]
+/// One request event of the ingestion endpoint (docs/monitoring.md, "Ingestion").
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestEvent {
     /// Name of the service that handled the request.
@@ -45,6 +46,9 @@ pub struct RequestEvent {
     /// Response size in bytes.
     #[serde(default)]
     pub size: Option<f64>,
+    /// Request size in bytes (the body received; UtilMeta's `in_traffic`).
+    #[serde(default)]
+    pub request_size: Option<f64>,
     /// Client address.
     #[serde(default)]
     pub ip: Option<String>,
@@ -82,7 +86,7 @@ pub struct RequestEvent {
 }
 
 /// A resource named by an event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceRef {
     /// Resource type (`url`, `instance`, ... or your own).
@@ -93,7 +97,7 @@ pub struct ResourceRef {
 }
 
 /// An application error attached to an event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorInfo {
     /// Class of the error.
@@ -153,6 +157,7 @@ pub fn event_times(events: &[RequestEvent]) -> Result<Vec<i64>, RecordError> {
         for (field, v, max) in [
             ("duration_ms", e.duration_ms, MAX_DURATION_MS),
             ("size", e.size, MAX_SIZE),
+            ("request_size", e.request_size, MAX_SIZE),
         ] {
             if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err(bad(format!("{field}: must be a non-negative number")));
@@ -245,6 +250,10 @@ pub fn event_samples<'a>(
         let ts = ms.div_euclid(1000);
         let event_type = e.event_type.as_deref().unwrap_or("other");
         let family = e.user_agent.as_deref().and_then(ua_family);
+        // The duration's distribution, for the ops reports' percentiles (aggregate.rs).
+        let bucket = e
+            .duration_ms
+            .map(|d| (bucket_label(duration_bucket(d)), bucket_sample(d)));
         let place = places.get(i).unwrap_or(&NO_PLACE);
         let resources = std::iter::once(None).chain(
             e.resources
@@ -284,8 +293,14 @@ pub fn event_samples<'a>(
             if let Some(d) = e.duration_ms {
                 push("response.time", None, d);
             }
+            if let Some((label, squared)) = &bucket {
+                push(BUCKET_METRIC, Some(label.clone().into()), *squared);
+            }
             if let Some(s) = e.size {
                 push("response.size", None, s);
+            }
+            if let Some(s) = e.request_size {
+                push("request.size", None, s);
             }
             if let Some(s) = e.status {
                 push("response.status", Some(s.to_string().into()), 1.0);
@@ -405,6 +420,7 @@ mod tests {
             "request.path",
             "request.method",
             "response.time",
+            BUCKET_METRIC,
             "response.status",
             "response.error.count",
         ];
@@ -419,9 +435,15 @@ mod tests {
                 .all(|n| n.ts == 120 && n.event_type.as_deref() == Some("other"))
         );
         assert_eq!(named[0].resource, None);
-        assert_eq!(named[7].resource, Some(("url".into(), "/a".into())));
-        assert_eq!(named[14].resource, Some(("layer".into(), "roads".into())));
-        assert_eq!(named[5].label.as_deref(), Some("503"));
+        assert_eq!(named[8].resource, Some(("url".into(), "/a".into())));
+        assert_eq!(named[16].resource, Some(("layer".into(), "roads".into())));
+        assert_eq!(
+            named[5].label.as_deref(),
+            Some("b32"),
+            "20 ms: 1.1^31 ≤ 20 < 1.1^32"
+        );
+        assert_eq!(named[5].value, 400.0, "the squared duration");
+        assert_eq!(named[6].label.as_deref(), Some("503"));
         assert!(
             event_exceptions(&events, &times).is_empty(),
             "no error given"

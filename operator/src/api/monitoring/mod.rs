@@ -769,7 +769,7 @@ pub const MAX_EVENTS: usize = 10_000;
     post,
     path = "/monitoring/api/ingest/",
     tag = "monitoring",
-    request_body(content = Object, description = "`{events: [request or exception event]}` (docs/monitoring.md)"),
+    request_body(content = Vec<crate::recorder::RequestEvent>, description = "request events, as a JSON array or one object per line (NDJSON; docs/monitoring.md)"),
     responses((status = 200, description = "`data: {events, samples, exceptions}` kept", body = crate::api::ops::schemas::GeoNodeAnswer),
         (status = "default", description = "an error, in GeoNode's envelope", body = crate::api::ops::schemas::GeoNodeError))
 )]

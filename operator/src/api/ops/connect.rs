@@ -14,9 +14,12 @@
 //! 3. `PATCH <ops_api>/` (`service.config`) changes the caller supervisor's settings,
 //!    `DELETE <ops_api>/` (`service.delete`) removes it.
 //! 4. After the save, and from then on in the background ([`run_platform_calls`]): the
-//!    resources (metadata, OpenAPI, tables, instances) to `POST <supervisor>/resources`, and
-//!    each completed hour's request aggregates to `POST <supervisor>/report`. Bounded
-//!    timeouts; a failure is logged and tried again at the next round; never on a request's path.
+//!    resources (metadata, OpenAPI, tables, instances) to `POST <supervisor>/resources` when
+//!    their digest changed ([`resources_changed`]; the answer's `remote_id`s are kept), and
+//!    each completed hour's and UTC day's request aggregates ([`reports_due`], [`report`]) to
+//!    `POST <supervisor>/report`, or several at once in batches of [`BATCH`] to
+//!    `/report/batch`. Bounded timeouts; a failure is logged and tried again at the next round
+//!    (only what a 2xx acknowledged advances); never on a request's path.
 //!
 //! Outbound calls go only to `--ops-trusted-host`s (always `utilmeta.com`), over https unless
 //! `--ops-insecure-http`. The access key is never logged and never returned.
@@ -28,14 +31,17 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use opsplane_store::supervisors::{self, SupervisorRecord};
-use opsplane_store::{Expect, Kind, Resolution, SeriesFilter, Store, Written};
+use std::collections::HashMap;
+
+use opsplane_store::model::split_resource_key;
+use opsplane_store::supervisors::{self, RemoteId, SupervisorRecord};
+use opsplane_store::{Expect, Kind, Store, Written};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::credential::Caller;
-use super::{OpsError, SPEC_VERSION, answer, schemas};
+use super::{OpsError, SPEC_VERSION, aggregate, answer, schemas};
 use crate::api::AppState;
 
 /// The host every connect may reach (UtilMeta's `trusted_hosts` always has it).
@@ -57,6 +63,9 @@ pub struct Outbound {
     /// How often the background round runs (resources not yet acknowledged, hours not yet
     /// reported).
     pub interval: Duration,
+    /// A file whose epoch seconds are "now" for the rounds' due reports (`--ops-clock-file`,
+    /// for tests); the clock otherwise.
+    pub clock_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Outbound {
@@ -66,6 +75,7 @@ impl Default for Outbound {
             insecure: false,
             timeout: Duration::from_secs(10),
             interval: Duration::from_secs(300),
+            clock_file: None,
         }
     }
 }
@@ -757,73 +767,132 @@ pub fn resources(state: &AppState) -> Value {
     })
 }
 
-/// The request aggregate of the hour starting at `from` (§7, layer 0), from the request
-/// metrics the ingestion endpoint stores (minute buckets, resource 0: once per request).
-pub async fn hour_report(
-    store: &dyn Store,
-    from: i64,
-) -> Result<Value, opsplane_store::StoreError> {
-    let to = from + 3600;
-    let (mut requests, mut errors, mut time_sum, mut time_n, mut max_ms) =
-        (0u64, 0u64, 0.0f64, 0u64, 0.0f64);
-    let mut per_minute = std::collections::BTreeMap::<i64, u64>::new();
-    let mut ips = std::collections::HashSet::new();
-    let filter = SeriesFilter::default();
-    for metric in [
-        "request.count",
-        "response.error.count",
-        "response.time",
-        "request.ip",
-    ] {
-        let Some(entry) = store.entry(Kind::Metric, metric).await? else {
-            continue;
-        };
-        for row in store
-            .buckets(entry.id, Resolution::Minute, from, to, &filter)
-            .await?
-        {
-            if row.key.resource != 0 {
-                continue;
-            }
-            match metric {
-                "request.count" => {
-                    requests += row.agg.sum as u64;
-                    *per_minute.entry(row.start).or_default() += row.agg.sum as u64;
-                }
-                "response.error.count" => errors += row.agg.sum as u64,
-                "response.time" => {
-                    time_sum += row.agg.sum;
-                    time_n += row.agg.samples;
-                    max_ms = max_ms.max(row.agg.max);
-                }
-                _ => {
-                    ips.insert(row.key.label);
-                }
-            }
-        }
-    }
-    let avg_time = if time_n == 0 {
-        0.0
-    } else {
-        time_sum / time_n as f64
+/// The resources push's digest: SHA-256 (hex) of its JSON text (serde_json writes object keys
+/// sorted, so equal resources give equal digests).
+pub fn resources_digest(resources: &Value) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(resources.to_string().as_bytes()))
+}
+
+/// Whether the resources must be pushed: their digest is neither the one the supervisor last
+/// acknowledged nor the etag it answered (UtilMeta: "an etag equal to the local digest skips it").
+pub fn resources_changed(record: &SupervisorRecord, digest: &str) -> bool {
+    record.resources_digest.as_deref() != Some(digest)
+        && record.resources_etag.as_deref() != Some(digest)
+}
+
+/// The platform's ids in its answer to the resources push (`result.resources[]`: `type`,
+/// `ident`, `remote_id` a string or a number); entries without them are left out.
+pub fn remote_ids_of(result: &Value) -> Vec<RemoteId> {
+    let text = |v: &Value| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     };
-    let time = jiff::Timestamp::from_second(from)
+    result["resources"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| {
+                    Some(RemoteId {
+                        resource_type: text(&r["type"])?,
+                        ident: text(&r["ident"])?,
+                        remote_id: text(&r["remote_id"])?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The key of a touched resource (`type|name` in the registry) in a report's `endpoints`: the
+/// platform's `remote_id` of the endpoint whose ident is `type/name` (or just `name`), else
+/// `type/name` itself.
+pub fn endpoint_key(registry_name: &str, remote: &[RemoteId]) -> String {
+    let (kind, name) = split_resource_key(registry_name);
+    let local = format!("{kind}/{name}");
+    remote
+        .iter()
+        .find(|r| r.resource_type == "endpoint" && (r.ident == local || r.ident == name))
+        .map(|r| r.remote_id.clone())
+        .unwrap_or(local)
+}
+
+fn report_time(from: i64) -> String {
+    jiff::Timestamp::from_second(from)
         .map(|t| {
             t.to_zoned(jiff::tz::TimeZone::UTC)
                 .strftime("%Y-%m-%d %H:%M:%S+00:00")
                 .to_string()
         })
-        .unwrap_or_default();
-    let max_rps = per_minute.values().max().copied().unwrap_or(0) as f64 / 60.0;
+        .unwrap_or_default()
+}
+
+/// One report UtilMeta's platform takes: an hour's (layer 0) or a UTC day's (layer 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Due {
+    /// The hour starting at (epoch seconds).
+    Hour(i64),
+    /// The UTC day starting at (epoch seconds).
+    Day(i64),
+}
+
+impl Due {
+    /// Where it starts and how long it is (seconds).
+    pub fn span(self) -> (i64, i64) {
+        match self {
+            Due::Hour(h) => (h, 3600),
+            Due::Day(d) => (d, 86_400),
+        }
+    }
+}
+
+/// The report of `due` (§7; `platform-bound.POST_report_probe.json`), from the ingestion
+/// endpoint's minute buckets ([`aggregate::fold`]): the service's statistics and each touched
+/// resource's under `endpoints` ([`endpoint_key`]). An hour carries the full layer-0
+/// statistics (the user agent distributions only for the service, as UtilMeta's), a day only
+/// the percentiles, standard deviation, `uv` and `ip`.
+pub async fn report(
+    store: &dyn Store,
+    due: Due,
+    remote: &[RemoteId],
+) -> Result<Value, opsplane_store::StoreError> {
+    let (from, seconds) = due.span();
+    let folded = aggregate::fold(store, from, from + seconds, aggregate::REPORT_METRICS).await?;
+    let labels: HashMap<u32, String> = store
+        .entries(Kind::Label)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.name))
+        .collect();
+    let resources: HashMap<u32, String> = if folded.resources.is_empty() {
+        HashMap::new()
+    } else {
+        store
+            .entries(Kind::Resource)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.name))
+            .collect()
+    };
+    let render = |stats: &aggregate::Stats, service: bool| match due {
+        Due::Hour(_) => json!(aggregate::hourly(stats, &labels, seconds, service)),
+        Due::Day(_) => json!(aggregate::daily(stats, &labels)),
+    };
+    let mut endpoints = serde_json::Map::new();
+    for (id, stats) in &folded.resources {
+        if let Some(name) = resources.get(id) {
+            endpoints.insert(endpoint_key(name, remote), render(stats, false));
+        }
+    }
+    let layer = match due {
+        Due::Hour(_) => 0,
+        Due::Day(_) => 1,
+    };
     Ok(json!({
-        "time": time, "layer": 0, "interval": 3600,
-        "service": {
-            "requests": requests, "avg_time": avg_time, "errors": errors,
-            "rps": requests as f64 / 3600.0, "max_rps": max_rps, "max_time": max_ms,
-            "statuses": {}, "levels": {}, "in_traffic": 0, "out_traffic": 0, "uv": 0,
-            "ip": ips.len(),
-        },
-        "endpoints": {},
+        "time": report_time(from), "layer": layer, "interval": seconds,
+        "service": render(&folded.service, true),
+        "endpoints": endpoints,
     }))
 }
 
@@ -845,11 +914,96 @@ pub fn hours_due(reported_until: Option<i64>, now: i64, limit: usize) -> Vec<i64
         .collect()
 }
 
+const DAY: i64 = 86_400;
+
+/// Every report a record has still to send at `now`, oldest first: the hours of
+/// [`hours_due`], each UTC day right after its last hour (23:00) when that day's daily report
+/// is not acknowledged yet, and before them the days whose last hour was acknowledged but
+/// whose daily report was not (a batch split between the two; only once a first daily report
+/// was acknowledged, so a new record starts with the first day it reports the end of).
+pub fn reports_due(
+    reported_until: Option<i64>,
+    daily_until: Option<i64>,
+    now: i64,
+    limit: usize,
+) -> Vec<Due> {
+    let mut due = Vec::new();
+    if let (Some(hour), Some(day)) = (reported_until, daily_until) {
+        // Days whose minute buckets are still kept (two days).
+        let oldest = (now.div_euclid(DAY) - 2) * DAY;
+        let mut next = (day + DAY).max(oldest);
+        while next + DAY - 3600 <= hour {
+            due.push(Due::Day(next));
+            next += DAY;
+        }
+    }
+    for hour in hours_due(reported_until, now, limit) {
+        due.push(Due::Hour(hour));
+        let end = hour + 3600;
+        if end.rem_euclid(DAY) == 0 && daily_until.is_none_or(|d| d < end - DAY) {
+            due.push(Due::Day(end - DAY));
+        }
+    }
+    due
+}
+
+/// Most reports one `POST <supervisor>/report/batch` carries (UtilMeta's).
+pub const BATCH: usize = 50;
+
+/// One call of a round's reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportCall<'a> {
+    /// The one due report, to `POST <supervisor>/report`.
+    Single(&'a Due),
+    /// Several, as a JSON list to `POST <supervisor>/report/batch`.
+    Batch(&'a [Due]),
+}
+
+impl ReportCall<'_> {
+    /// The supervisor's path it goes to.
+    pub fn path(&self) -> &'static str {
+        match self {
+            ReportCall::Single(_) => "report",
+            ReportCall::Batch(_) => "report/batch",
+        }
+    }
+
+    /// The reports it carries.
+    pub fn dues(&self) -> &[Due] {
+        match self {
+            ReportCall::Single(d) => std::slice::from_ref(*d),
+            ReportCall::Batch(d) => d,
+        }
+    }
+}
+
+/// The calls that send `due`: one report alone to `report`, more in batches of at most
+/// [`BATCH`] to `report/batch` (UtilMeta's rule), oldest first.
+pub fn sends(due: &[Due]) -> Vec<ReportCall<'_>> {
+    match due {
+        [] => Vec::new(),
+        [one] => vec![ReportCall::Single(one)],
+        _ => due.chunks(BATCH).map(ReportCall::Batch).collect(),
+    }
+}
+
 /// One round at a time in this process: the push right after a save and the background round
 /// would otherwise both see the same hour as due and send it twice.
 static SYNCING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One round for the record `id`: the resources when not yet acknowledged, then the due hours.
+/// "Now" for the rounds: `--ops-clock-file`'s epoch seconds when given (tests), else the clock.
+fn round_now(outbound: &Outbound) -> i64 {
+    outbound
+        .clock_file
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| jiff::Timestamp::now().as_second())
+}
+
+/// One round for the record `id`: the resources when their digest changed since the last
+/// acknowledged push, then the due reports (one to `/report`, more in batches to
+/// `/report/batch`).
 async fn sync_one(state: &AppState, id: &str) {
     let _one_at_a_time = SYNCING.lock().await;
     let store = state.recorder.store();
@@ -877,31 +1031,36 @@ async fn sync_one(state: &AppState, id: &str) {
         ("x-node-id", node_id.as_str()),
         ("x-node-key", key.as_str()),
     ];
-    if record.resources_etag.is_none() {
-        match call(
-            &http,
-            &join(&record.base_url, "resources"),
-            &key,
-            &headers,
-            &resources(state),
-        )
-        .await
-        {
+    let mut remote = record.remote_ids.clone();
+    let payload = resources(state);
+    let digest = resources_digest(&payload);
+    if resources_changed(&record, &digest) {
+        let url = join(&record.base_url, "resources");
+        match call(&http, &url, &key, &headers, &payload).await {
             Ok(answered) => {
                 let result = &answered["result"];
-                let etag = result["resources_etag"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| "sent".into());
-                let url = result["url"].as_str().map(str::to_owned);
+                let etag = result["resources_etag"].as_str().map(str::to_owned);
+                let console = result["url"].as_str().map(str::to_owned);
+                let ids = remote_ids_of(result);
+                if result["resources"].is_array() {
+                    remote = ids.clone();
+                }
                 update(store, id, |r| {
-                    r.resources_etag = Some(etag.clone());
-                    if url.is_some() {
-                        r.url = url.clone();
+                    r.resources_etag = Some(etag.clone().unwrap_or_else(|| "sent".into()));
+                    r.resources_digest = Some(digest.clone());
+                    if result["resources"].is_array() {
+                        r.remote_ids = ids.clone();
+                    }
+                    if console.is_some() {
+                        r.url = console.clone();
                     }
                 })
                 .await;
-                tracing::info!(supervisor = %record.base_url, "ops: resources sent");
+                tracing::info!(supervisor = %record.base_url, remote_ids = remote.len(), "ops: resources sent");
+            }
+            // Not modified: the platform has these resources.
+            Err(CallError::Status { status: 304, .. }) => {
+                update(store, id, |r| r.resources_digest = Some(digest.clone())).await;
             }
             Err(e) => {
                 tracing::warn!(supervisor = %record.base_url, error = %e, "ops: sending the resources failed; tried again next round");
@@ -909,30 +1068,56 @@ async fn sync_one(state: &AppState, id: &str) {
             }
         }
     }
-    let now = jiff::Timestamp::now().as_second();
-    for hour in hours_due(record.reported_until, now, 24) {
-        let report = match hour_report(&**store, hour).await {
-            Ok(r) => r,
+    let now = round_now(&outbound);
+    let due = reports_due(record.reported_until, record.daily_reported_until, now, 24);
+    let mut reports = Vec::with_capacity(due.len());
+    for d in &due {
+        match report(&**store, *d, &remote).await {
+            Ok(r) => reports.push(r),
             Err(e) => {
-                tracing::warn!(error = %e, "ops: the hour's aggregate could not be read");
-                return;
-            }
-        };
-        match call(
-            &http,
-            &join(&record.base_url, "report"),
-            &key,
-            &headers,
-            &report,
-        )
-        .await
-        {
-            Ok(_) => update(store, id, |r| r.reported_until = Some(hour)).await,
-            Err(e) => {
-                tracing::warn!(supervisor = %record.base_url, error = %e, "ops: the report failed; tried again next round");
+                tracing::warn!(error = %e, "ops: the aggregate could not be read");
                 return;
             }
         }
+    }
+    let mut offset = 0;
+    for send in sends(&due) {
+        let dues = send.dues();
+        let bodies = &reports[offset..offset + dues.len()];
+        offset += dues.len();
+        let body = match send {
+            ReportCall::Single(_) => bodies[0].clone(),
+            ReportCall::Batch(_) => Value::Array(bodies.to_vec()),
+        };
+        let url = join(&record.base_url, send.path());
+        let sent = call(&http, &url, &key, &headers, &body).await;
+        if let Err(e) = sent {
+            tracing::warn!(supervisor = %record.base_url, error = %e, reports = dues.len(), "ops: the report failed; tried again next round");
+            return;
+        }
+        let hour = dues
+            .iter()
+            .filter_map(|d| match d {
+                Due::Hour(h) => Some(*h),
+                Due::Day(_) => None,
+            })
+            .max();
+        let day = dues
+            .iter()
+            .filter_map(|d| match d {
+                Due::Day(d) => Some(*d),
+                Due::Hour(_) => None,
+            })
+            .max();
+        update(store, id, |r| {
+            if hour.is_some() {
+                r.reported_until = r.reported_until.max(hour);
+            }
+            if day.is_some() {
+                r.daily_reported_until = r.daily_reported_until.max(day);
+            }
+        })
+        .await;
     }
 }
 
@@ -1083,6 +1268,105 @@ mod tests {
             vec![current - 3 * 3600, current - 2 * 3600]
         );
         assert_eq!(hours_due(Some(0), now, 100).len(), 24, "a day at most");
+    }
+
+    #[test]
+    fn a_day_is_due_right_after_its_last_hour_and_split_batches_catch_it_up() {
+        let midnight = 1_800_000_000 / DAY * DAY;
+        // 00:20: the last hour of yesterday, then yesterday.
+        let now = midnight + 1200;
+        assert_eq!(
+            reports_due(Some(midnight - 2 * 3600), None, now, 24),
+            vec![Due::Hour(midnight - 3600), Due::Day(midnight - DAY)]
+        );
+        // Already sent: only the hour.
+        assert_eq!(
+            reports_due(Some(midnight - 2 * 3600), Some(midnight - DAY), now, 24),
+            vec![Due::Hour(midnight - 3600)]
+        );
+        // The hour was acknowledged, the day not (another batch): the day first.
+        assert_eq!(
+            reports_due(
+                Some(midnight - 3600),
+                Some(midnight - 2 * DAY),
+                now + 3600,
+                24
+            ),
+            vec![Due::Day(midnight - DAY), Due::Hour(midnight)]
+        );
+        // Mid-day: no day.
+        assert_eq!(
+            reports_due(
+                Some(midnight + 3600),
+                Some(midnight - DAY),
+                now + 3 * 3600,
+                24
+            ),
+            vec![Due::Hour(midnight + 2 * 3600)]
+        );
+        assert_eq!(Due::Day(midnight).span(), (midnight, DAY));
+    }
+
+    #[test]
+    fn one_report_goes_alone_and_more_in_batches_of_fifty() {
+        let hours: Vec<Due> = (0..120).map(|h| Due::Hour(h * 3600)).collect();
+        assert!(sends(&[]).is_empty());
+        assert_eq!(sends(&hours[..1]), vec![ReportCall::Single(&hours[0])]);
+        assert_eq!(sends(&hours[..1])[0].path(), "report");
+        assert_eq!(sends(&hours[..2]), vec![ReportCall::Batch(&hours[..2])]);
+        let batches = sends(&hours);
+        let sizes: Vec<(&str, usize)> =
+            batches.iter().map(|c| (c.path(), c.dues().len())).collect();
+        assert_eq!(
+            sizes,
+            [
+                ("report/batch", 50),
+                ("report/batch", 50),
+                ("report/batch", 20)
+            ]
+        );
+        assert_eq!(batches[2].dues()[0], Due::Hour(100 * 3600), "oldest first");
+    }
+
+    #[test]
+    fn the_platforms_resources_answer_gives_remote_ids_and_endpoint_keys() {
+        let answer = json!({"url": "x", "resources_etag": "e", "resources": [
+            {"remote_id": 17, "type": "server", "ident": "node-a", "route": "server/node-a"},
+            {"remote_id": "ep-1", "type": "endpoint", "ident": "url//cart"},
+            {"remote_id": "ep-2", "type": "endpoint", "ident": "roads"},
+            {"type": "endpoint", "ident": "no-id"},
+        ]});
+        let ids = remote_ids_of(&answer);
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[0].remote_id, "17");
+        assert_eq!(endpoint_key("url|/cart", &ids), "ep-1");
+        assert_eq!(endpoint_key("layer|roads", &ids), "ep-2");
+        assert_eq!(endpoint_key("url|/other", &ids), "url//other");
+        assert!(remote_ids_of(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn resources_are_pushed_again_only_when_their_digest_changes() {
+        let payload = json!({"b": [1, 2], "a": {"y": 1, "x": 2}});
+        let digest = resources_digest(&payload);
+        assert_eq!(digest.len(), 64);
+        assert_eq!(
+            digest,
+            resources_digest(&json!({"a": {"x": 2, "y": 1}, "b": [1, 2]}))
+        );
+        let mut r = SupervisorRecord::default();
+        assert!(resources_changed(&r, &digest), "never pushed");
+        r.resources_digest = Some(digest.clone());
+        assert!(!resources_changed(&r, &digest));
+        assert!(resources_changed(&r, &resources_digest(&json!({"b": []}))));
+        let etag_only = SupervisorRecord {
+            resources_etag: Some(digest.clone()),
+            ..SupervisorRecord::default()
+        };
+        assert!(
+            !resources_changed(&etag_only, &digest),
+            "the platform's etag is our digest"
+        );
     }
 
     /// An RSA key pair from the `openssl` CLI: the `rsa` private key and its public JWK.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use opsplane_store::model::split_resource_key;
-use opsplane_store::{ExceptionRecord, Kind, Resolution, SeriesFilter};
+use opsplane_store::{ExceptionRecord, Kind};
 use serde_json::{Value, json};
 
 use super::{OpsError, answer, schemas};
@@ -382,7 +382,7 @@ pub fn top(counts: HashMap<String, u64>, n: usize) -> Value {
 /// addresses and users over the last `within` seconds (1..7200, default 3600), per minute in
 /// `time_dist`, from the ingested requests' minute aggregates; with `ips`, `users`,
 /// `endpoints` (top-N, 0..1000) also `ip_dist`, `users`, `endpoints` (requests per address,
-/// user, resource name).
+/// user, resource name); with `apis` (endpoint idents) only those endpoints' requests.
 #[utoipa::path(get, path = "/ops/logs/realtime", tag = "ops", params(schemas::RealtimeQuery),
     responses((status = 200, description = "the figures", body = schemas::RealtimeAnswer),
               (status = "default", description = "an error, in the ops envelope", body = schemas::OpsEnvelope)))]
@@ -407,77 +407,89 @@ pub async fn realtime(
     let now = jiff::Timestamp::now().as_second();
     let from = (now - within).div_euclid(60) * 60;
     let minutes = ((now - from) / 60 + 1) as usize;
-    let mut per_minute = vec![0u64; minutes];
-    let mut ips_per_minute = vec![std::collections::HashSet::new(); minutes];
-    let mut users_per_minute = vec![std::collections::HashSet::new(); minutes];
-    let mut ips = std::collections::HashSet::new();
-    let (mut requests, mut errors, mut time_sum, mut time_n) = (0u64, 0u64, 0.0, 0u64);
-    // Requests per client address, user and resource (ids until named below).
-    let mut per_ip: HashMap<u32, u64> = HashMap::new();
-    let mut per_user: HashMap<u32, u64> = HashMap::new();
-    let mut per_resource: HashMap<u32, u64> = HashMap::new();
-    let filter = SeriesFilter::default();
-    for metric in [
-        "request.count",
-        "response.error.count",
-        "response.time",
-        "request.ip",
-        "request.users",
-    ] {
-        let Some(entry) = store.entry(Kind::Metric, metric).await? else {
-            continue;
-        };
-        for row in store
-            .buckets(entry.id, Resolution::Minute, from, now + 1, &filter)
-            .await?
-        {
-            // Per request once without a resource (and once per resource it touched).
-            if row.key.resource != 0 {
-                if metric == "request.count" {
-                    *per_resource.entry(row.key.resource).or_default() += row.agg.sum as u64;
-                }
-                continue;
-            }
-            let slot = ((row.start - from) / 60).clamp(0, minutes as i64 - 1) as usize;
-            match metric {
-                "request.count" => {
-                    requests += row.agg.sum as u64;
-                    per_minute[slot] += row.agg.sum as u64;
-                }
-                "response.error.count" => errors += row.agg.sum as u64,
-                "response.time" => {
-                    time_sum += row.agg.sum;
-                    time_n += row.agg.samples;
-                }
-                "request.users" => {
-                    users_per_minute[slot].insert(row.key.label);
-                    *per_user.entry(row.key.label).or_default() += row.agg.sum as u64;
-                }
-                _ => {
-                    ips.insert(row.key.label);
-                    ips_per_minute[slot].insert(row.key.label);
-                    *per_ip.entry(row.key.label).or_default() += row.agg.sum as u64;
-                }
-            }
+    use super::aggregate::Metric;
+    let folded = super::aggregate::fold(
+        &**store,
+        from,
+        now + 1,
+        &[
+            Metric::Count,
+            Metric::Errors,
+            Metric::Time,
+            Metric::Ip,
+            Metric::Users,
+        ],
+    )
+    .await?;
+    // With `apis`, the requests of those endpoints (a request that touched two counts twice).
+    let apis: Vec<&str> = query
+        .get("apis")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut resources: HashMap<u32, &super::aggregate::Stats> =
+        folded.resources.iter().map(|(id, s)| (*id, s)).collect();
+    let selected;
+    let service = if apis.is_empty() {
+        &folded.service
+    } else {
+        let remote = super::servers::remote_ids(&state).await?;
+        let names = names(store.entries(Kind::Resource).await?);
+        resources.retain(|id, _| {
+            names.get(id).is_some_and(|name| {
+                let (kind, short) = split_resource_key(name);
+                let key = super::connect::endpoint_key(name, &remote);
+                apis.iter()
+                    .any(|a| *a == key || *a == short || *a == format!("{kind}/{short}"))
+            })
+        });
+        let mut merged = super::aggregate::Stats::default();
+        for stats in resources.values() {
+            merged.merge(stats);
         }
+        selected = merged;
+        &selected
+    };
+    let slot = |start: i64| ((start - from) / 60).clamp(0, minutes as i64 - 1) as usize;
+    let mut per_minute = vec![0u64; minutes];
+    for (start, n) in &service.per_minute {
+        per_minute[slot(*start)] += n;
     }
-    let avg_time = if time_n == 0 {
+    let distinct = |sets: &std::collections::BTreeMap<i64, std::collections::HashSet<u32>>| {
+        let mut counts = vec![0usize; minutes];
+        for (start, set) in sets {
+            counts[slot(*start)] += set.len();
+        }
+        counts
+    };
+    let avg_time = if service.time_n == 0 {
         0.0
     } else {
-        time_sum / time_n as f64
+        service.time_sum / service.time_n as f64
     };
     let mut figures = json!({
         "time_dist": {
             "min": per_minute,
-            "uv": users_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
-            "ip": ips_per_minute.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            "uv": distinct(&service.minute_users),
+            "ip": distinct(&service.minute_ips),
         },
         "avg_time": avg_time,
-        "requests": requests,
-        "errors": errors,
-        "uv": per_user.len(),
-        "ip": ips.len(),
+        "requests": service.requests,
+        "errors": service.errors,
+        "uv": service.users.len(),
+        "ip": service.ips.len(),
     });
+    // Requests per client address, user and resource (ids until named below).
+    let per_ip = service.ips.clone();
+    let per_user = service.users.clone();
+    let per_resource: HashMap<u32, u64> = resources
+        .iter()
+        .map(|(id, stats)| (*id, stats.requests))
+        .collect();
     if top_ips > 0 || top_users > 0 {
         let labels = names(store.entries(Kind::Label).await?);
         if top_ips > 0 {

@@ -200,7 +200,9 @@ pub async fn server(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, OpsError> {
-    let server = required(&query, &["server_id", "server"])?.to_owned();
+    let remote = super::servers::remote_ids(&state).await?;
+    let given = required(&query, &["server_id", "server"])?;
+    let server = super::servers::local_ident(&remote, "server", given).to_owned();
     let q = FrameQuery::parse(&query, now(), state.recorder.store().retention())?;
     let known = crate::api::resources::views::node_items(&state)
         .await?
@@ -231,17 +233,22 @@ pub async fn server(
     Ok(answer(frames::frame(&SERVER_COLUMNS, rows, &q), 0))
 }
 
-/// The checked instance `id` (`<namespace>/<name>/<address>`, the Instance view's id):
-/// `(MonitoredService key, address)`.
+/// The checked instance `id` (`<namespace>/<name>/<address>`, the Instance view's id, or the
+/// platform's `remote_id` of its address): `(MonitoredService key, address)`.
 async fn checked_instance(
     state: &AppState,
     id: &str,
 ) -> Result<Option<(String, String)>, OpsError> {
+    let remote = super::servers::remote_ids(state).await?;
+    let address = super::servers::local_ident(&remote, "instance", id);
+    let by_remote = address != id;
     Ok(super::views::gather(state)
         .await?
         .instances
         .iter()
-        .find(|i| i["id"].as_str() == Some(id))
+        .find(|i| {
+            i["id"].as_str() == Some(id) || (by_remote && i["address"].as_str() == Some(address))
+        })
         .map(|i| {
             (
                 i["monitored_service"].as_str().unwrap_or("").to_owned(),

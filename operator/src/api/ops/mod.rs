@@ -18,6 +18,7 @@
 //!   `PATCH /`, `DELETE /`, and the outbound resources and reports); supervisors live in the
 //!   store ([`opsplane_store::supervisors`]) beside the flag-configured one.
 
+pub mod aggregate;
 pub mod connect;
 pub mod credential;
 pub mod data;

@@ -771,6 +771,9 @@ pub struct RealtimeQuery {
     /// The top this many resources as `endpoints` (0: left out).
     #[param(minimum = 0, maximum = 1000)]
     endpoints: Option<u64>,
+    /// Only the requests of these endpoints, comma-separated: a touched resource's name,
+    /// `<type>/<name>`, or the platform's `remote_id` of it.
+    apis: Option<String>,
 }
 
 /// The common parameters of the metric frames (UtilMeta's `ServersAPI.BaseQuery`).

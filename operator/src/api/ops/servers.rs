@@ -10,6 +10,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use opsplane_store::supervisors::{self, RemoteId};
 use serde_json::{Value, json};
 
 use super::tokens::iso;
@@ -122,12 +123,55 @@ pub fn server_of(node: &Value, service: &str, node_id: Option<&str>) -> Value {
 pub async fn list(State(state): State<AppState>) -> Result<Response, OpsError> {
     let platform = &state.ops.platform;
     let node_id = platform.supervisor.as_ref().map(|s| s.node_id.as_str());
+    let remote = remote_ids(&state).await?;
     let servers: Vec<Value> = node_items(&state)
         .await?
         .iter()
-        .map(|n| server_of(n, &platform.service, node_id))
+        .map(|n| {
+            let mut server = server_of(n, &platform.service, node_id);
+            with_remote_id(&mut server, &remote, "server");
+            server
+        })
         .collect();
     Ok(answer(servers, 0))
+}
+
+/// The platform's ids of this node's resources: what the connected supervisors answered to the
+/// resources push (UtilMeta's `Resource.remote_id`).
+pub async fn remote_ids(state: &AppState) -> Result<Vec<RemoteId>, OpsError> {
+    Ok(supervisors::list(&**state.recorder.store())
+        .await?
+        .into_iter()
+        .filter(|(_, r)| r.connected && !r.disabled)
+        .flat_map(|(_, r)| r.remote_ids)
+        .collect())
+}
+
+/// The platform's id of the `kind` resource `ident`.
+pub fn remote_id_of<'a>(remote: &'a [RemoteId], kind: &str, ident: &str) -> Option<&'a str> {
+    remote
+        .iter()
+        .find(|r| r.resource_type == kind && r.ident == ident)
+        .map(|r| r.remote_id.as_str())
+}
+
+/// The ident of the `kind` resource the platform calls `id`, else `id` itself (UtilMeta's id
+/// parameters take the `remote_id` or the local id).
+pub fn local_ident<'a>(remote: &'a [RemoteId], kind: &str, id: &'a str) -> &'a str {
+    remote
+        .iter()
+        .find(|r| r.resource_type == kind && r.remote_id == id)
+        .map_or(id, |r| r.ident.as_str())
+}
+
+/// UtilMeta's ids on a listed resource: `remote_id` the platform's id of its `ident`, and `id`
+/// that one when there is one ("ids = remote_id or local id").
+fn with_remote_id(item: &mut Value, remote: &[RemoteId], kind: &str) {
+    let ident = item["ident"].as_str().unwrap_or("").to_owned();
+    if let Some(id) = remote_id_of(remote, kind, &ident) {
+        item["remote_id"] = json!(id);
+        item["id"] = json!(id);
+    }
 }
 
 /// The metric store as the ops API lists it.
@@ -188,6 +232,7 @@ fn store_entry(state: &AppState, kind: &str, connected: bool) -> Value {
 pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsError> {
     let platform = &state.ops.platform;
     let node_id = platform.supervisor.as_ref().map(|s| s.node_id.as_str());
+    let remote = remote_ids(&state).await?;
     let found: Vec<Value> = super::views::gather(&state)
         .await?
         .instances
@@ -205,6 +250,10 @@ pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsErr
                 "environment": i["environment"], "healthy": i["healthy"],
                 "latency_ms": i["latency_ms"], "ops_api": i["ops_api"],
             })
+        })
+        .map(|mut i| {
+            with_remote_id(&mut i, &remote, "instance");
+            i
         })
         .collect();
     let count = found.len() as u64;
@@ -242,6 +291,42 @@ pub async fn caches(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resource_the_platform_knows_is_listed_and_found_by_its_remote_id() {
+        let remote = vec![
+            RemoteId {
+                resource_type: "server".into(),
+                ident: "node-a".into(),
+                remote_id: "17".into(),
+            },
+            RemoteId {
+                resource_type: "instance".into(),
+                ident: "10.0.0.5:8080".into(),
+                remote_id: "inst-3".into(),
+            },
+        ];
+        let mut server = json!({"id": "node-a", "ident": "node-a", "remote_id": null});
+        with_remote_id(&mut server, &remote, "server");
+        assert_eq!(
+            (&server["id"], &server["remote_id"]),
+            (&json!("17"), &json!("17"))
+        );
+        // Another kind's id does not apply; unknown ones keep the local id.
+        let mut other =
+            json!({"id": "team/web/10.0.0.5:8080", "ident": "node-a", "remote_id": null});
+        with_remote_id(&mut other, &remote, "instance");
+        assert_eq!(other["id"], "team/web/10.0.0.5:8080");
+        assert_eq!(other["remote_id"], Value::Null);
+        assert_eq!(local_ident(&remote, "server", "17"), "node-a");
+        assert_eq!(local_ident(&remote, "server", "node-a"), "node-a");
+        assert_eq!(local_ident(&remote, "server", "inst-3"), "inst-3");
+        assert_eq!(local_ident(&remote, "instance", "inst-3"), "10.0.0.5:8080");
+        assert_eq!(
+            remote_id_of(&remote, "instance", "10.0.0.5:8080"),
+            Some("inst-3")
+        );
+    }
 
     #[test]
     fn a_redis_store_is_named_by_host_and_port_never_its_password() {
