@@ -1024,12 +1024,14 @@ fn the_four_concepts_are_views_linking_to_each_other_and_each_service_shows_its_
         &token,
         "",
     ));
-    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed[0]["id"], "operator", "the operator itself first");
+    assert_eq!(listed[0]["server_id"], host.as_str());
     assert_eq!(
-        listed[0]["ident"], instances[0]["address"],
+        listed[1]["ident"], instances[0]["address"],
         "the checked address"
     );
-    assert_eq!(listed[0]["server_id"], host.as_str());
+    assert_eq!(listed[1]["server_id"], host.as_str());
     let databases = result(platform(
         p.listen,
         "GET",

@@ -263,8 +263,19 @@ fn instance_frames_are_the_checks_of_the_instance_and_the_operator_is_its_own_wo
     // Checked once at least: an instance's address is the url only until its first check.
     let instances = until(op.addr, "/ops/servers/instances", |list| {
         list.as_array()
-            .is_some_and(|l| l.len() == 2 && l.iter().all(|i| i["healthy"].is_boolean()))
+            .is_some_and(|l| l.len() == 3 && l.iter().all(|i| i["healthy"].is_boolean()))
     });
+    // The operator itself comes first, as the instance its worker and frames belong to.
+    let own = &instances[0];
+    assert_eq!(own["id"], "operator", "{instances}");
+    assert_eq!(
+        own["ident"],
+        format!("127.0.0.1:{}", op.addr.port()),
+        "{own}"
+    );
+    assert_eq!(own["backend"], "axum");
+    assert_eq!(own["language"], "rust");
+    assert_eq!(own["healthy"], true);
     let id_of = |name: &str| {
         instances
             .as_array()

@@ -732,16 +732,7 @@ pub fn public_view(record: &SupervisorRecord) -> Value {
 /// The instance this process is (§8 `instances`).
 fn instances(state: &AppState) -> Value {
     let location = &state.ops.location;
-    let address = url::Url::parse(&location.base_url)
-        .ok()
-        .map(|u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or(""),
-                u.port_or_known_default().unwrap_or(0)
-            )
-        })
-        .unwrap_or_default();
+    let address = own_address(state);
     json!([{
         "description": "", "deprecated": false, "tags": [], "metadata": {},
         "server": {"hostname": &*state.hostname, "system": std::env::consts::OS,
@@ -751,6 +742,20 @@ fn instances(state: &AppState) -> Value {
         "language": "rust", "utilmeta_version": UTILMETA_VERSION, "language_version": "",
         "backend": "axum", "backend_version": "", "address": address,
     }])
+}
+
+/// This process's address as an instance ident (`host:port` of `base_url`, as UtilMeta's).
+pub fn own_address(state: &AppState) -> String {
+    url::Url::parse(&state.ops.location.base_url)
+        .ok()
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or(""),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// The resources push's body (§8).

@@ -233,11 +233,26 @@ pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsErr
     let platform = &state.ops.platform;
     let node_id = platform.supervisor.as_ref().map(|s| s.node_id.as_str());
     let remote = remote_ids(&state).await?;
-    let found: Vec<Value> = super::views::gather(&state)
-        .await?
-        .instances
-        .into_iter()
-        .map(|i| {
+    // This process first: the instance `operator` whose worker `/servers/workers` lists and
+    // whose frames `/servers/instance/metrics` answers (the one the resources push names).
+    let address = super::connect::own_address(&state);
+    let own = json!({
+        "id": super::metrics::OPERATOR_INSTANCE, "ident": address,
+        "route": format!("instance/{address}"),
+        "service": platform.service, "node_id": node_id, "ref": null,
+        "remote_id": null, "server_id": &*state.hostname, "deprecated": false,
+        "updated_time": jiff::Timestamp::now().to_string(),
+        "backend": "axum", "backend_version": "", "version": env!("CARGO_PKG_VERSION"),
+        "spec_version": null, "asynchronous": true,
+        "production": !super::platform::is_localhost(&state.ops.location.ops_api),
+        "language": "rust", "language_version": "",
+        "utilmeta_version": super::connect::UTILMETA_VERSION,
+        "environment": null, "healthy": true, "latency_ms": null,
+        "ops_api": state.ops.location.ops_api,
+    });
+    let checked = super::views::gather(&state).await?.instances;
+    let found: Vec<Value> = std::iter::once(own)
+        .chain(checked.into_iter().map(|i| {
             json!({
                 "id": i["id"], "ident": i["address"],
                 "route": format!("instance/{}", i["address"].as_str().unwrap_or("")),
@@ -250,7 +265,7 @@ pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsErr
                 "environment": i["environment"], "healthy": i["healthy"],
                 "latency_ms": i["latency_ms"], "ops_api": i["ops_api"],
             })
-        })
+        }))
         .map(|mut i| {
             with_remote_id(&mut i, &remote, "instance");
             i
