@@ -71,6 +71,9 @@ fn operator(dir: &Path, redis_port: Option<u16>) -> anyhow::Result<(Guard, Strin
     .arg(dir.join("data"))
     .args(["--retention-minutes", "30d", "--retention-hours", "90d"])
     .env("OPSPLANE_TOKEN", TOKEN)
+    // The figure is the ingestion's throughput; one principal's POST limit (600 a minute by
+    // default, docs/auth.md) would otherwise answer most batches 429.
+    .env("OPSPLANE_RATE_LIMIT", "off")
     .env("OPSPLANE_LOG", "warn")
     .env("OPSPLANE_NODE_AGENT", "false")
     .env_remove("OPSPLANE_REDIS_URL")
