@@ -19,24 +19,11 @@ const TOKEN: &str = "ops-connect-admin-token-0123456789";
 const CONNECTION_KEY: &str = "conn-key-9f8e7d6c5b4a";
 const NODE: &str = "node-connect-0001";
 
-/// An RSA key pair made by the `openssl` CLI: (private PEM file, public JWK as JSON text).
+/// The platform's RSA key pair ([`common::platform::key_pair`], made by the `openssl` CLI):
+/// (private PEM file, public JWK as JSON text).
 fn key_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    common::platform::key_pair(dir, name);
     let private = dir.join(format!("{name}.key"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl genpkey");
     // n and e as the `openssl` CLI prints them: not through the RSA crate the operator uses.
     let path = private.to_str().unwrap();
     let modulus =
