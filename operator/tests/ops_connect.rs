@@ -604,6 +604,16 @@ fn connect_flow(store_args: &[&str]) {
             .any(|t| t["ref"] == "opsplane.services")
     );
     assert_eq!(resources["instances"].as_array().unwrap().len(), 1);
+    // This process, with the keys /servers/instances gives its `operator` instance too.
+    let pushed_instance = &resources["instances"][0];
+    assert_eq!(
+        pushed_instance["address"],
+        addr.to_string(),
+        "{pushed_instance}"
+    );
+    assert_eq!(pushed_instance["backend"], "axum");
+    assert_eq!(pushed_instance["language"], "rust");
+    assert!(pushed_instance["server"]["hostname"].is_string());
 
     // The previous hour's aggregate, from the ingested requests.
     let wanted = hour;

@@ -731,17 +731,33 @@ pub fn public_view(record: &SupervisorRecord) -> Value {
 
 /// The instance this process is (§8 `instances`).
 fn instances(state: &AppState) -> Value {
-    let location = &state.ops.location;
-    let address = own_address(state);
-    json!([{
-        "description": "", "deprecated": false, "tags": [], "metadata": {},
-        "server": {"hostname": &*state.hostname, "system": std::env::consts::OS,
-                   "platform": {"machine": std::env::consts::ARCH}},
+    let mut own = own_instance(state);
+    own["address"] = json!(own_address(state));
+    for (key, value) in [
+        ("description", json!("")),
+        ("deprecated", json!(false)),
+        ("tags", json!([])),
+        ("metadata", json!({})),
+        (
+            "server",
+            json!({"hostname": &*state.hostname, "system": std::env::consts::OS,
+                   "platform": {"machine": std::env::consts::ARCH}}),
+        ),
+    ] {
+        own[key] = value;
+    }
+    json!([own])
+}
+
+/// What this process is as a UtilMeta instance (its backend, language and versions): the keys
+/// the resources push and `/servers/instances` share.
+pub fn own_instance(state: &AppState) -> Value {
+    json!({
         "version": env!("CARGO_PKG_VERSION"), "asynchronous": true,
-        "production": !super::platform::is_localhost(&location.ops_api),
+        "production": !super::platform::is_localhost(&state.ops.location.ops_api),
         "language": "rust", "utilmeta_version": UTILMETA_VERSION, "language_version": "",
-        "backend": "axum", "backend_version": "", "address": address,
-    }])
+        "backend": "axum", "backend_version": "",
+    })
 }
 
 /// This process's address as an instance ident (`host:port` of `base_url`, as UtilMeta's).

@@ -236,20 +236,26 @@ pub async fn instances(State(state): State<AppState>) -> Result<Response, OpsErr
     // This process first: the instance `operator` whose worker `/servers/workers` lists and
     // whose frames `/servers/instance/metrics` answers (the one the resources push names).
     let address = super::connect::own_address(&state);
-    let own = json!({
-        "id": super::metrics::OPERATOR_INSTANCE, "ident": address,
-        "route": format!("instance/{address}"),
-        "service": platform.service, "node_id": node_id, "ref": null,
-        "remote_id": null, "server_id": &*state.hostname, "deprecated": false,
-        "updated_time": jiff::Timestamp::now().to_string(),
-        "backend": "axum", "backend_version": "", "version": env!("CARGO_PKG_VERSION"),
-        "spec_version": null, "asynchronous": true,
-        "production": !super::platform::is_localhost(&state.ops.location.ops_api),
-        "language": "rust", "language_version": "",
-        "utilmeta_version": super::connect::UTILMETA_VERSION,
-        "environment": null, "healthy": true, "latency_ms": null,
-        "ops_api": state.ops.location.ops_api,
-    });
+    let mut own = super::connect::own_instance(&state);
+    for (key, value) in [
+        ("id", json!(super::metrics::OPERATOR_INSTANCE)),
+        ("route", json!(format!("instance/{address}"))),
+        ("ident", json!(address)),
+        ("service", json!(platform.service)),
+        ("node_id", json!(node_id)),
+        ("ref", Value::Null),
+        ("remote_id", Value::Null),
+        ("server_id", json!(&*state.hostname)),
+        ("deprecated", json!(false)),
+        ("updated_time", json!(jiff::Timestamp::now().to_string())),
+        ("spec_version", Value::Null),
+        ("environment", Value::Null),
+        ("healthy", json!(true)),
+        ("latency_ms", Value::Null),
+        ("ops_api", json!(state.ops.location.ops_api)),
+    ] {
+        own[key] = value;
+    }
     let checked = super::views::gather(&state).await?.instances;
     let found: Vec<Value> = std::iter::once(own)
         .chain(checked.into_iter().map(|i| {
