@@ -20,6 +20,16 @@ use serde::Serialize;
 
 use super::logs::level_of;
 
+/// The registry's names of `kind` by id (labels, resources), to read a fold's ids by.
+pub async fn names(store: &dyn Store, kind: Kind) -> Result<HashMap<u32, String>, StoreError> {
+    Ok(store
+        .entries(kind)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.name))
+        .collect())
+}
+
 /// The per-request duration metric: label [`bucket_label`], value ms² ([`bucket_sample`]).
 pub const BUCKET_METRIC: &str = "response.time.bucket";
 /// Each bucket's upper bound over its lower one.

@@ -868,6 +868,25 @@ impl Due {
     }
 }
 
+/// The registry names a round's reports read their folds' ids by: loaded once a round (the
+/// due spans are past, so their labels and resources are all registered by then).
+pub struct Names {
+    /// Label names by id.
+    pub labels: HashMap<u32, String>,
+    /// Resource keys by id.
+    pub resources: HashMap<u32, String>,
+}
+
+impl Names {
+    /// Both from the store's registries.
+    pub async fn load(store: &dyn Store) -> Result<Names, opsplane_store::StoreError> {
+        Ok(Names {
+            labels: aggregate::names(store, Kind::Label).await?,
+            resources: aggregate::names(store, Kind::Resource).await?,
+        })
+    }
+}
+
 /// The report of `due` (§7; `platform-bound.POST_report_probe.json`), from the ingestion
 /// endpoint's minute buckets ([`aggregate::fold`]): the service's statistics and each touched
 /// resource's under `endpoints` ([`endpoint_key`]). An hour carries the full layer-0
@@ -877,28 +896,14 @@ pub async fn report(
     store: &dyn Store,
     due: Due,
     remote: &[RemoteId],
+    names: &Names,
 ) -> Result<Value, opsplane_store::StoreError> {
     let (from, seconds) = due.span();
     let folded = aggregate::fold(store, from, from + seconds, aggregate::REPORT_METRICS).await?;
-    let labels: HashMap<u32, String> = store
-        .entries(Kind::Label)
-        .await?
-        .into_iter()
-        .map(|e| (e.id, e.name))
-        .collect();
-    let resources: HashMap<u32, String> = if folded.resources.is_empty() {
-        HashMap::new()
-    } else {
-        store
-            .entries(Kind::Resource)
-            .await?
-            .into_iter()
-            .map(|e| (e.id, e.name))
-            .collect()
-    };
+    let (labels, resources) = (&names.labels, &names.resources);
     let render = |stats: &aggregate::Stats, service: bool| match due {
-        Due::Hour(_) => json!(aggregate::hourly(stats, &labels, seconds, service)),
-        Due::Day(_) => json!(aggregate::daily(stats, &labels)),
+        Due::Hour(_) => json!(aggregate::hourly(stats, labels, seconds, service)),
+        Due::Day(_) => json!(aggregate::daily(stats, labels)),
     };
     let mut endpoints = serde_json::Map::new();
     for (id, stats) in &folded.resources {
@@ -1091,9 +1096,19 @@ async fn sync_one(state: &AppState, id: &str) {
     }
     let now = round_now(&outbound);
     let due = reports_due(record.reported_until, record.daily_reported_until, now, 24);
+    if due.is_empty() {
+        return;
+    }
+    let names = match Names::load(&**store).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "ops: the aggregate could not be read");
+            return;
+        }
+    };
     let mut reports = Vec::with_capacity(due.len());
     for d in &due {
-        match report(&**store, *d, &remote).await {
+        match report(&**store, *d, &remote, &names).await {
             Ok(r) => reports.push(r),
             Err(e) => {
                 tracing::warn!(error = %e, "ops: the aggregate could not be read");
@@ -1116,20 +1131,14 @@ async fn sync_one(state: &AppState, id: &str) {
             tracing::warn!(supervisor = %record.base_url, error = %e, reports = dues.len(), "ops: the report failed; tried again next round");
             return;
         }
-        let hour = dues
-            .iter()
-            .filter_map(|d| match d {
-                Due::Hour(h) => Some(*h),
-                Due::Day(_) => None,
-            })
-            .max();
-        let day = dues
-            .iter()
-            .filter_map(|d| match d {
-                Due::Day(d) => Some(*d),
-                Due::Hour(_) => None,
-            })
-            .max();
+        // The newest hour and day the platform took.
+        let (mut hour, mut day) = (None, None);
+        for due in dues {
+            match due {
+                Due::Hour(h) => hour = hour.max(Some(*h)),
+                Due::Day(d) => day = day.max(Some(*d)),
+            }
+        }
         update(store, id, |r| {
             if hour.is_some() {
                 r.reported_until = r.reported_until.max(hour);

@@ -438,7 +438,7 @@ pub async fn realtime(
         &folded.service
     } else {
         let remote = super::servers::remote_ids(&state).await?;
-        let names = names(store.entries(Kind::Resource).await?);
+        let names = super::aggregate::names(&**store, Kind::Resource).await?;
         resources.retain(|id, _| {
             names.get(id).is_some_and(|name| {
                 let (kind, short) = split_resource_key(name);
@@ -491,7 +491,7 @@ pub async fn realtime(
         .map(|(id, stats)| (*id, stats.requests))
         .collect();
     if top_ips > 0 || top_users > 0 {
-        let labels = names(store.entries(Kind::Label).await?);
+        let labels = super::aggregate::names(&**store, Kind::Label).await?;
         if top_ips > 0 {
             figures["ip_dist"] = top(named(per_ip, &labels), top_ips);
         }
@@ -509,10 +509,6 @@ pub async fn realtime(
         figures["endpoints"] = top(named(per_resource, &resources), top_endpoints);
     }
     Ok(answer(figures, 0))
-}
-
-fn names(entries: Vec<opsplane_store::RegistryEntry>) -> HashMap<u32, String> {
-    entries.into_iter().map(|e| (e.id, e.name)).collect()
 }
 
 /// Counts by id as counts by name (ids no longer registered are left out; two ids of one
